@@ -1,0 +1,161 @@
+//! The durable event log.
+//!
+//! [`EventStore`] and [`ConversationStore`] are what the rest of ohd sees of storage; SQLite is
+//! the embedded implementation ([`sqlite::SqliteStore`]), and a PostgreSQL one can sit beside it.
+//! [`Notifier`] tells subscribers about events once they are committed; [`LocalNotifier`] does
+//! that within one process, and a cross-node notifier (PostgreSQL `LISTEN`, Redis) can replace it.
+//! [`EventLog`] joins the two: append, then publish, so nothing is seen before it is durable.
+
+mod log;
+mod notifier;
+pub mod sqlite;
+
+pub use log::EventLog;
+pub use notifier::{LocalNotifier, LogItem, Notifier};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ohd_protocol::{ConversationId, EventId, NewEvent};
+use std::sync::Arc;
+
+/// An event as committed: its id and the exact JSON every client is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub json: Arc<str>,
+}
+
+impl StoredEvent {
+    /// The typed event, for consumers that need more than the JSON (the agent).
+    pub fn decode(&self) -> Result<ohd_protocol::Event, StoreError> {
+        serde_json::from_str(&self.json).map_err(|e| StoreError::Corrupt {
+            id: self.id,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conversation {0} not found")]
+    ConversationNotFound(ConversationId),
+    #[error("conversation {0} already exists")]
+    ConversationExists(ConversationId),
+    #[error("stored event {id} cannot be read: {reason}")]
+    Corrupt { id: EventId, reason: String },
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot prepare the store: {0}")]
+    Setup(String),
+}
+
+/// A page of a conversation's events, for the REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPage {
+    pub start_id: u64,
+    /// Inclusive; `None` means up to the newest event.
+    pub end_id: Option<u64>,
+    pub reverse: bool,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Commits `events` as one unit, giving them the next ids of the conversation in order.
+    /// Only the store assigns ids and timestamps.
+    async fn append(
+        &self,
+        conversation: &ConversationId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Up to `limit` events with ids greater than `after` (all, if `None`), ascending.
+    async fn read_after(
+        &self,
+        conversation: &ConversationId,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// A page for the REST API; the flag says whether more events lie beyond it.
+    async fn read_page(
+        &self,
+        conversation: &ConversationId,
+        page: EventPage,
+    ) -> Result<(Vec<StoredEvent>, bool), StoreError>;
+
+    async fn last_event_id(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<EventId>, StoreError>;
+}
+
+/// What the server keeps about a conversation besides its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    pub id: ConversationId,
+    pub title: String,
+    pub created_at: DateTime<Utc>,
+    pub last_updated_at: DateTime<Utc>,
+    pub selected_repository: Option<String>,
+    pub selected_branch: Option<String>,
+    pub git_provider: Option<String>,
+    pub trigger: String,
+}
+
+impl ConversationRecord {
+    pub fn new(id: ConversationId) -> Self {
+        let now = Utc::now();
+        // The original's default title.
+        let title = format!(
+            "Conversation {}",
+            id.as_str().chars().take(5).collect::<String>()
+        );
+        ConversationRecord {
+            id,
+            title,
+            created_at: now,
+            last_updated_at: now,
+            selected_repository: None,
+            selected_branch: None,
+            git_provider: None,
+            trigger: "gui".to_owned(),
+        }
+    }
+}
+
+/// One page of the conversation list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationRecord>,
+    /// Opaque cursor for the next page.
+    pub next_page: Option<String>,
+}
+
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    async fn create_conversation(&self, record: ConversationRecord) -> Result<(), StoreError>;
+    async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError>;
+    async fn list_conversations(
+        &self,
+        limit: usize,
+        page: Option<&str>,
+    ) -> Result<ConversationList, StoreError>;
+    /// Returns false when there is no such conversation.
+    async fn rename_conversation(
+        &self,
+        id: &ConversationId,
+        title: &str,
+    ) -> Result<bool, StoreError>;
+    /// Removes the conversation and all its events; false when there was none.
+    async fn delete_conversation(&self, id: &ConversationId) -> Result<bool, StoreError>;
+}
+
+/// Both halves of storage, as one object the server can hold.
+pub trait Store: EventStore + ConversationStore {}
+impl<T: EventStore + ConversationStore> Store for T {}
