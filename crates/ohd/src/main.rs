@@ -1,1 +1,108 @@
-fn main() {}
+//! `ohd`: the command line.
+
+use clap::{Parser, Subcommand};
+use ohd_server::config::{Config, Overrides};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ohd", version, about = "An agent server that speaks the OpenHands WebSocket API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "OHD_HOST")]
+    host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one [default: 3000]
+    #[arg(long, env = "OHD_PORT")]
+    port: Option<u16>,
+    /// Where the store and the workspaces live [default: the user's data folder]/ohd
+    #[arg(long, env = "OHD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A config.toml with [server], [store] and [llm] sections
+    #[arg(long, env = "OHD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Serve a built OpenHands web frontend from this folder
+    #[arg(long, env = "OHD_WEB_UI")]
+    web_ui: Option<PathBuf>,
+    /// Extra origins browsers may call from, comma-separated (`*` for any)
+    #[arg(long, env = "OHD_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Option<Vec<String>>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = Config::resolve(Overrides {
+        host: args.host,
+        port: args.port,
+        data_dir: args.data_dir,
+        config_file: args.config,
+        web_ui: args.web_ui,
+        cors_allowed_origins: args.cors_origins,
+        session_api_key: env("SESSION_API_KEY"),
+        llm_model: env("LLM_MODEL"),
+        llm_api_key: env("LLM_API_KEY"),
+        llm_base_url: env("LLM_BASE_URL"),
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            auth = config.session_api_key.is_some(),
+            "starting ohd"
+        );
+        let server = ohd_server::Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        // A fixed line on stdout, for scripts and tests that start ohd on port 0.
+        println!("ohd listening on http://{addr}");
+        server.serve(shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops ohd");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,1 +1,20 @@
+//! The ohd server: REST and Socket.IO in front of the event log.
+//!
+//! - [`config`]: settings from flags, environment and `config.toml`.
+//! - [`api`]: the REST routes, one file per group.
+//! - [`socketio`]: the Socket.IO protocol on top of Engine.IO, and each client connection.
+//! - [`delivery`]: the one place that decides what a client is sent and in what order.
+//! - [`conversations`]: creating, finding and feeding conversations.
+//! - [`app`]: puts them together behind one listener.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conversations;
+pub mod delivery;
+pub mod error;
+pub mod socketio;
+
+pub use app::{AppState, Server};
+pub use config::Config;

@@ -1,0 +1,306 @@
+//! Starting ohd and talking to it: HTTP, and raw Engine.IO/Socket.IO frames over a websocket.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `ohd serve` on a free port, with its own data directory.
+pub struct Ohd {
+    child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    pub api_key: Option<String>,
+}
+
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    pub config_toml: Option<String>,
+}
+
+impl Options {
+    pub fn new() -> Self {
+        Options {
+            env: Vec::new(),
+            config_toml: None,
+        }
+    }
+}
+
+impl Ohd {
+    pub async fn start() -> Ohd {
+        Ohd::start_with(Options::new()).await
+    }
+
+    pub async fn start_with(options: Options) -> Ohd {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut ohd = Ohd::spawn(&data_dir, &options).await;
+        ohd._dir = Some(dir);
+        ohd
+    }
+
+    /// Starts ohd on an existing data directory (after a restart).
+    pub async fn spawn(data_dir: &Path, options: &Options) -> Ohd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ohd"));
+        command
+            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("SESSION_API_KEY")
+            .env_remove("OHD_PORT")
+            .env_remove("OHD_HOST")
+            .env("RUST_LOG", "ohd_server=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(toml) = &options.config_toml {
+            let path = data_dir.join("test-config.toml");
+            std::fs::create_dir_all(data_dir).unwrap();
+            std::fs::write(&path, toml).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut api_key = None;
+        for (k, v) in &options.env {
+            if k == "SESSION_API_KEY" {
+                api_key = Some(v.clone());
+            }
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("ohd did not start in time")
+            .unwrap()
+            .expect("ohd exited before listening");
+        let addr = line
+            .strip_prefix("ohd listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ohd {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            _dir: None,
+            http: reqwest::Client::new(),
+            api_key,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket&{}", self.addr, query)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(k) => request.header("X-Session-API-Key", k),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.authorized(self.http.get(self.url(path))).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .authorized(self.http.post(self.url(path)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_conversation(&self) -> String {
+        let (status, body) = self.post("/api/conversations", serde_json::json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        body["conversation_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every stored event of a conversation, through the REST API.
+    pub async fn events(&self, conversation: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        loop {
+            let start = all.len();
+            let (status, body) = self
+                .get(&format!(
+                    "/api/conversations/{conversation}/events?start_id={start}&limit=100"
+                ))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            all.extend(body["events"].as_array().unwrap().iter().cloned());
+            if body["has_more"] != true {
+                return all;
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let pid = self.child.id().expect("ohd is running");
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("ohd is running");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("ohd did not stop on SIGTERM")
+            .unwrap()
+    }
+
+    pub async fn wait_exit(&mut self) {
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+/// A plain websocket speaking raw Engine.IO/Socket.IO frames, like `websocat`.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawClient {
+    /// Connects and reads the Engine.IO open packet.
+    pub async fn open(url: &str) -> RawClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut client = RawClient { ws };
+        let open = client.next_text().await.expect("no open packet");
+        assert!(open.starts_with("0{"), "expected the Engine.IO open packet, got {open}");
+        let handshake: Value = serde_json::from_str(&open[1..]).unwrap();
+        assert!(handshake["sid"].is_string() && handshake["pingInterval"].is_number());
+        client
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// The next text frame, answering pings on the way; `None` once closed or after [`WAIT`].
+    pub async fn next_text(&mut self) -> Option<String> {
+        self.next_text_within(WAIT).await
+    }
+
+    pub async fn next_text_within(&mut self, wait: Duration) -> Option<String> {
+        loop {
+            let frame = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            match frame {
+                Ok(Message::Text(text)) if text.as_str() == "2" => self.send("3").await,
+                Ok(Message::Text(text)) => return Some(text.to_string()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The payload of the next `oh_event`, skipping other packets.
+    pub async fn next_event(&mut self) -> Option<Value> {
+        self.next_event_within(WAIT).await
+    }
+
+    pub async fn next_event_within(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let text = self.next_text_within(wait).await?;
+            if let Some(event) = parse_oh_event(&text) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Sends CONNECT and returns the reply packet (`40{...}` or `44{...}`).
+    pub async fn connect(&mut self, auth: &str) -> String {
+        self.send(&format!("40{auth}")).await;
+        loop {
+            let text = self.next_text().await.expect("no reply to CONNECT");
+            if text.starts_with("40") || text.starts_with("44") {
+                return text;
+            }
+        }
+    }
+
+    /// Events until `count` have arrived.
+    pub async fn events(&mut self, count: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            match self.next_event().await {
+                Some(e) => out.push(e),
+                None => panic!("only {} of {count} events arrived: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+}
+
+pub fn parse_oh_event(text: &str) -> Option<Value> {
+    let body = text.strip_prefix("42")?;
+    let mut array: Vec<Value> = serde_json::from_str(body).ok()?;
+    if array.first()? != "oh_event" || array.len() != 2 {
+        return None;
+    }
+    array.pop()
+}
+
+pub fn user_message(text: &str) -> String {
+    format!(
+        "42[\"oh_user_action\",{}]",
+        serde_json::json!({"action":"message","args":{"content":text}})
+    )
+}
+
+pub fn seed_message(text: &str) -> String {
+    format!(
+        "42[\"oh_user_action\",{}]",
+        serde_json::json!({"type":"message","source":"user","message":text})
+    )
+}
+
+pub fn ids(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["id"].as_u64()).collect()
+}
+
+/// Appends `n` user messages through a websocket client and waits until they are stored.
+pub async fn fill(ohd: &Ohd, conversation: &str, n: usize) {
+    let mut writer = RawClient::open(&ohd.ws_url(&format!("conversation_id={conversation}&latest_event_id=-1"))).await;
+    assert!(writer.connect("").await.starts_with("40"));
+    for i in 0..n {
+        writer.send(&user_message(&format!("message {i}"))).await;
+    }
+    let expected = n;
+    let mut seen = 0;
+    while seen < expected {
+        let event = writer.next_event().await.expect("fill: events stopped");
+        if event["args"]["content"].as_str().is_some_and(|c| c.starts_with("message ")) {
+            seen += 1;
+        }
+    }
+    writer.close().await;
+}

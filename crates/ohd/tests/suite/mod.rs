@@ -1,0 +1,6 @@
+mod bad_input;
+mod clients;
+mod rest;
+mod restart;
+mod seed_websocat;
+mod streams;

@@ -1,0 +1,127 @@
+//! Replay and live delivery: every event once, in order, to every client of the conversation.
+
+use crate::common::*;
+use std::time::Duration;
+
+async fn joined(ohd: &Ohd, conv: &str, latest: &str) -> RawClient {
+    let mut c = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id={latest}"))).await;
+    assert!(c.connect("").await.starts_with("40"));
+    c
+}
+
+#[tokio::test]
+async fn replay_from_the_start_the_middle_the_end_and_past_it() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    fill(&ohd, &conv, 10).await;
+
+    let mut from_start = joined(&ohd, &conv, "-1").await;
+    assert_eq!(ids(&from_start.events(10).await), (0..10).collect::<Vec<_>>());
+
+    let mut from_middle = joined(&ohd, &conv, "5").await;
+    assert_eq!(ids(&from_middle.events(4).await), vec![6, 7, 8, 9]);
+
+    let mut not_a_number = joined(&ohd, &conv, "abc").await;
+    assert_eq!(not_a_number.events(10).await[0]["id"], 0);
+
+    for latest in ["9", "999"] {
+        let mut at_end = joined(&ohd, &conv, latest).await;
+        assert_eq!(at_end.next_event_within(Duration::from_millis(300)).await, None);
+        // ...and then live events continue from there.
+        at_end.send(&user_message("live")).await;
+        let live = at_end.next_event().await.unwrap();
+        assert_eq!(live["args"]["content"], "live");
+    }
+    // Each later client saw the live events of the earlier ones, in order, with no gap.
+    let rest = from_start.events(2).await;
+    assert_eq!(ids(&rest), vec![10, 11]);
+}
+
+#[tokio::test]
+async fn two_clients_see_identical_streams_while_events_race_their_connect() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
+    let mut writer = RawClient::open(&url).await;
+    assert!(writer.connect("").await.starts_with("40"));
+    // Append while the readers connect.
+    for i in 0..200 {
+        writer.send(&user_message(&format!("m{i}"))).await;
+    }
+    let mut a = joined(&ohd, &conv, "-1").await;
+    for i in 200..400 {
+        writer.send(&user_message(&format!("m{i}"))).await;
+    }
+    let mut b = joined(&ohd, &conv, "-1").await;
+    for i in 400..500 {
+        writer.send(&user_message(&format!("m{i}"))).await;
+    }
+    let seen_a = a.events(500).await;
+    let seen_b = b.events(500).await;
+    assert_eq!(ids(&seen_a), (0..500).collect::<Vec<_>>());
+    assert_eq!(seen_a, seen_b);
+    assert_eq!(seen_a, ohd.events(&conv).await);
+    assert_eq!(a.next_event_within(Duration::from_millis(200)).await, None, "a duplicate arrived");
+}
+
+#[tokio::test]
+async fn conversations_are_isolated_from_each_other() {
+    let ohd = Ohd::start().await;
+    let one = ohd.create_conversation().await;
+    let two = ohd.create_conversation().await;
+    let mut in_one = joined(&ohd, &one, "-1").await;
+    let mut in_two = joined(&ohd, &two, "-1").await;
+    in_one.send(&user_message("for one")).await;
+    in_two.send(&user_message("for two")).await;
+    let a = in_one.next_event().await.unwrap();
+    let b = in_two.next_event().await.unwrap();
+    assert_eq!((a["id"].as_u64(), b["id"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(a["args"]["content"], "for one");
+    assert_eq!(b["args"]["content"], "for two");
+    assert_eq!(in_one.next_event_within(Duration::from_millis(300)).await, None);
+    assert_eq!(in_two.next_event_within(Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn a_large_replay_streams_to_a_slow_reader_without_loss() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    fill(&ohd, &conv, 3000).await;
+    let mut reader = joined(&ohd, &conv, "-1").await;
+    // Read slowly at first so the server's per-client buffer fills and it has to wait for room.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = reader.events(3000).await;
+    assert_eq!(ids(&events), (0..3000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_the_others_carry_on() {
+    let mut options = Options::new();
+    options.config_toml = Some("[server]\nslow_client_timeout_secs = 1\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
+    let mut stuck = RawClient::open(&url).await;
+    assert!(stuck.connect("").await.starts_with("40"));
+    let mut healthy = joined(&ohd, &conv, "-1").await;
+    let healthy = tokio::spawn(async move { healthy.events(2000).await });
+    // A writer whose cursor is far ahead receives none of the events it writes.
+    let mut writer = joined(&ohd, &conv, "1000000000").await;
+    // ~40 MB of events: far more than the kernel's socket buffers hold for the stuck client.
+    let big = "x".repeat(20_000);
+    for i in 0..2000 {
+        writer.send(&user_message(&format!("{i} {big}"))).await;
+    }
+    let seen = healthy.await.unwrap();
+    assert_eq!(ids(&seen), (0..2000).collect::<Vec<_>>());
+    // The stuck client finds its connection closed once it reads what was already sent.
+    let mut received = 0;
+    while stuck.next_event_within(Duration::from_secs(5)).await.is_some() {
+        received += 1;
+    }
+    assert!(received < 2000, "the stuck client was never cut off");
+    // It resumes where it stopped, with latest_event_id, and misses nothing.
+    let mut resumed = joined(&ohd, &conv, &(received as i64 - 1).to_string()).await;
+    let rest = resumed.events(2000 - received).await;
+    assert_eq!(rest.first().and_then(|e| e["id"].as_u64()), Some(received as u64));
+}

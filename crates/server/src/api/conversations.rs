@@ -1,0 +1,183 @@
+//! `/api/conversations`: create, list, read, rename, delete, and read events.
+
+use crate::app::AppState;
+use crate::conversations::{ConversationInfo, MAX_TITLE_CHARS, NewConversation};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ohd_protocol::ConversationId;
+use ohd_store::EventPage;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/conversations",
+            get(list_conversations).post(create_conversation),
+        )
+        .route(
+            "/api/conversations/{id}",
+            get(get_conversation)
+                .patch(rename_conversation)
+                .delete(delete_conversation),
+        )
+        .route("/api/conversations/{id}/events", get(list_events))
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<NewConversation>,
+) -> Result<Json<Value>, ApiError> {
+    let record = state.conversations.create(request).await?;
+    tracing::info!(conversation = %record.id, "conversation created");
+    Ok(Json(json!({
+        "status": "ok",
+        "conversation_id": record.id,
+        "message": null,
+        "conversation_status": "RUNNING",
+    })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    page_id: Option<String>,
+}
+
+const MAX_LIST: usize = 100;
+
+async fn list_conversations(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("limit must be between 1 and {MAX_LIST}"),
+        ));
+    }
+    let page = state
+        .conversations
+        .log()
+        .store()
+        .list_conversations(limit, query.page_id.as_deref().filter(|p| !p.is_empty()))
+        .await?;
+    let results: Vec<ConversationInfo> = page
+        .conversations
+        .into_iter()
+        .map(|r| state.conversations.info(r))
+        .collect();
+    Ok(Json(
+        json!({"results": results, "next_page_id": page.next_page}),
+    ))
+}
+
+async fn existing(state: &AppState, raw: &str) -> Result<ohd_store::ConversationRecord, ApiError> {
+    let id = ConversationId::parse(raw)?;
+    state
+        .conversations
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::conversation_not_found(&id))
+}
+
+async fn get_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationInfo>, ApiError> {
+    let record = existing(&state, &id).await?;
+    Ok(Json(state.conversations.info(record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    title: String,
+}
+
+async fn rename_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Rename>,
+) -> Result<Json<bool>, ApiError> {
+    let id = ConversationId::parse(&id)?;
+    let title = body.title.trim();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(ApiError::bad_request(
+            "INVALID_TITLE",
+            format!("a title has 1 to {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    if state.conversations.rename(&id, title).await? {
+        Ok(Json(true))
+    } else {
+        Err(ApiError::conversation_not_found(&id))
+    }
+}
+
+async fn delete_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<bool>, ApiError> {
+    let id = ConversationId::parse(&id)?;
+    if state.conversations.delete(&id).await? {
+        tracing::info!(conversation = %id, "conversation deleted");
+        Ok(Json(true))
+    } else {
+        Err(ApiError::conversation_not_found(&id))
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    start_id: Option<u64>,
+    end_id: Option<u64>,
+    reverse: Option<bool>,
+    limit: Option<usize>,
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let record = existing(&state, &id).await?;
+    let limit = query.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_LIST {
+        return Err(ApiError::bad_request(
+            "INVALID_QUERY",
+            format!("limit must be between 1 and {MAX_LIST}"),
+        ));
+    }
+    let page = EventPage {
+        start_id: query.start_id.unwrap_or(0),
+        end_id: query.end_id,
+        reverse: query.reverse.unwrap_or(false),
+        limit,
+    };
+    let (events, has_more) = state
+        .conversations
+        .log()
+        .store()
+        .read_page(&record.id, page)
+        .await?;
+    // The events are stored as the JSON clients get; join them rather than parse and re-encode.
+    let mut body = String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 32);
+    body.push_str("{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&event.json);
+    }
+    body.push_str("],\"has_more\":");
+    body.push_str(if has_more { "true" } else { "false" });
+    body.push('}');
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

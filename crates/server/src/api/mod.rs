@@ -1,0 +1,27 @@
+//! REST routes, in the shapes of the original (`protocol.md` §5). One file per group.
+
+pub mod conversations;
+pub mod health;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::http::StatusCode;
+
+/// Routes under `/api`, which need the session key when one is set.
+pub fn protected() -> Router<AppState> {
+    Router::new().merge(conversations::routes())
+}
+
+/// Routes that stay open with authentication on.
+pub fn open() -> Router<AppState> {
+    health::routes()
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route for {}", uri.path()),
+    )
+}

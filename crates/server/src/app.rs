@@ -1,0 +1,239 @@
+//! Putting the server together: state, routes, middleware, the Socket.IO layer, the listener.
+
+use crate::api;
+use crate::auth;
+use crate::config::Config;
+use crate::conversations::Conversations;
+use crate::error::ApiError;
+use crate::socketio::SocketIoHandler;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use engineioxide::config::EngineIoConfig;
+use engineioxide::layer::EngineIoLayer;
+use ohd_store::sqlite::SqliteStore;
+use ohd_store::{EventLog, LocalNotifier};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+/// Events a live subscriber may fall behind by before it reads from the store instead.
+const LIVE_CHANNEL_CAPACITY: usize = 1024;
+/// Packets waiting per client in the transport's buffer.
+const CLIENT_BUFFER_PACKETS: usize = 512;
+/// How long shutdown waits for open requests (long polls) before it stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub log: EventLog,
+    pub conversations: Arc<Conversations>,
+}
+
+impl AppState {
+    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+        tokio::fs::create_dir_all(&config.data_dir).await?;
+        tokio::fs::create_dir_all(config.workspaces_dir()).await?;
+        let store = SqliteStore::open(&config.database_path(), config.durability).await?;
+        let log = EventLog::new(
+            Arc::new(store),
+            Arc::new(LocalNotifier::new(LIVE_CHANNEL_CAPACITY)),
+        );
+        let conversations = Arc::new(Conversations::new(log.clone(), config.workspaces_dir()));
+        Ok(AppState {
+            config: Arc::new(config),
+            log,
+            conversations,
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    // Messages up to twice the limit are read and answered with an error event; beyond that
+    // the transport itself refuses them, so no client can make the server buffer without end.
+    let transport_cap = config.max_payload_bytes.saturating_mul(2);
+    let engine = EngineIoConfig::builder()
+        .req_path("/socket.io")
+        .max_payload(transport_cap as u64)
+        .ws_max_message_size(transport_cap)
+        .ws_max_frame_size(transport_cap)
+        .max_buffer_size(CLIENT_BUFFER_PACKETS)
+        .build();
+    let socket_layer = EngineIoLayer::from_config(Arc::new(SocketIoHandler::new(state.clone())), engine);
+
+    let protected = api::protected().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_session_key,
+    ));
+    Router::new()
+        .merge(protected)
+        .merge(api::open())
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(config.max_payload_bytes))
+        .with_state(state.clone())
+        .layer(socket_layer)
+        .layer(middleware::from_fn_with_state(state, check_socket_origin))
+        .layer(cors(&config))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// With `SESSION_API_KEY` set, every protected route needs it (constant-time compare).
+async fn require_session_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.config.session_api_key {
+        let offered = auth::key_from_headers(request.headers());
+        if !offered.is_some_and(|k| expected.matches(k)) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "AUTH$INVALID_SESSION_API_KEY",
+                "missing or invalid session key: send it in the X-Session-API-Key header",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Browsers send `Origin` with WebSocket and XHR requests but do not enforce CORS on
+/// WebSockets, so the Socket.IO endpoint checks it itself: a page on another site must not be
+/// able to join a conversation with the user's network access.
+async fn check_socket_origin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if request.uri().path().starts_with("/socket.io")
+        && let Some(origin) = request.headers().get(http::header::ORIGIN) {
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            if !origin_allowed(origin, host, &state.config.cors_allowed_origins) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "ORIGIN_NOT_ALLOWED",
+                    "this origin may not connect; add it to server.cors_allowed_origins",
+                ));
+            }
+        }
+    Ok(next.run(request).await)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let extra = config.cors_allowed_origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, parts| {
+            let host = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            origin_allowed(origin, host, &extra)
+        }))
+        .allow_methods([
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::PATCH,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::header::AUTHORIZATION,
+            http::HeaderName::from_static(auth::SESSION_KEY_HEADER),
+        ])
+}
+
+/// Same origin, a page on localhost, or one of the configured origins (`*` allows all).
+pub fn origin_allowed(origin: &HeaderValue, host: Option<&str>, extra: &[String]) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if extra.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin) {
+        return true;
+    }
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
+        return true;
+    }
+    let hostname = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    matches!(hostname, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// A bound, not yet serving, ohd.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Router,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let addr = SocketAddr::new(config.host, config.port);
+        let state = AppState::open(config).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        Ok(Server {
+            listener,
+            app: router(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets open requests finish for a moment.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = stopping.clone();
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            notify.notify_one();
+        };
+        let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(graceful);
+        tokio::select! {
+            result = serve => result?,
+            _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::info!("open connections did not finish in time; stopping anyway");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_from_localhost_the_same_host_or_the_list_are_allowed() {
+        let o = |s: &'static str| HeaderValue::from_static(s);
+        let extra = vec!["https://app.example.com".to_owned()];
+        assert!(origin_allowed(&o("http://localhost:3001"), None, &[]));
+        assert!(origin_allowed(&o("http://127.0.0.1:5173"), None, &[]));
+        assert!(origin_allowed(&o("http://[::1]:80"), None, &[]));
+        assert!(origin_allowed(&o("https://ohd.example.org"), Some("ohd.example.org"), &[]));
+        assert!(origin_allowed(&o("https://app.example.com"), None, &extra));
+        assert!(!origin_allowed(&o("https://evil.example"), Some("ohd.example.org"), &extra));
+        assert!(!origin_allowed(&o("http://localhost.evil.example"), None, &[]));
+        assert!(!origin_allowed(&o("null"), None, &[]));
+    }
+}

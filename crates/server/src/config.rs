@@ -1,0 +1,213 @@
+//! Configuration: command-line flags win over environment variables, which win over
+//! `config.toml`, which wins over the defaults below.
+
+use crate::auth::Secret;
+use ohd_store::sqlite::Durability;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PORT: u16 = 3000;
+/// The original's `max_http_buffer_size`.
+pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub web_ui: Option<PathBuf>,
+    /// With a key set, REST and sockets need it; `/alive` and `/health` stay open.
+    pub session_api_key: Option<Secret>,
+    /// Origins besides the server's own and localhost that browsers may call from.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest client message or request body ohd accepts.
+    pub max_payload_bytes: usize,
+    pub durability: Durability,
+    /// How long a client may leave its send buffer full before it is cut off.
+    pub slow_client_timeout: Duration,
+    pub llm: LlmConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmConfig {
+    /// `provider/model`, e.g. `openai/gpt-4o` or `anthropic/claude-sonnet-4-5`.
+    pub model: Option<String>,
+    pub api_key: Option<Secret>,
+    pub base_url: Option<String>,
+}
+
+/// What the command line and the environment say; `None` leaves the choice to the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub web_ui: Option<PathBuf>,
+    pub session_api_key: Option<String>,
+    pub cors_allowed_origins: Option<Vec<String>>,
+    pub llm_model: Option<String>,
+    pub llm_api_key: Option<String>,
+    pub llm_base_url: Option<String>,
+}
+
+/// `config.toml`. Unknown keys are refused, so a misspelt setting is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    llm: LlmSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    host: Option<IpAddr>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    web_ui: Option<PathBuf>,
+    session_api_key: Option<Secret>,
+    cors_allowed_origins: Option<Vec<String>>,
+    max_payload_bytes: Option<usize>,
+    slow_client_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    durability: Option<Durability>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmSection {
+    model: Option<String>,
+    api_key: Option<Secret>,
+    base_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no data directory: set --data-dir or OHD_DATA_DIR")]
+    NoDataDir,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn resolve(overrides: Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = overrides
+            .data_dir
+            .or(file.server.data_dir)
+            .or_else(|| dirs::data_dir().map(|d| d.join("ohd")))
+            .ok_or(ConfigError::NoDataDir)?;
+        let non_empty = |s: Option<String>| s.filter(|v| !v.is_empty());
+        let max_payload_bytes = file.server.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD);
+        if max_payload_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_payload_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(Config {
+            host: overrides
+                .host
+                .or(file.server.host)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            port: overrides.port.or(file.server.port).unwrap_or(DEFAULT_PORT),
+            data_dir,
+            web_ui: overrides.web_ui.or(file.server.web_ui),
+            session_api_key: non_empty(overrides.session_api_key)
+                .map(Secret::new)
+                .or(file.server.session_api_key)
+                .filter(|k| !k.expose().is_empty()),
+            cors_allowed_origins: overrides
+                .cors_allowed_origins
+                .or(file.server.cors_allowed_origins)
+                .unwrap_or_default(),
+            max_payload_bytes,
+            durability: file.store.durability.unwrap_or_default(),
+            slow_client_timeout: Duration::from_secs(
+                file.server.slow_client_timeout_secs.unwrap_or(10),
+            ),
+            llm: LlmConfig {
+                model: non_empty(overrides.llm_model).or(file.llm.model),
+                api_key: non_empty(overrides.llm_api_key)
+                    .map(Secret::new)
+                    .or(file.llm.api_key),
+                base_url: non_empty(overrides.llm_base_url).or(file.llm.base_url),
+            },
+        })
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("ohd.db")
+    }
+
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.data_dir.join("workspaces")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("ohd-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            "[server]\nport = 4000\nhost = \"0.0.0.0\"\n[llm]\nmodel = \"openai/gpt-4o\"\napi_key = \"sk-file\"\n[store]\ndurability = \"full\"\n",
+        )
+        .unwrap();
+        let config = Config::resolve(Overrides {
+            config_file: Some(file.clone()),
+            port: Some(5000),
+            data_dir: Some(dir.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(config.port, 5000);
+        assert_eq!(config.host.to_string(), "0.0.0.0");
+        assert_eq!(config.llm.model.as_deref(), Some("openai/gpt-4o"));
+        assert_eq!(config.durability, Durability::Full);
+        assert!(!format!("{config:?}").contains("sk-file"));
+        std::fs::write(&file, "[server]\nprot = 1\n").unwrap();
+        let err = Config::resolve(Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+}

@@ -1,0 +1,277 @@
+//! One client connection: its Socket.IO session on the `/` namespace, the actions it sends, and
+//! the delivery of its conversation's events.
+
+use super::handshake::{self, Join, Refusal};
+use super::packet::{self, Packet};
+use super::{ConnectionSlot, Inbound};
+use crate::app::AppState;
+use crate::conversations::ConnectionGuard;
+use crate::delivery::{self, Outbox};
+use engineioxide::{DisconnectReason, Socket};
+use futures::FutureExt;
+use ohd_protocol::notice::ErrorNotice;
+use ohd_protocol::{ClientAction, ConversationId};
+use ohd_store::StoreError;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A client that opens the transport but never joins is closed after this long, as socket.io
+/// servers do.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Messages taken from the inbox at once.
+const BATCH: usize = 256;
+
+pub struct Connection {
+    state: AppState,
+    socket: Arc<Socket<ConnectionSlot>>,
+    session: Option<Session>,
+}
+
+struct Session {
+    conversation: ConversationId,
+    delivery: CancellationToken,
+    _counted: ConnectionGuard,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.delivery.cancel();
+    }
+}
+
+impl Connection {
+    pub fn new(state: AppState, socket: Arc<Socket<ConnectionSlot>>) -> Self {
+        Connection {
+            state,
+            socket,
+            session: None,
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(connect_deadline);
+        let mut ever_joined = false;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                received = inbox.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.handle_all(batch.drain(..)).await;
+                    ever_joined |= self.session.is_some();
+                }
+                _ = self.socket.closed() => break,
+                _ = &mut connect_deadline, if !ever_joined => {
+                    tracing::debug!(sid = %self.socket.id, "no CONNECT in time; closing");
+                    self.socket.close(DisconnectReason::TransportClose);
+                    break;
+                }
+            }
+        }
+        // The transport is gone, but what the client sent before it left still counts: store
+        // any actions already received (the user's `echo ... | websocat` sends and closes).
+        while inbox.recv_many(&mut batch, BATCH).now_or_never().unwrap_or(0) > 0 {
+            self.handle_all(batch.drain(..)).await;
+        }
+        tracing::debug!(sid = %self.socket.id, "connection ended");
+    }
+
+    /// Handles messages in order. Consecutive actions are stored as one append, so a client
+    /// that sends many at once costs one commit, not one each.
+    async fn handle_all(&mut self, messages: impl Iterator<Item = Inbound>) {
+        let mut actions = Vec::new();
+        for message in messages {
+            self.handle(message, &mut actions).await;
+        }
+        self.store_actions(&mut actions).await;
+    }
+
+    async fn handle(&mut self, message: Inbound, actions: &mut Vec<(Option<u64>, ClientAction)>) {
+        let text = match message {
+            Inbound::Text(text) => text,
+            Inbound::Binary => {
+                self.send_error(
+                    "BINARY_NOT_SUPPORTED",
+                    "binary messages are not accepted; send JSON text",
+                );
+                return;
+            }
+        };
+        let max = self.state.config.max_payload_bytes;
+        if text.len() > max {
+            self.send_error(
+                "PAYLOAD_TOO_LARGE",
+                format!(
+                    "message of {} bytes refused: the limit is {max} bytes",
+                    text.len()
+                ),
+            );
+            return;
+        }
+        let packet = match Packet::parse(&text) {
+            Ok(packet) => packet,
+            Err(e) => {
+                self.send_error("INVALID_PACKET", format!("malformed Socket.IO packet: {e}"));
+                return;
+            }
+        };
+        if packet.namespace() != "/" {
+            if let Packet::Connect { namespace, .. } = &packet {
+                self.send(packet::connect_error(namespace, "Invalid namespace", None));
+            }
+            return;
+        }
+        match packet {
+            Packet::Connect { auth, .. } => {
+                if self.session.is_none() {
+                    self.join(auth.as_ref()).await;
+                }
+            }
+            Packet::Disconnect { .. } => {
+                self.store_actions(actions).await;
+                self.session = None;
+            }
+            Packet::Event {
+                ack, name, args, ..
+            } => {
+                if self.session.is_none() {
+                    // An EVENT before any CONNECT is an implicit CONNECT with the handshake's
+                    // query (the user's document sends one without a CONNECT first).
+                    self.join(None).await;
+                    if self.session.is_none() {
+                        return;
+                    }
+                }
+                let parsed = match name.as_str() {
+                    "oh_user_action" | "oh_action" => {
+                        let data = args.into_iter().next().unwrap_or(Value::Null);
+                        ClientAction::parse(&data).map_err(|e| ErrorNotice::from(&e))
+                    }
+                    other => Err(ErrorNotice::new(
+                        "UNKNOWN_EVENT",
+                        format!("event {other:?} is not handled; send actions with oh_user_action"),
+                    )),
+                };
+                match parsed {
+                    Ok(action) => actions.push((ack, action)),
+                    Err(notice) => self.answer(ack, Err(&notice)),
+                }
+            }
+            Packet::Ignored { .. } => {}
+        }
+    }
+
+    /// Stores the actions gathered so far, then acknowledges each.
+    async fn store_actions(&mut self, actions: &mut Vec<(Option<u64>, ClientAction)>) {
+        if actions.is_empty() {
+            return;
+        }
+        let Some(session) = &self.session else {
+            actions.clear();
+            return;
+        };
+        let (acks, batch): (Vec<_>, Vec<_>) = actions.drain(..).unzip();
+        let result = self
+            .state
+            .conversations
+            .submit_all(&session.conversation, batch)
+            .await;
+        let failure = match result {
+            Ok(_) => None,
+            Err(StoreError::ConversationNotFound(id)) => Some(ErrorNotice::new(
+                "CONVERSATION$NOT_FOUND",
+                format!("conversation {id} no longer exists"),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "actions not stored");
+                Some(ErrorNotice::new(
+                    "STORE_FAILED",
+                    "the action could not be stored; send it again",
+                ))
+            }
+        };
+        for ack in acks {
+            self.answer(ack, failure.as_ref().map_or(Ok(()), Err));
+        }
+    }
+
+    /// Tells the client how its event went: an error event if it failed, and an ack if it
+    /// asked for one.
+    fn answer(&self, ack: Option<u64>, result: Result<(), &ErrorNotice>) {
+        if let Err(notice) = result {
+            self.send_notice(notice);
+        }
+        if let Some(id) = ack {
+            let reply = match result {
+                Ok(()) => "[]".to_owned(),
+                Err(n) => format!("[{}]", serde_json::to_string(n).unwrap_or_default()),
+            };
+            self.send(packet::ack(id, &reply));
+        }
+    }
+
+    async fn join(&mut self, auth: Option<&Value>) {
+        let query = self.socket.req_parts.uri.query().unwrap_or("");
+        let headers = &self.socket.req_parts.headers;
+        match handshake::authorize(&self.state, query, headers, auth).await {
+            Ok(join) => self.start_session(join),
+            Err(refusal) => self.refuse(&refusal),
+        }
+    }
+
+    fn refuse(&self, refusal: &Refusal) {
+        tracing::debug!(sid = %self.socket.id, message = %refusal.message, "connect refused");
+        self.send(packet::connect_error("/", &refusal.message, refusal.data()));
+    }
+
+    fn start_session(&mut self, join: Join) {
+        let cancel = CancellationToken::new();
+        let counted = self.state.conversations.connect(&join.conversation);
+        self.send(packet::connect_ok(&self.socket.id.to_string()));
+        tracing::info!(
+            sid = %self.socket.id,
+            conversation = %join.conversation,
+            after = ?join.after,
+            "client joined"
+        );
+        let outbox = Outbox {
+            socket: self.socket.clone(),
+            slow_client_timeout: self.state.config.slow_client_timeout,
+            cancel: cancel.clone(),
+        };
+        tokio::spawn(delivery::deliver(
+            self.state.log.clone(),
+            join.conversation.clone(),
+            join.after,
+            outbox,
+        ));
+        self.session = Some(Session {
+            conversation: join.conversation,
+            delivery: cancel,
+            _counted: counted,
+        });
+    }
+
+    fn send_error(&self, code: &str, message: impl Into<String>) {
+        self.send_notice(&ErrorNotice::new(code, message));
+    }
+
+    fn send_notice(&self, notice: &ErrorNotice) {
+        match serde_json::to_string(notice) {
+            Ok(json) => self.send(packet::event("oh_event", &json)),
+            Err(e) => tracing::error!(error = %e, "error notice not serializable"),
+        }
+    }
+
+    /// Control packets and errors skip the delivery queue's patience: if the buffer is full the
+    /// client is already being cut off by its delivery task.
+    fn send(&self, text: impl Into<String>) {
+        let _ = self.socket.emit(text.into());
+    }
+}

@@ -1,0 +1,219 @@
+//! Socket.IO v5 packets, as text (<https://socket.io/docs/v4/socket-io-protocol/>).
+//!
+//! Written here rather than taken from socketioxide because ohd must do three things its
+//! protocol layer cannot: put a `data` object in CONNECT_ERROR (the web UI reads
+//! `data.msg_id`), take an EVENT that arrives before CONNECT as an implicit connect (the user's
+//! `websocat` one-liner does that), and answer a malformed packet with an error event instead of
+//! closing the connection. The transport (Engine.IO, polling and websocket) is engineioxide's.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    Connect {
+        namespace: String,
+        auth: Option<Value>,
+    },
+    Disconnect {
+        namespace: String,
+    },
+    Event {
+        namespace: String,
+        ack: Option<u64>,
+        name: String,
+        args: Vec<Value>,
+    },
+    /// Acks from the client, and binary packets, which no OpenHands client sends.
+    Ignored {
+        kind: u8,
+        namespace: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PacketError(pub String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, PacketError> {
+    Err(PacketError(message.into()))
+}
+
+impl Packet {
+    pub fn namespace(&self) -> &str {
+        match self {
+            Packet::Connect { namespace, .. }
+            | Packet::Disconnect { namespace }
+            | Packet::Event { namespace, .. }
+            | Packet::Ignored { namespace, .. } => namespace,
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Packet, PacketError> {
+        let text = text.trim_end_matches(['\r', '\n']);
+        let mut rest = text;
+        let Some(kind) = rest.bytes().next().filter(u8::is_ascii_digit) else {
+            return fail("a Socket.IO packet starts with its type, a digit from 0 to 6");
+        };
+        let kind = kind - b'0';
+        rest = &rest[1..];
+        if kind == 5 || kind == 6 {
+            // Binary packets carry "<attachments>-"; skip it, the packet is ignored anyway.
+            if let Some(dash) = rest.find('-') {
+                rest = &rest[dash + 1..];
+            }
+        }
+        let mut namespace = "/";
+        if rest.starts_with('/') {
+            match rest.find(',') {
+                Some(comma) => {
+                    namespace = &rest[..comma];
+                    rest = &rest[comma + 1..];
+                }
+                None => {
+                    namespace = rest;
+                    rest = "";
+                }
+            }
+        }
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let ack = if digits > 0 {
+            match rest[..digits].parse::<u64>() {
+                Ok(id) => Some(id),
+                Err(_) => return fail("the ack id is too large"),
+            }
+        } else {
+            None
+        };
+        rest = &rest[digits..];
+        let namespace = namespace.to_owned();
+        let payload = || -> Result<Option<Value>, PacketError> {
+            if rest.trim().is_empty() {
+                Ok(None)
+            } else {
+                serde_json::from_str(rest)
+                    .map(Some)
+                    .map_err(|e| PacketError(format!("the packet's payload is not valid JSON: {e}")))
+            }
+        };
+        match kind {
+            0 => {
+                let auth = payload()?;
+                if matches!(auth, Some(ref a) if !a.is_object()) {
+                    return fail("a CONNECT payload must be a JSON object");
+                }
+                Ok(Packet::Connect { namespace, auth })
+            }
+            1 => Ok(Packet::Disconnect { namespace }),
+            2 => {
+                let Some(Value::Array(mut items)) = payload()? else {
+                    return fail(
+                        "an EVENT payload must be a JSON array: [\"event name\", data...]",
+                    );
+                };
+                if items.is_empty() {
+                    return fail("an EVENT payload needs the event name first");
+                }
+                let Value::String(name) = items.remove(0) else {
+                    return fail("an EVENT's first element must be the event name, a string");
+                };
+                Ok(Packet::Event {
+                    namespace,
+                    ack,
+                    name,
+                    args: items,
+                })
+            }
+            3..=6 => Ok(Packet::Ignored { kind, namespace }),
+            _ => fail(format!("unknown Socket.IO packet type {kind}")),
+        }
+    }
+}
+
+/// Outgoing packets, written directly: the event JSON is already serialized by the store, so
+/// wrapping it is a copy, not a second serialization.
+pub fn event(name: &str, json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + name.len() + 8);
+    out.push_str("42[\"");
+    out.push_str(name);
+    out.push_str("\",");
+    out.push_str(json);
+    out.push(']');
+    out
+}
+
+pub fn ack(id: u64, json_args: &str) -> String {
+    format!("43{id}{json_args}")
+}
+
+pub fn connect_ok(sid: &str) -> String {
+    format!("40{}", serde_json::json!({ "sid": sid }))
+}
+
+pub fn connect_error(namespace: &str, message: &str, data: Option<Value>) -> String {
+    let mut body = serde_json::json!({ "message": message });
+    if let Some(data) = data {
+        body["data"] = data;
+    }
+    if namespace == "/" {
+        format!("44{body}")
+    } else {
+        format!("44{namespace},{body}")
+    }
+}
+
+pub fn disconnect() -> &'static str {
+    "41"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_what_clients_send() {
+        assert_eq!(
+            Packet::parse("40"),
+            Ok(Packet::Connect { namespace: "/".into(), auth: None })
+        );
+        assert_eq!(
+            Packet::parse("40{}"),
+            Ok(Packet::Connect { namespace: "/".into(), auth: Some(json!({})) })
+        );
+        assert_eq!(
+            Packet::parse("40/admin,{\"token\":1}"),
+            Ok(Packet::Connect { namespace: "/admin".into(), auth: Some(json!({"token":1})) })
+        );
+        assert_eq!(
+            Packet::parse("42[\"oh_user_action\",{\"type\":\"message\"}]\n"),
+            Ok(Packet::Event {
+                namespace: "/".into(),
+                ack: None,
+                name: "oh_user_action".into(),
+                args: vec![json!({"type":"message"})],
+            })
+        );
+        assert_eq!(
+            Packet::parse("4217[\"ev\"]"),
+            Ok(Packet::Event { namespace: "/".into(), ack: Some(17), name: "ev".into(), args: vec![] })
+        );
+        assert_eq!(Packet::parse("41"), Ok(Packet::Disconnect { namespace: "/".into() }));
+    }
+
+    #[test]
+    fn refuses_malformed_packets_with_a_reason() {
+        for bad in ["", "x", "9", "42not json", "42{\"a\":1}", "42[]", "42[1,2]", "40[1]", "42[\"a\",{bad"] {
+            assert!(Packet::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn writes_what_clients_expect() {
+        assert_eq!(event("oh_event", "{\"id\":1}"), "42[\"oh_event\",{\"id\":1}]");
+        assert_eq!(
+            connect_error("/", "no", Some(json!({"msg_id":"X"}))),
+            "44{\"message\":\"no\",\"data\":{\"msg_id\":\"X\"}}"
+        );
+        assert_eq!(ack(3, "[]"), "433[]");
+    }
+}
