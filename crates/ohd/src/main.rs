@@ -6,7 +6,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ohd", version, about = "An agent server that speaks the OpenHands WebSocket API")]
+#[command(
+    name = "ohd",
+    version,
+    about = "An agent server that speaks the OpenHands WebSocket API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -65,7 +65,8 @@ pub fn router(state: AppState) -> Router {
         .ws_max_frame_size(transport_cap)
         .max_buffer_size(CLIENT_BUFFER_PACKETS)
         .build();
-    let socket_layer = EngineIoLayer::from_config(Arc::new(SocketIoHandler::new(state.clone())), engine);
+    let socket_layer =
+        EngineIoLayer::from_config(Arc::new(SocketIoHandler::new(state.clone())), engine);
 
     let protected = api::protected().route_layer(middleware::from_fn_with_state(
         state.clone(),
@@ -111,19 +112,20 @@ async fn check_socket_origin(
     next: Next,
 ) -> Result<Response, ApiError> {
     if request.uri().path().starts_with("/socket.io")
-        && let Some(origin) = request.headers().get(http::header::ORIGIN) {
-            let host = request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            if !origin_allowed(origin, host, &state.config.cors_allowed_origins) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "ORIGIN_NOT_ALLOWED",
-                    "this origin may not connect; add it to server.cors_allowed_origins",
-                ));
-            }
+        && let Some(origin) = request.headers().get(http::header::ORIGIN)
+    {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !origin_allowed(origin, host, &state.config.cors_allowed_origins) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ORIGIN_NOT_ALLOWED",
+                "this origin may not connect; add it to server.cors_allowed_origins",
+            ));
         }
+    }
     Ok(next.run(request).await)
 }
 
@@ -156,7 +158,10 @@ pub fn origin_allowed(origin: &HeaderValue, host: Option<&str>, extra: &[String]
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    if extra.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin) {
+    if extra
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/') == origin)
+    {
         return true;
     }
     let Some((_, authority)) = origin.split_once("://") else {
@@ -230,10 +235,22 @@ mod tests {
         assert!(origin_allowed(&o("http://localhost:3001"), None, &[]));
         assert!(origin_allowed(&o("http://127.0.0.1:5173"), None, &[]));
         assert!(origin_allowed(&o("http://[::1]:80"), None, &[]));
-        assert!(origin_allowed(&o("https://ohd.example.org"), Some("ohd.example.org"), &[]));
+        assert!(origin_allowed(
+            &o("https://ohd.example.org"),
+            Some("ohd.example.org"),
+            &[]
+        ));
         assert!(origin_allowed(&o("https://app.example.com"), None, &extra));
-        assert!(!origin_allowed(&o("https://evil.example"), Some("ohd.example.org"), &extra));
-        assert!(!origin_allowed(&o("http://localhost.evil.example"), None, &[]));
+        assert!(!origin_allowed(
+            &o("https://evil.example"),
+            Some("ohd.example.org"),
+            &extra
+        ));
+        assert!(!origin_allowed(
+            &o("http://localhost.evil.example"),
+            None,
+            &[]
+        ));
         assert!(!origin_allowed(&o("null"), None, &[]));
     }
 }

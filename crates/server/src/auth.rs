@@ -47,13 +47,19 @@ pub const SESSION_KEY_HEADER: &str = "x-session-api-key";
 /// The session key a request carries in its headers: `X-Session-API-Key`, or
 /// `Authorization: Bearer <key>`.
 pub fn key_from_headers(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(SESSION_KEY_HEADER).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(SESSION_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(v);
     }
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 

@@ -159,9 +159,10 @@ impl Conversations {
         if deleted {
             let workspace = self.workspace(id);
             if let Err(e) = tokio::fs::remove_dir_all(&workspace).await
-                && e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(conversation = %id, error = %e, "workspace not removed");
-                }
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(conversation = %id, error = %e, "workspace not removed");
+            }
         }
         Ok(deleted)
     }

@@ -39,10 +39,11 @@ impl Notifier for LocalNotifier {
     fn publish(&self, conversation: &ConversationId, item: LogItem) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = channels.get(conversation)
-            && tx.send(item).is_err() {
-                // Nobody listens any more: forget the channel so idle conversations cost nothing.
-                channels.remove(conversation);
-            }
+            && tx.send(item).is_err()
+        {
+            // Nobody listens any more: forget the channel so idle conversations cost nothing.
+            channels.remove(conversation);
+        }
     }
 
     fn subscribe(&self, conversation: &ConversationId) -> broadcast::Receiver<LogItem> {

@@ -61,7 +61,12 @@ impl Ohd {
             .env_remove("OHD_HOST")
             .env("RUST_LOG", "ohd_server=debug,info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Server logs only when asked for: OHD_TEST_LOG=1 cargo test
+            .stderr(if std::env::var_os("OHD_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true);
         if let Some(toml) = &options.config_toml {
             let path = data_dir.join("test-config.toml");
@@ -104,7 +109,10 @@ impl Ohd {
     }
 
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/socket.io/?EIO=4&transport=websocket&{}", self.addr, query)
+        format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket&{}",
+            self.addr, query
+        )
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -115,7 +123,11 @@ impl Ohd {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.authorized(self.http.get(self.url(path))).send().await.unwrap();
+        let response = self
+            .authorized(self.http.get(self.url(path)))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -191,7 +203,10 @@ impl RawClient {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut client = RawClient { ws };
         let open = client.next_text().await.expect("no open packet");
-        assert!(open.starts_with("0{"), "expected the Engine.IO open packet, got {open}");
+        assert!(
+            open.starts_with("0{"),
+            "expected the Engine.IO open packet, got {open}"
+        );
         let handshake: Value = serde_json::from_str(&open[1..]).unwrap();
         assert!(handshake["sid"].is_string() && handshake["pingInterval"].is_number());
         client
@@ -199,6 +214,18 @@ impl RawClient {
 
     pub async fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Sends, and says whether the connection took it (it may be closed under us).
+    pub async fn try_send(&mut self, text: &str) -> bool {
+        self.ws.send(Message::text(text)).await.is_ok()
+    }
+
+    /// Keeps only the sending half; everything the server sends is read and dropped.
+    pub fn into_writer(self) -> RawWriter {
+        let (sink, mut stream) = self.ws.split();
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        RawWriter { sink }
     }
 
     pub async fn close(mut self) {
@@ -253,10 +280,24 @@ impl RawClient {
         while out.len() < count {
             match self.next_event().await {
                 Some(e) => out.push(e),
-                None => panic!("only {} of {count} events arrived: {out:?}", out.len()),
+                None => panic!(
+                    "only {} of {count} events arrived; last ids {:?}",
+                    out.len(),
+                    &ids(&out)[out.len().saturating_sub(5)..]
+                ),
             }
         }
         out
+    }
+}
+
+pub struct RawWriter {
+    sink: futures::stream::SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>,
+}
+
+impl RawWriter {
+    pub async fn send(&mut self, text: &str) {
+        self.sink.send(Message::text(text)).await.unwrap();
     }
 }
 
@@ -287,19 +328,32 @@ pub fn ids(events: &[Value]) -> Vec<u64> {
     events.iter().filter_map(|e| e["id"].as_u64()).collect()
 }
 
-/// Appends `n` user messages through a websocket client and waits until they are stored.
+/// Appends `n` user messages through a websocket client and waits until they are stored. It
+/// sends in chunks and waits for each, as a well-behaved client does: the server refuses a
+/// flood beyond its per-connection inbox with a RATE_LIMITED error.
 pub async fn fill(ohd: &Ohd, conversation: &str, n: usize) {
-    let mut writer = RawClient::open(&ohd.ws_url(&format!("conversation_id={conversation}&latest_event_id=-1"))).await;
+    let mut writer = RawClient::open(&ohd.ws_url(&format!(
+        "conversation_id={conversation}&latest_event_id=1000000000"
+    )))
+    .await;
     assert!(writer.connect("").await.starts_with("40"));
-    for i in 0..n {
-        writer.send(&user_message(&format!("message {i}"))).await;
-    }
-    let expected = n;
-    let mut seen = 0;
-    while seen < expected {
-        let event = writer.next_event().await.expect("fill: events stopped");
-        if event["args"]["content"].as_str().is_some_and(|c| c.starts_with("message ")) {
-            seen += 1;
+    let mut sent = 0;
+    while sent < n {
+        let chunk = (n - sent).min(200);
+        for i in sent..sent + chunk {
+            writer.send(&user_message(&format!("message {i}"))).await;
+        }
+        sent += chunk;
+        let mut seen = 0;
+        while seen < chunk {
+            let event = writer.next_event().await.expect("fill: events stopped");
+            assert!(event.get("error").is_none(), "fill: {event}");
+            if event["args"]["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("message "))
+            {
+                seen += 1;
+            }
         }
     }
     writer.close().await;

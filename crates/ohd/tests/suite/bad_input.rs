@@ -46,13 +46,30 @@ async fn every_bad_input_gets_an_error_and_disturbs_no_one() {
         expect_error(&mut bad, code).await;
     }
     // An ack, when asked for, carries the error too.
-    bad.send("4217[\"oh_user_action\",{\"action\":\"bogus\"}]").await;
+    bad.send("4217[\"oh_user_action\",{\"action\":\"bogus\"}]")
+        .await;
     expect_error(&mut bad, "UNKNOWN_ACTION").await;
-    let ack = bad.next_text().await.unwrap();
-    assert!(ack.starts_with("4317[{") && ack.contains("UNKNOWN_ACTION"), "{ack}");
-    bad.send("4218[\"oh_user_action\",{\"action\":\"message\",\"args\":{\"content\":\"acked\"}}]").await;
-    assert_eq!(bad.next_event().await.unwrap()["args"]["content"], "acked");
-    assert_eq!(bad.next_text().await.unwrap(), "4318[]");
+    let ack = bad.next_text().await;
+    assert!(
+        ack.as_ref()
+            .is_some_and(|a| a.starts_with("4317[{") && a.contains("UNKNOWN_ACTION")),
+        "{ack:?}"
+    );
+    // A stored action is acked with no error; its event comes through delivery, in any order
+    // relative to the ack.
+    bad.send("4218[\"oh_user_action\",{\"action\":\"message\",\"args\":{\"content\":\"acked\"}}]")
+        .await;
+    let mut got_ack = false;
+    let mut got_event = false;
+    while !(got_ack && got_event) {
+        let text = bad.next_text().await.expect("ack or event missing");
+        if text == "4318[]" {
+            got_ack = true;
+        } else if let Some(e) = parse_oh_event(&text) {
+            assert_eq!(e["args"]["content"], "acked");
+            got_event = true;
+        }
+    }
 
     // The same socket still works, the bystander saw only real events, and the store has both.
     bad.send(&user_message("after")).await;
@@ -61,7 +78,12 @@ async fn every_bad_input_gets_an_error_and_disturbs_no_one() {
     let seen = bystander.events(3).await;
     assert_eq!(ids(&seen), vec![0, 1, 2]);
     assert!(seen.iter().all(|e| e.get("error").is_none()));
-    assert_eq!(bystander.next_event_within(Duration::from_millis(300)).await, None);
+    assert_eq!(
+        bystander
+            .next_event_within(Duration::from_millis(300))
+            .await,
+        None
+    );
     assert_eq!(ohd.events(&conv).await, seen);
 }
 
@@ -74,32 +96,64 @@ async fn a_frame_far_beyond_the_limit_closes_only_that_connection() {
     assert!(bystander.connect("").await.starts_with("40"));
     let mut huge = RawClient::open(&url).await;
     assert!(huge.connect("").await.starts_with("40"));
-    huge.send(&seed_message(&"z".repeat(9 * 1024 * 1024))).await;
-    assert_eq!(huge.next_event().await, None, "the connection stayed open");
+    // The server may close the connection while the frame is still being sent.
+    if huge
+        .try_send(&seed_message(&"z".repeat(9 * 1024 * 1024)))
+        .await
+    {
+        assert_eq!(huge.next_event().await, None, "the connection stayed open");
+    }
     bystander.send(&user_message("still here")).await;
-    assert_eq!(bystander.next_event().await.unwrap()["args"]["content"], "still here");
+    assert_eq!(
+        bystander.next_event().await.unwrap()["args"]["content"],
+        "still here"
+    );
 }
 
 #[tokio::test]
 async fn missing_unknown_and_malformed_conversations_are_refused_at_connect() {
     let ohd = Ohd::start().await;
     let cases = [
-        ("latest_event_id=-1", "No conversation_id in query params", None),
-        ("conversation_id=0123456789abcdef0123456789abcdef", "conversation 0123456789abcdef0123456789abcdef not found", Some("CONVERSATION$NOT_FOUND")),
-        ("conversation_id=..%2F..%2Fetc", "invalid conversation id", Some("CONVERSATION$INVALID_ID")),
+        (
+            "latest_event_id=-1",
+            "No conversation_id in query params",
+            None,
+        ),
+        (
+            "conversation_id=0123456789abcdef0123456789abcdef",
+            "conversation 0123456789abcdef0123456789abcdef not found",
+            Some("CONVERSATION$NOT_FOUND"),
+        ),
+        (
+            "conversation_id=..%2F..%2Fetc",
+            "invalid conversation id",
+            Some("CONVERSATION$INVALID_ID"),
+        ),
     ];
     for (query, message, msg_id) in cases {
         let mut client = RawClient::open(&ohd.ws_url(query)).await;
         let reply = client.connect("").await;
         let body: Value = serde_json::from_str(reply.strip_prefix("44").expect(&reply)).unwrap();
-        assert!(body["message"].as_str().unwrap().starts_with(message), "{reply}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(message),
+            "{reply}"
+        );
         assert_eq!(body["data"]["msg_id"].as_str(), msg_id, "{reply}");
     }
     let conv = ohd.create_conversation().await;
-    let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&providers_set=github,myhub"))).await;
+    let mut client = RawClient::open(&ohd.ws_url(&format!(
+        "conversation_id={conv}&providers_set=github,myhub"
+    )))
+    .await;
     let reply = client.connect("").await;
-    assert!(reply.starts_with("44") && reply.contains("myhub"), "{reply}");
-    let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&providers_set=github,gitlab"))).await;
+    assert!(
+        reply.starts_with("44") && reply.contains("myhub"),
+        "{reply}"
+    );
+    let mut client = RawClient::open(&ohd.ws_url(&format!(
+        "conversation_id={conv}&providers_set=github,gitlab"
+    )))
+    .await;
     assert!(client.connect("").await.starts_with("40"));
     // Another namespace is refused, as socket.io servers do.
     client.send("40/admin,").await;
@@ -112,7 +166,11 @@ async fn a_conversation_deleted_under_a_client_gives_an_error_not_a_crash() {
     let conv = ohd.create_conversation().await;
     let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}"))).await;
     assert!(client.connect("").await.starts_with("40"));
-    ohd.http.delete(ohd.url(&format!("/api/conversations/{conv}"))).send().await.unwrap();
+    ohd.http
+        .delete(ohd.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap();
     client.send(&user_message("into the void")).await;
     expect_error(&mut client, "CONVERSATION$NOT_FOUND").await;
     assert_eq!(ohd.get("/alive").await.0, 200);
@@ -127,10 +185,17 @@ async fn a_client_that_vanishes_mid_message_leaves_the_server_and_store_intact()
     use tokio::io::AsyncWriteExt;
     let mut tcp = tokio::net::TcpStream::connect(&ohd.addr).await.unwrap();
     tcp.write_all(format!("GET /socket.io/?EIO=4&transport=websocket&conversation_id={conv} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", ohd.addr).as_bytes()).await.unwrap();
-    tcp.write_all(&[0x81, 0xFE, 0x10, 0x00, 1, 2, 3, 4, b'4', b'2']).await.unwrap();
+    tcp.write_all(&[0x81, 0xFE, 0x10, 0x00, 1, 2, 3, 4, b'4', b'2'])
+        .await
+        .unwrap();
     drop(tcp);
     // And a polling client that posts a truncated body.
-    let _ = ohd.http.post(ohd.url("/socket.io/?EIO=4&transport=polling&sid=nonexistent")).body("42[\"oh_user_ac").send().await;
+    let _ = ohd
+        .http
+        .post(ohd.url("/socket.io/?EIO=4&transport=polling&sid=nonexistent"))
+        .body("42[\"oh_user_ac")
+        .send()
+        .await;
     let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}"))).await;
     assert!(client.connect("").await.starts_with("40"));
     assert_eq!(ids(&client.events(5).await), vec![0, 1, 2, 3, 4]);

@@ -35,14 +35,19 @@ async fn run(program: &str, script: &str, args: &[String]) -> Run {
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {program} (install the e2e dependencies, see README): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (install the e2e dependencies, see README): {e}")
+        });
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines = stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     if output.status.code() != Some(0) {
-        eprintln!("{script} stderr: {}", String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "{script} stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Run {
         code: output.status.code().unwrap_or(-1),
@@ -51,7 +56,12 @@ async fn run(program: &str, script: &str, args: &[String]) -> Run {
 }
 
 fn args(ohd: &Ohd, conv: &str, extra: &[&str]) -> Vec<String> {
-    let mut v = vec!["--url".to_owned(), format!("http://{}", ohd.addr), "--conversation".into(), conv.to_owned()];
+    let mut v = vec![
+        "--url".to_owned(),
+        format!("http://{}", ohd.addr),
+        "--conversation".into(),
+        conv.to_owned(),
+    ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -62,13 +72,34 @@ async fn the_seed_javascript_example_sends_and_receives_over_socket_io_client() 
     let conv = ohd.create_conversation().await;
     fill(&ohd, &conv, 3).await;
     let message = json!({"type":"message","source":"user","message":"Hello, can you help me with my project?"}).to_string();
-    let run = run("node", "seed_client.mjs", &args(&ohd, &conv, &["--latest", "-1", "--providers", "github,gitlab", "--send", &message, "--until-id", "3"])).await;
+    let run = run(
+        "node",
+        "seed_client.mjs",
+        &args(
+            &ohd,
+            &conv,
+            &[
+                "--latest",
+                "-1",
+                "--providers",
+                "github,gitlab",
+                "--send",
+                &message,
+                "--until-id",
+                "3",
+            ],
+        ),
+    )
+    .await;
     assert_eq!(run.code, 0, "{:?}", run.lines);
     assert!(run.first("connect").is_some());
     let events = run.events();
     assert_eq!(ids(&events), vec![0, 1, 2, 3]);
     let mine = &events[3];
-    assert_eq!((mine["source"].as_str(), mine["type"].as_str()), (Some("user"), Some("message")));
+    assert_eq!(
+        (mine["source"].as_str(), mine["type"].as_str()),
+        (Some("user"), Some("message"))
+    );
     assert_eq!(mine["message"], "Hello, can you help me with my project?");
     assert_eq!(ohd.events(&conv).await, events);
 }
@@ -78,7 +109,25 @@ async fn socket_io_client_over_long_polling_and_the_legacy_event_name() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
     let message = json!({"action":"message","args":{"content":"via polling"}}).to_string();
-    let run = run("node", "seed_client.mjs", &args(&ohd, &conv, &["--transport", "polling", "--emit-event", "oh_action", "--send", &message, "--until-id", "0"])).await;
+    let run = run(
+        "node",
+        "seed_client.mjs",
+        &args(
+            &ohd,
+            &conv,
+            &[
+                "--transport",
+                "polling",
+                "--emit-event",
+                "oh_action",
+                "--send",
+                &message,
+                "--until-id",
+                "0",
+            ],
+        ),
+    )
+    .await;
     assert_eq!(run.code, 0, "{:?}", run.lines);
     assert_eq!(run.events()[0]["args"]["content"], "via polling");
 }
@@ -86,13 +135,37 @@ async fn socket_io_client_over_long_polling_and_the_legacy_event_name() {
 #[tokio::test]
 async fn socket_io_client_sees_connect_error_data_for_an_unknown_conversation() {
     let ohd = Ohd::start().await;
-    let run = run("node", "seed_client.mjs", &args(&ohd, "0123456789abcdef0123456789abcdef", &["--no-reconnect"])).await;
+    let run = run(
+        "node",
+        "seed_client.mjs",
+        &args(
+            &ohd,
+            "0123456789abcdef0123456789abcdef",
+            &["--no-reconnect"],
+        ),
+    )
+    .await;
     assert_eq!(run.code, 2);
     let error = run.first("connect_error").unwrap();
-    assert_eq!(error["message"], "conversation 0123456789abcdef0123456789abcdef not found");
+    assert_eq!(
+        error["message"],
+        "conversation 0123456789abcdef0123456789abcdef not found"
+    );
     assert_eq!(error["data"]["msg_id"], "CONVERSATION$NOT_FOUND");
-    let run = self::run("node", "seed_client.mjs", &["--url".into(), format!("http://{}", ohd.addr), "--no-reconnect".into()]).await;
-    assert_eq!(run.first("connect_error").unwrap()["message"], "No conversation_id in query params");
+    let run = self::run(
+        "node",
+        "seed_client.mjs",
+        &[
+            "--url".into(),
+            format!("http://{}", ohd.addr),
+            "--no-reconnect".into(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        run.first("connect_error").unwrap()["message"],
+        "No conversation_id in query params"
+    );
 }
 
 #[tokio::test]
@@ -101,13 +174,25 @@ async fn python_socketio_and_socket_io_client_see_identical_streams() {
     let conv = ohd.create_conversation().await;
     fill(&ohd, &conv, 5).await;
     let js_args = args(&ohd, &conv, &["--until-id", "7"]);
-    let py_args = args(&ohd, &conv, &["--until-id", "7", "--emit-event", "oh_action", "--send", &json!({"action":"message","args":{"content":"from python"}}).to_string()]);
+    let py_args = args(
+        &ohd,
+        &conv,
+        &[
+            "--until-id",
+            "7",
+            "--emit-event",
+            "oh_action",
+            "--send",
+            &json!({"action":"message","args":{"content":"from python"}}).to_string(),
+        ],
+    );
     let js = tokio::spawn(async move { run("node", "seed_client.mjs", &js_args).await });
     // Let the JS client join first so it sees the Python client's messages live.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let py = tokio::spawn(async move { run("python3", "py_client.py", &py_args).await });
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let mut writer = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=99"))).await;
+    let mut writer =
+        RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=99"))).await;
     assert!(writer.connect("").await.starts_with("40"));
     writer.send(&user_message("six")).await;
     writer.send(&user_message("seven")).await;
@@ -125,7 +210,16 @@ async fn python_socketio_over_polling_resumes_from_latest_event_id() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
     fill(&ohd, &conv, 6).await;
-    let run = run("python3", "py_client.py", &args(&ohd, &conv, &["--transport", "polling", "--latest", "3", "--until-id", "5"])).await;
+    let run = run(
+        "python3",
+        "py_client.py",
+        &args(
+            &ohd,
+            &conv,
+            &["--transport", "polling", "--latest", "3", "--until-id", "5"],
+        ),
+    )
+    .await;
     assert_eq!(run.code, 0, "{:?}", run.lines);
     assert_eq!(ids(&run.events()), vec![4, 5]);
 }

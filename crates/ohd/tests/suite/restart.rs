@@ -20,7 +20,10 @@ async fn kill_9_while_writing_loses_no_event_a_client_saw() {
     let mut seen = watcher.events(50).await;
     ohd.kill9();
     ohd.wait_exit().await;
-    while let Some(e) = watcher.next_event_within(std::time::Duration::from_millis(500)).await {
+    while let Some(e) = watcher
+        .next_event_within(std::time::Duration::from_millis(500))
+        .await
+    {
         seen.push(e);
     }
 
@@ -28,10 +31,18 @@ async fn kill_9_while_writing_loses_no_event_a_client_saw() {
     let restarted = Ohd::spawn(&data_dir, &Options::new()).await;
     let stored = restarted.events(&conv).await;
     assert!(stored.len() >= seen.len());
-    assert_eq!(&stored[..seen.len()], &seen[..], "an event a client saw was lost or changed");
+    assert_eq!(
+        &stored[..seen.len()],
+        &seen[..],
+        "an event a client saw was lost or changed"
+    );
     assert_eq!(ids(&stored), (0..stored.len() as u64).collect::<Vec<_>>());
     // The log goes on from the next id.
-    let mut again = RawClient::open(&restarted.ws_url(&format!("conversation_id={conv}&latest_event_id={}", stored.len() - 1))).await;
+    let mut again = RawClient::open(&restarted.ws_url(&format!(
+        "conversation_id={conv}&latest_event_id={}",
+        stored.len() - 1
+    )))
+    .await;
     assert!(again.connect("").await.starts_with("40"));
     again.send(&user_message("after restart")).await;
     let next = again.next_event().await.unwrap();
@@ -43,7 +54,8 @@ async fn kill_9_while_writing_loses_no_event_a_client_saw() {
 async fn sigterm_stops_the_server_promptly_with_clients_connected() {
     let mut ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
-    let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
+    let mut client =
+        RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
     assert!(client.connect("").await.starts_with("40"));
     let started = std::time::Instant::now();
     let status = ohd.terminate().await;

@@ -9,7 +9,8 @@ async fn echo_40_prints_the_connect_ack_and_the_stored_events() {
     let conv = ohd.create_conversation().await;
     fill(&ohd, &conv, 2).await;
     // echo "40{}" | websocat "ws://.../socket.io/?EIO=4&transport=websocket&conversation_id=...&latest_event_id=-1"
-    let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
+    let mut client =
+        RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
     let ack = client.connect("{}").await;
     assert!(ack.starts_with("40{\"sid\":"), "{ack}");
     let events = client.events(2).await;
@@ -45,7 +46,8 @@ async fn the_one_liner_sends_a_message_without_a_connect_packet() {
 async fn the_one_liner_gets_the_implicit_connect_ack_then_its_own_message() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
-    let mut client = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
+    let mut client =
+        RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"))).await;
     client.send(&seed_message("first")).await;
     let ack = client.next_text().await.unwrap();
     assert!(ack.starts_with("40{\"sid\":"), "{ack}");
@@ -63,7 +65,9 @@ async fn a_persistent_connection_sees_what_another_terminal_sends() {
     assert!(persistent.connect("").await.starts_with("40"));
     // In another terminal: echo '42["oh_user_action",...]' | websocat URL
     let mut other = RawClient::open(&url).await;
-    other.send(&seed_message("Can you help me with my project?")).await;
+    other
+        .send(&seed_message("Can you help me with my project?"))
+        .await;
     let mine = persistent.next_event().await.unwrap();
     assert_eq!(mine["message"], "Can you help me with my project?");
     // The sender, implicitly connected, gets it too.
@@ -71,7 +75,10 @@ async fn a_persistent_connection_sees_what_another_terminal_sends() {
     assert_eq!(theirs, mine);
     // And the OpenHands form works the same way.
     other.send(&user_message("second")).await;
-    assert_eq!(persistent.next_event().await.unwrap()["args"]["content"], "second");
+    assert_eq!(
+        persistent.next_event().await.unwrap()["args"]["content"],
+        "second"
+    );
     assert_eq!(ohd.events(&conv).await.len(), 2);
     let _ = json!({});
 }

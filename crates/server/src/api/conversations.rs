@@ -168,7 +168,8 @@ async fn list_events(
         .read_page(&record.id, page)
         .await?;
     // The events are stored as the JSON clients get; join them rather than parse and re-encode.
-    let mut body = String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 32);
+    let mut body =
+        String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 32);
     body.push_str("{\"events\":[");
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
@@ -179,5 +180,10 @@ async fn list_events(
     body.push_str("],\"has_more\":");
     body.push_str(if has_more { "true" } else { "false" });
     body.push('}');
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

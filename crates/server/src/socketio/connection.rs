@@ -76,7 +76,12 @@ impl Connection {
         }
         // The transport is gone, but what the client sent before it left still counts: store
         // any actions already received (the user's `echo ... | websocat` sends and closes).
-        while inbox.recv_many(&mut batch, BATCH).now_or_never().unwrap_or(0) > 0 {
+        while inbox
+            .recv_many(&mut batch, BATCH)
+            .now_or_never()
+            .unwrap_or(0)
+            > 0
+        {
             self.handle_all(batch.drain(..)).await;
         }
         tracing::debug!(sid = %self.socket.id, "connection ended");

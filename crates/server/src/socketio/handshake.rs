@@ -90,13 +90,36 @@ pub async fn authorize(
     let latest = query_value(query, "latest_event_id")
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(-1);
-    let after = u64::try_from(latest).ok().map(EventId);
+    let mut after = u64::try_from(latest).ok().map(EventId);
     match state.conversations.get(&conversation).await {
-        Ok(Some(_)) => Ok(Join {
-            conversation,
-            after,
-            providers,
-        }),
+        Ok(Some(_)) => {
+            // A client that claims more than the log holds (a reset server, a stale tab) starts
+            // at the end, so it still gets what comes next, as the original's live stream would.
+            // Decided here, before the client is told it joined, so that nothing it sends
+            // afterwards can be skipped.
+            if let Some(claimed) = after {
+                let last = state
+                    .log
+                    .store()
+                    .last_event_id(&conversation)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot read the log's end");
+                        Refusal::new(
+                            "the server cannot read its store; try again",
+                            Some("STATUS$ERROR"),
+                        )
+                    })?;
+                if last.is_none_or(|l| l < claimed) {
+                    after = last;
+                }
+            }
+            Ok(Join {
+                conversation,
+                after,
+                providers,
+            })
+        }
         Ok(None) => Err(Refusal::new(
             format!("conversation {conversation} not found"),
             Some("CONVERSATION$NOT_FOUND"),

@@ -90,9 +90,9 @@ impl Packet {
             if rest.trim().is_empty() {
                 Ok(None)
             } else {
-                serde_json::from_str(rest)
-                    .map(Some)
-                    .map_err(|e| PacketError(format!("the packet's payload is not valid JSON: {e}")))
+                serde_json::from_str(rest).map(Some).map_err(|e| {
+                    PacketError(format!("the packet's payload is not valid JSON: {e}"))
+                })
             }
         };
         match kind {
@@ -130,10 +130,11 @@ impl Packet {
 }
 
 /// Outgoing packets, written directly: the event JSON is already serialized by the store, so
-/// wrapping it is a copy, not a second serialization.
+/// wrapping it is a copy, not a second serialization. Engine.IO adds its own `4` (message) in
+/// front of each, so `2[...]` goes on the wire as `42[...]`.
 pub fn event(name: &str, json: &str) -> String {
     let mut out = String::with_capacity(json.len() + name.len() + 8);
-    out.push_str("42[\"");
+    out.push_str("2[\"");
     out.push_str(name);
     out.push_str("\",");
     out.push_str(json);
@@ -142,11 +143,11 @@ pub fn event(name: &str, json: &str) -> String {
 }
 
 pub fn ack(id: u64, json_args: &str) -> String {
-    format!("43{id}{json_args}")
+    format!("3{id}{json_args}")
 }
 
 pub fn connect_ok(sid: &str) -> String {
-    format!("40{}", serde_json::json!({ "sid": sid }))
+    format!("0{}", serde_json::json!({ "sid": sid }))
 }
 
 pub fn connect_error(namespace: &str, message: &str, data: Option<Value>) -> String {
@@ -155,14 +156,10 @@ pub fn connect_error(namespace: &str, message: &str, data: Option<Value>) -> Str
         body["data"] = data;
     }
     if namespace == "/" {
-        format!("44{body}")
+        format!("4{body}")
     } else {
-        format!("44{namespace},{body}")
+        format!("4{namespace},{body}")
     }
-}
-
-pub fn disconnect() -> &'static str {
-    "41"
 }
 
 #[cfg(test)]
@@ -173,19 +170,28 @@ mod tests {
     #[test]
     fn parses_what_clients_send() {
         assert_eq!(
-            Packet::parse("40"),
-            Ok(Packet::Connect { namespace: "/".into(), auth: None })
+            Packet::parse("0"),
+            Ok(Packet::Connect {
+                namespace: "/".into(),
+                auth: None
+            })
         );
         assert_eq!(
-            Packet::parse("40{}"),
-            Ok(Packet::Connect { namespace: "/".into(), auth: Some(json!({})) })
+            Packet::parse("0{}"),
+            Ok(Packet::Connect {
+                namespace: "/".into(),
+                auth: Some(json!({}))
+            })
         );
         assert_eq!(
-            Packet::parse("40/admin,{\"token\":1}"),
-            Ok(Packet::Connect { namespace: "/admin".into(), auth: Some(json!({"token":1})) })
+            Packet::parse("0/admin,{\"token\":1}"),
+            Ok(Packet::Connect {
+                namespace: "/admin".into(),
+                auth: Some(json!({"token":1}))
+            })
         );
         assert_eq!(
-            Packet::parse("42[\"oh_user_action\",{\"type\":\"message\"}]\n"),
+            Packet::parse("2[\"oh_user_action\",{\"type\":\"message\"}]\n"),
             Ok(Packet::Event {
                 namespace: "/".into(),
                 ack: None,
@@ -194,26 +200,49 @@ mod tests {
             })
         );
         assert_eq!(
-            Packet::parse("4217[\"ev\"]"),
-            Ok(Packet::Event { namespace: "/".into(), ack: Some(17), name: "ev".into(), args: vec![] })
+            Packet::parse("217[\"ev\"]"),
+            Ok(Packet::Event {
+                namespace: "/".into(),
+                ack: Some(17),
+                name: "ev".into(),
+                args: vec![]
+            })
         );
-        assert_eq!(Packet::parse("41"), Ok(Packet::Disconnect { namespace: "/".into() }));
+        assert_eq!(
+            Packet::parse("1"),
+            Ok(Packet::Disconnect {
+                namespace: "/".into()
+            })
+        );
     }
 
     #[test]
     fn refuses_malformed_packets_with_a_reason() {
-        for bad in ["", "x", "9", "42not json", "42{\"a\":1}", "42[]", "42[1,2]", "40[1]", "42[\"a\",{bad"] {
+        for bad in [
+            "",
+            "x",
+            "9",
+            "2not json",
+            "2{\"a\":1}",
+            "2[]",
+            "2[1,2]",
+            "0[1]",
+            "2[\"a\",{bad",
+        ] {
             assert!(Packet::parse(bad).is_err(), "{bad:?} parsed");
         }
     }
 
     #[test]
     fn writes_what_clients_expect() {
-        assert_eq!(event("oh_event", "{\"id\":1}"), "42[\"oh_event\",{\"id\":1}]");
         assert_eq!(
-            connect_error("/", "no", Some(json!({"msg_id":"X"}))),
-            "44{\"message\":\"no\",\"data\":{\"msg_id\":\"X\"}}"
+            event("oh_event", "{\"id\":1}"),
+            "2[\"oh_event\",{\"id\":1}]"
         );
-        assert_eq!(ack(3, "[]"), "433[]");
+        let refused = connect_error("/", "no", Some(json!({"msg_id":"X"})));
+        let body: Value = serde_json::from_str(&refused[1..]).unwrap_or_default();
+        assert_eq!(body, json!({"message":"no","data":{"msg_id":"X"}}));
+        assert!(connect_error("/admin", "no", None).starts_with("4/admin,{"));
+        assert_eq!(ack(3, "[]"), "33[]");
     }
 }
