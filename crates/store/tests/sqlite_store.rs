@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! The SQLite store on a real file: ids, ordering, paging and reopening.
 
 use ohd_protocol::action::MessageArgs;

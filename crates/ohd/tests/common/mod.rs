@@ -301,6 +301,17 @@ impl RawWriter {
     }
 }
 
+/// A raw client that has joined `conversation` with the given `latest_event_id`.
+pub async fn joined(ohd: &Ohd, conversation: &str, latest: &str) -> RawClient {
+    let url = ohd.ws_url(&format!(
+        "conversation_id={conversation}&latest_event_id={latest}"
+    ));
+    let mut client = RawClient::open(&url).await;
+    let ack = client.connect("").await;
+    assert!(ack.starts_with("40"), "join refused: {ack}");
+    client
+}
+
 pub fn parse_oh_event(text: &str) -> Option<Value> {
     let body = text.strip_prefix("42")?;
     let mut array: Vec<Value> = serde_json::from_str(body).ok()?;

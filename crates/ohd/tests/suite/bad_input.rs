@@ -17,11 +17,8 @@ async fn expect_error(client: &mut RawClient, code: &str) -> Value {
 async fn every_bad_input_gets_an_error_and_disturbs_no_one() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
-    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut bystander = RawClient::open(&url).await;
-    assert!(bystander.connect("").await.starts_with("40"));
-    let mut bad = RawClient::open(&url).await;
-    assert!(bad.connect("").await.starts_with("40"));
+    let mut bystander = joined(&ohd, &conv, "-1").await;
+    let mut bad = joined(&ohd, &conv, "-1").await;
     bad.send(&user_message("before")).await;
     assert_eq!(bad.next_event().await.unwrap()["id"], 0);
 
@@ -91,11 +88,8 @@ async fn every_bad_input_gets_an_error_and_disturbs_no_one() {
 async fn a_frame_far_beyond_the_limit_closes_only_that_connection() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
-    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut bystander = RawClient::open(&url).await;
-    assert!(bystander.connect("").await.starts_with("40"));
-    let mut huge = RawClient::open(&url).await;
-    assert!(huge.connect("").await.starts_with("40"));
+    let mut bystander = joined(&ohd, &conv, "-1").await;
+    let mut huge = joined(&ohd, &conv, "-1").await;
     // The server may close the connection while the frame is still being sent.
     if huge
         .try_send(&seed_message(&"z".repeat(9 * 1024 * 1024)))

@@ -174,8 +174,7 @@ async fn unknown_ids_are_404_and_malformed_ids_400_always_as_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let big = ohd
-        .http
+    let big = reqwest::Client::new()
         .post(ohd.url("/api/conversations"))
         .header("content-type", "application/json")
         .body(format!(

@@ -6,13 +6,9 @@ use crate::common::*;
 async fn kill_9_while_writing_loses_no_event_a_client_saw() {
     let mut ohd = Ohd::start().await;
     let data_dir = ohd.data_dir.clone();
-    let _keep = tempfile::TempDir::new().unwrap();
     let conv = ohd.create_conversation().await;
-    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut watcher = RawClient::open(&url).await;
-    assert!(watcher.connect("").await.starts_with("40"));
-    let mut writer = RawClient::open(&url).await;
-    assert!(writer.connect("").await.starts_with("40"));
+    let mut watcher = joined(&ohd, &conv, "-1").await;
+    let mut writer = joined(&ohd, &conv, "-1").await;
     for i in 0..300 {
         writer.send(&user_message(&format!("m{i}"))).await;
     }

@@ -23,8 +23,7 @@ async fn the_one_liner_sends_a_message_without_a_connect_packet() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
     let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut watcher = RawClient::open(&url).await;
-    assert!(watcher.connect("").await.starts_with("40"));
+    let mut watcher = joined(&ohd, &conv, "-1").await;
 
     // echo '42["oh_user_action",{"type":"message","source":"user","message":"Hello, agent!"}]' | websocat URL
     let mut one_liner = RawClient::open(&url).await;
@@ -61,8 +60,7 @@ async fn a_persistent_connection_sees_what_another_terminal_sends() {
     let conv = ohd.create_conversation().await;
     let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
     // websocat -v URL (then the user types 40)
-    let mut persistent = RawClient::open(&url).await;
-    assert!(persistent.connect("").await.starts_with("40"));
+    let mut persistent = joined(&ohd, &conv, "-1").await;
     // In another terminal: echo '42["oh_user_action",...]' | websocat URL
     let mut other = RawClient::open(&url).await;
     other

@@ -3,14 +3,6 @@
 use crate::common::*;
 use std::time::Duration;
 
-async fn joined(ohd: &Ohd, conv: &str, latest: &str) -> RawClient {
-    let mut c =
-        RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}&latest_event_id={latest}")))
-            .await;
-    assert!(c.connect("").await.starts_with("40"));
-    c
-}
-
 #[tokio::test]
 async fn replay_from_the_start_the_middle_the_end_and_past_it() {
     let ohd = Ohd::start().await;
@@ -49,9 +41,7 @@ async fn replay_from_the_start_the_middle_the_end_and_past_it() {
 async fn two_clients_see_identical_streams_while_events_race_their_connect() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
-    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut writer = RawClient::open(&url).await;
-    assert!(writer.connect("").await.starts_with("40"));
+    let mut writer = joined(&ohd, &conv, "-1").await;
     // Append while the readers connect.
     for i in 0..200 {
         writer.send(&user_message(&format!("m{i}"))).await;
@@ -118,9 +108,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_others_carry_on() {
     options.config_toml = Some("[server]\nslow_client_timeout_secs = 1\n".into());
     let ohd = Ohd::start_with(options).await;
     let conv = ohd.create_conversation().await;
-    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
-    let mut stuck = RawClient::open(&url).await;
-    assert!(stuck.connect("").await.starts_with("40"));
+    let mut stuck = joined(&ohd, &conv, "-1").await;
     let mut healthy = joined(&ohd, &conv, "-1").await;
     let healthy = tokio::spawn(async move { healthy.events(2000).await });
     let mut writer = joined(&ohd, &conv, "-1").await.into_writer();
@@ -152,4 +140,46 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_others_carry_on() {
         rest.first().and_then(|e| e["id"].as_u64()),
         Some(received as u64)
     );
+}
+
+#[tokio::test]
+async fn state_changes_and_terminal_commands_are_stored_as_user_actions() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client
+        .send(r#"42["oh_user_action",{"action":"change_agent_state","args":{"agent_state":"paused"}}]"#)
+        .await;
+    client
+        .send(r#"42["oh_action",{"action":"run","args":{"command":"ls -la","hidden":false}}]"#)
+        .await;
+    let events = client.events(2).await;
+    assert_eq!(events[0]["action"], "change_agent_state");
+    assert_eq!(events[0]["args"]["agent_state"], "paused");
+    assert_eq!(events[0]["message"], "Agent state changed to paused");
+    assert_eq!(events[1]["action"], "run");
+    assert_eq!(events[1]["args"]["command"], "ls -la");
+    assert_eq!(events[1]["message"], "Running command: ls -la");
+    assert!(events.iter().all(|e| e["source"] == "user"));
+    assert_eq!(ohd.events(&conv).await, events);
+}
+
+#[tokio::test]
+async fn a_rename_is_sent_live_as_a_title_status_update_and_not_stored() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let response = ohd
+        .http
+        .patch(ohd.url(&format!("/api/conversations/{conv}")))
+        .json(&serde_json::json!({"title": "New title"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let notice = client.next_event().await.unwrap();
+    assert_eq!(notice["status_update"], true);
+    assert_eq!(notice["conversation_title"], "New title");
+    assert_eq!(notice["message"], conv.as_str());
+    assert!(ohd.events(&conv).await.is_empty());
 }
