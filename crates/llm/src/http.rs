@@ -1,0 +1,242 @@
+//! The part of a model client that both providers share: the HTTP client, sending a request and
+//! classifying a refusal, reading server-sent events, and one completion from first attempt to
+//! priced answer.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use crate::error::{LlmError, error_message};
+use crate::model::Price;
+use crate::retry::{self, RetryObserver, RetryPolicy};
+use crate::types::{Completion, ToolCall, Usage, model_response};
+
+/// What a provider read from one successful response, before timing and pricing.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub response_id: String,
+    /// The model the provider says answered; empty if it did not say.
+    pub model: String,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+}
+
+/// Everything a client needs besides its wire format.
+pub(crate) struct Core {
+    client: reqwest::Client,
+    api_key: Option<String>,
+    /// The model as configured (`openai/gpt-4o`).
+    pub model: String,
+    /// The name sent to the provider (`gpt-4o`).
+    pub name: String,
+    pub stream: bool,
+    retry: RetryPolicy,
+    price: Option<Price>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        model: String,
+        name: String,
+        api_key: Option<String>,
+        stream: bool,
+        retry: RetryPolicy,
+        price: Option<Price>,
+        timeout: Duration,
+    ) -> Result<Core, LlmError> {
+        // reqwest is built without a default crypto backend (aws-lc-rs is a long C build); ring
+        // is installed as the process default instead. It fails only when a default is already
+        // installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15).min(timeout))
+            // The whole exchange, streamed answer included: a model that is still writing
+            // after this long is taken as stuck, and the attempt is retried.
+            .timeout(timeout)
+            .build()
+            .map_err(|e| LlmError::NotConfigured(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Core {
+            client,
+            api_key: api_key.filter(|k| !k.is_empty()),
+            model,
+            name,
+            stream,
+            retry,
+            price,
+        })
+    }
+
+    pub(crate) fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
+    /// A header value for the key, marked sensitive so that it is never printed.
+    pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, LlmError> {
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            LlmError::NotConfigured("the API key holds characters a header cannot".into())
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// Sends `body` to `url` until an attempt succeeds or retrying is no use, reading each
+    /// successful response with `read`.
+    pub(crate) async fn complete<R, Fut>(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Value,
+        observer: &dyn RetryObserver,
+        read: R,
+    ) -> Result<Completion, LlmError>
+    where
+        R: Fn(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<Answer, LlmError>>,
+    {
+        let (headers, body, read) = (&headers, &body, &read);
+        let (answer, latency) = retry::run(&self.retry, observer, move || async move {
+            let started = Instant::now();
+            let answer = match self.post(url, headers, body).await {
+                Ok(response) => read(response).await,
+                Err(err) => Err(err),
+            };
+            answer
+                .map(|answer| (answer, started.elapsed()))
+                .map_err(|err| err.redact(self.api_key()))
+        })
+        .await?;
+        let model = if answer.model.is_empty() {
+            self.name.as_str()
+        } else {
+            answer.model.as_str()
+        };
+        Ok(Completion {
+            model_response: model_response(
+                &answer.response_id,
+                model,
+                &answer.text,
+                &answer.tool_calls,
+                answer.finish_reason.as_deref(),
+                &answer.usage,
+            ),
+            cost: self.price.map(|price| price.cost(&answer.usage)),
+            response_id: answer.response_id,
+            text: answer.text,
+            tool_calls: answer.tool_calls,
+            finish_reason: answer.finish_reason,
+            usage: answer.usage,
+            latency,
+        })
+    }
+
+    /// One POST; a status other than 2xx becomes the error it means.
+    async fn post(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        body: &Value,
+    ) -> Result<reqwest::Response, LlmError> {
+        let response = self
+            .client
+            .post(url)
+            .headers(headers.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry::retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        Err(LlmError::from_status(
+            status.as_u16(),
+            error_message(&text),
+            retry_after,
+        ))
+    }
+}
+
+/// A failure below HTTP: no connection, a broken one, a timeout. The message names the causes
+/// (reqwest's own says only "error sending request").
+pub(crate) fn transport(err: reqwest::Error) -> LlmError {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if err.is_decode() {
+        LlmError::InvalidResponse(message)
+    } else {
+        LlmError::Network(message)
+    }
+}
+
+/// Whether a response is plain JSON rather than an event stream: some OpenAI-compatible servers
+/// ignore `stream: true`, and errors come as JSON whatever was asked.
+pub(crate) fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// The body of a response as JSON.
+pub(crate) async fn json_body(response: reqwest::Response) -> Result<Value, LlmError> {
+    let bytes = response.bytes().await.map_err(transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        LlmError::InvalidResponse(format!(
+            "not JSON ({e}): {}",
+            crate::error::truncate(&String::from_utf8_lossy(&bytes), 200)
+        ))
+    })
+}
+
+/// The server-sent events of a streamed response.
+pub(crate) fn events(
+    response: reqwest::Response,
+) -> impl Stream<Item = Result<Event, LlmError>> + Send {
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(|event| match event {
+            Ok(event) => Ok(event),
+            Err(EventStreamError::Transport(e)) => Err(transport(e)),
+            Err(e) => Err(LlmError::InvalidResponse(format!("bad event stream: {e}"))),
+        })
+}
+
+/// Parses one event's data as JSON.
+pub(crate) fn event_json(data: &str) -> Result<Value, LlmError> {
+    serde_json::from_str(data).map_err(|e| {
+        LlmError::InvalidResponse(format!(
+            "bad event data ({e}): {}",
+            crate::error::truncate(data, 200)
+        ))
+    })
+}
+
+/// A tool call id for servers that send none (some local ones): unique enough to pair the call
+/// with its result across the conversation.
+pub(crate) fn fresh_call_id() -> String {
+    format!("call_{:016x}", fastrand::u64(..))
+}
+
+/// Tool arguments as JSON text: servers send a string as the API says, a few an object.
+pub(crate) fn arguments_text(arguments: Option<&Value>) -> String {
+    match arguments {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}

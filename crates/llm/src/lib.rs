@@ -1,0 +1,161 @@
+//! Model clients for the agent: one [`LlmClient`] trait, made by [`connect`] from the settings,
+//! spoken over OpenAI Chat Completions (which OpenAI-compatible servers share) or Anthropic
+//! Messages, streamed or not, retried on rate limits and server errors, with usage and cost.
+//!
+//! Each concern has its file: `model` (names, providers, prices), `types` (requests and
+//! answers), `openai` and `anthropic` (the wire formats), `http` (what both share), `retry`
+//! (when and how long to wait), `error` (what went wrong, by what to do about it), `metrics`
+//! (the `llm_metrics` totals).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod anthropic;
+mod error;
+mod http;
+mod metrics;
+mod model;
+mod openai;
+mod retry;
+mod types;
+
+pub use anthropic::DEFAULT_MAX_TOKENS;
+pub use error::LlmError;
+pub use metrics::{Metrics, TokenUsage};
+pub use model::{
+    ANTHROPIC_BASE_URL, ModelId, OPENAI_BASE_URL, Price, Provider, known_price, price_for,
+};
+pub use retry::{RetryObserver, RetryPolicy, retry_after};
+pub use types::{Completion, CompletionRequest, Message, Role, ToolCall, ToolSpec, Usage};
+
+/// A model the agent can ask for the next step.
+#[async_trait::async_trait]
+pub trait LlmClient: Send + Sync {
+    /// Sends the conversation and waits for the whole answer, retrying on rate limits, server
+    /// errors and broken connections; `observer` hears of each retry before its wait.
+    async fn complete(
+        &self,
+        request: &CompletionRequest,
+        observer: &dyn RetryObserver,
+    ) -> Result<Completion, LlmError>;
+
+    /// The model as configured (`openai/gpt-4o`).
+    fn model(&self) -> &str;
+}
+
+/// How to reach the model (`[llm]` in `config.toml`, `LLM_MODEL`, `LLM_API_KEY`,
+/// `LLM_BASE_URL`).
+#[derive(Clone, PartialEq)]
+pub struct LlmSettings {
+    /// `provider/model`: `openai/gpt-4o`, `anthropic/claude-sonnet-4-5`, `openai/<name>` for an
+    /// OpenAI-compatible server.
+    pub model: String,
+    pub api_key: Option<String>,
+    /// The provider's address when not its default: an OpenAI-compatible server's `/v1` URL.
+    pub base_url: Option<String>,
+    /// Ask for the answer as a stream of events (the default) or whole.
+    pub stream: bool,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first backoff between retries; it doubles up to `retry_max_wait`.
+    pub retry_min_wait: Duration,
+    pub retry_max_wait: Duration,
+    /// USD per million tokens, over the built-in price of a well-known model.
+    pub input_cost_per_million: Option<f64>,
+    pub output_cost_per_million: Option<f64>,
+    /// The most one attempt may take, answer included.
+    pub timeout: Duration,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        LlmSettings {
+            model: String::new(),
+            api_key: None,
+            base_url: None,
+            stream: true,
+            max_retries: retry.max_retries,
+            retry_min_wait: retry.min_wait,
+            retry_max_wait: retry.max_wait,
+            input_cost_per_million: None,
+            output_cost_per_million: None,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The key is shown only as set or not.
+impl fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmSettings")
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("base_url", &self.base_url)
+            .field("stream", &self.stream)
+            .field("max_retries", &self.max_retries)
+            .field("retry_min_wait", &self.retry_min_wait)
+            .field("retry_max_wait", &self.retry_max_wait)
+            .field("input_cost_per_million", &self.input_cost_per_million)
+            .field("output_cost_per_million", &self.output_cost_per_million)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A client for the configured model. Fails when the model names no provider and no base URL
+/// is given, or when a hosted provider is configured without a key.
+pub fn connect(settings: &LlmSettings) -> Result<Arc<dyn LlmClient>, LlmError> {
+    let id = ModelId::parse(&settings.model)?;
+    let base_url = settings
+        .base_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .or(id.default_base_url)
+        .ok_or_else(|| {
+            LlmError::NotConfigured(format!(
+                "model `{}` names no provider ohd knows: use openai/<model> or \
+                 anthropic/<model>, or set LLM_BASE_URL to an OpenAI-compatible server",
+                settings.model
+            ))
+        })?
+        .to_owned();
+    let api_key = settings.api_key.clone().filter(|key| !key.is_empty());
+    let hosted = [
+        OPENAI_BASE_URL,
+        ANTHROPIC_BASE_URL,
+        "https://openrouter.ai/api/v1",
+    ]
+    .contains(&base_url.trim_end_matches('/'));
+    if hosted && api_key.is_none() {
+        return Err(LlmError::NotConfigured(format!(
+            "no API key for {} (LLM_API_KEY)",
+            settings.model
+        )));
+    }
+    let retry = RetryPolicy {
+        max_retries: settings.max_retries,
+        min_wait: settings.retry_min_wait,
+        max_wait: settings.retry_max_wait,
+        ..RetryPolicy::default()
+    };
+    let core = http::Core::new(
+        settings.model.trim().to_owned(),
+        id.name.clone(),
+        api_key,
+        settings.stream,
+        retry,
+        price_for(
+            &id.name,
+            settings.input_cost_per_million,
+            settings.output_cost_per_million,
+        ),
+        settings.timeout,
+    )?;
+    Ok(match id.provider {
+        Provider::OpenAi => Arc::new(openai::OpenAiClient::new(core, &base_url)),
+        Provider::Anthropic => Arc::new(anthropic::AnthropicClient::new(core, &base_url)),
+    })
+}

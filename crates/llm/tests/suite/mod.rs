@@ -1,0 +1,5 @@
+mod anthropic;
+mod common;
+mod metrics;
+mod openai;
+mod retries;

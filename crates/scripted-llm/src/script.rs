@@ -1,0 +1,241 @@
+//! What the scripted model says: a list of turns, one per request, read from JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The turns to play, in order, and what to answer once they are used up.
+///
+/// In JSON either a list of turns, or `{"turns": [...], "when_done": "done" | "repeat_last"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Script {
+    pub turns: Vec<Turn>,
+    pub when_done: WhenDone,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenDone {
+    /// A plain text answer, `done`: an agent loop ends instead of spinning.
+    #[default]
+    Done,
+    /// The last turn again.
+    RepeatLast,
+}
+
+impl Script {
+    pub fn new(turns: Vec<Turn>) -> Script {
+        Script {
+            turns,
+            when_done: WhenDone::Done,
+        }
+    }
+
+    pub fn repeating_last(mut self) -> Script {
+        self.when_done = WhenDone::RepeatLast;
+        self
+    }
+
+    /// The turn that answers request number `n` (from 0).
+    pub fn turn(&self, n: usize) -> Turn {
+        match (self.turns.get(n), self.when_done, self.turns.last()) {
+            (Some(turn), _, _) => turn.clone(),
+            (None, WhenDone::RepeatLast, Some(last)) => last.clone(),
+            _ => Turn::text("done"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Script {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Script, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Turns(Vec<Turn>),
+            Full {
+                turns: Vec<Turn>,
+                #[serde(default)]
+                when_done: WhenDone,
+            },
+        }
+        Ok(match Form::deserialize(deserializer)? {
+            Form::Turns(turns) => Script::new(turns),
+            Form::Full { turns, when_done } => Script { turns, when_done },
+        })
+    }
+}
+
+/// One answer. A `status` other than 200 answers with that error instead (in the provider's
+/// error shape, with `Retry-After` when `retry_after` is set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Turn {
+    pub text: String,
+    pub tool_calls: Vec<ScriptedCall>,
+    pub status: u16,
+    /// Seconds, sent as `Retry-After` on an error turn.
+    pub retry_after: Option<u64>,
+    /// Waited before answering.
+    pub delay_ms: u64,
+    /// Reported usage; made up from the sizes of request and answer when not given.
+    pub usage: Option<ScriptedUsage>,
+    /// The message of an error turn; a provider-like one when not given.
+    pub error: Option<String>,
+    /// Characters per streamed piece of text or arguments, so that clients must put pieces
+    /// together.
+    pub chunk_chars: usize,
+    /// Waited between streamed events.
+    pub chunk_delay_ms: u64,
+    /// Leave usage out of the answer, as some OpenAI-compatible servers do.
+    pub omit_usage: bool,
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Turn {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            status: 200,
+            retry_after: None,
+            delay_ms: 0,
+            usage: None,
+            error: None,
+            chunk_chars: 3,
+            chunk_delay_ms: 0,
+            omit_usage: false,
+        }
+    }
+}
+
+impl Turn {
+    pub fn text(text: impl Into<String>) -> Turn {
+        Turn {
+            text: text.into(),
+            ..Turn::default()
+        }
+    }
+
+    /// A turn that calls one tool; `arguments` is an object (sent as its JSON text) or a string
+    /// (sent as it is, valid JSON or not).
+    pub fn tool_call(name: impl Into<String>, arguments: Value) -> Turn {
+        Turn::default().and_call(name, arguments)
+    }
+
+    /// This turn with one more tool call.
+    pub fn and_call(mut self, name: impl Into<String>, arguments: Value) -> Turn {
+        self.tool_calls.push(ScriptedCall {
+            name: name.into(),
+            arguments,
+        });
+        self
+    }
+
+    /// An error answer with this status.
+    pub fn error(status: u16) -> Turn {
+        Turn {
+            status,
+            ..Turn::default()
+        }
+    }
+
+    pub fn with_text(mut self, text: impl Into<String>) -> Turn {
+        self.text = text.into();
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<String>) -> Turn {
+        self.error = Some(message.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Turn {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_usage(mut self, usage: ScriptedUsage) -> Turn {
+        self.usage = Some(usage);
+        self
+    }
+
+    pub fn with_chunk_chars(mut self, chars: usize) -> Turn {
+        self.chunk_chars = chars;
+        self
+    }
+
+    pub fn with_delay_ms(mut self, delay_ms: u64) -> Turn {
+        self.delay_ms = delay_ms;
+        self
+    }
+
+    pub fn without_usage(mut self) -> Turn {
+        self.omit_usage = true;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptedCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+impl ScriptedCall {
+    /// The arguments as the model would write them: JSON text.
+    pub fn arguments_text(&self) -> String {
+        match &self.arguments {
+            Value::String(text) => text.clone(),
+            Value::Null => "{}".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScriptedUsage {
+    /// Every prompt token, cached or not (OpenAI's way of counting).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+/// `text` in pieces of `size` characters (at least one piece, even for empty text).
+pub(crate) fn pieces(text: &str, size: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars
+        .chunks(size.max(1))
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_json_forms_read() {
+        let list: Script = serde_json::from_str(
+            r#"[{"text":"hi"},{"tool_calls":[{"name":"execute_bash","arguments":{"command":"ls"}}]}]"#,
+        )
+        .unwrap();
+        assert_eq!(list.turns.len(), 2);
+        assert_eq!(list.turns[0].status, 200);
+        assert_eq!(list.turn(5), Turn::text("done"));
+        let full: Script = serde_json::from_str(
+            r#"{"turns":[{"status":429,"retry_after":1}],"when_done":"repeat_last"}"#,
+        )
+        .unwrap();
+        assert_eq!(full.turn(3).status, 429);
+    }
+
+    #[test]
+    fn pieces_split_on_characters() {
+        assert_eq!(pieces("héllo", 2), ["hé", "ll", "o"]);
+        assert_eq!(pieces("", 2), [""]);
+    }
+}
