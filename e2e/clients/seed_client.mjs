@@ -15,7 +15,7 @@
 // Usage:
 //   node seed_client.mjs --url http://127.0.0.1:3000 [--conversation ID] [--latest N]
 //     [--providers LIST] [--transport websocket|polling] [--api-key KEY] [--query-key KEY]
-//     [--emit-event NAME] [--send JSON|@FILE]... [--until-id N] [--count N] [--idle-ms N]
+//     [--emit-event NAME] [--send JSON|@FILE]... [--until-id N] [--until-state S1,S2] [--count N] [--idle-ms N]
 //     [--timeout-ms N] [--no-reconnect] [--track-latest]
 //
 // --track-latest: on reconnection, send latest_event_id = the id of the last oh_event received
@@ -41,6 +41,7 @@ function parseArgs(argv) {
     emitEvent: "oh_user_action",
     send: [],
     untilId: null,
+    untilState: null,
     count: null,
     idleMs: null,
     timeoutMs: 10000,
@@ -49,7 +50,7 @@ function parseArgs(argv) {
   };
   const valued = new Set([
     "--url", "--conversation", "--latest", "--providers", "--transport", "--api-key",
-    "--query-key", "--emit-event", "--send", "--until-id", "--count", "--idle-ms", "--timeout-ms",
+    "--query-key", "--emit-event", "--send", "--until-id", "--until-state", "--count", "--idle-ms", "--timeout-ms",
   ]);
   const number = (flag, v) => {
     const n = Number(v);
@@ -86,6 +87,7 @@ function parseArgs(argv) {
         break;
       }
       case "--until-id": opts.untilId = number(flag, v); break;
+      case "--until-state": opts.untilState = v.split(","); break;
       case "--count": opts.count = number(flag, v); break;
       case "--idle-ms": opts.idleMs = number(flag, v); break;
       case "--timeout-ms": opts.timeoutMs = number(flag, v); break;
@@ -153,8 +155,12 @@ socket.on("connect", () => {
   });
 });
 
+let sawRunning = false;
 socket.on("oh_event", (event) => {
   if (finished) return;
+  if (event && event.observation === "agent_state_changed" && event.extras?.agent_state === "running") {
+    sawRunning = true;
+  }
   received += 1;
   out({ kind: "event", event });
   armIdle();
@@ -164,6 +170,10 @@ socket.on("oh_event", (event) => {
   }
   if (opts.untilId !== null && event && typeof event.id === "number" && event.id >= opts.untilId) {
     finish("until-id", 0);
+  } else if (opts.untilState !== null && event && event.observation === "agent_state_changed"
+             && sawRunning && opts.untilState.includes(event.extras?.agent_state)) {
+    // The agent went to work and came to rest in one of the named states.
+    finish("until-state", 0);
   } else if (opts.count !== null && received >= opts.count) {
     finish("count", 0);
   }

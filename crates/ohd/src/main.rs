@@ -42,6 +42,9 @@ struct ServeArgs {
     /// Extra origins browsers may call from, comma-separated (`*` for any)
     #[arg(long, env = "OHD_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Option<Vec<String>>,
+    /// Model calls the agent may make per user message [default: 100]
+    #[arg(long, env = "OHD_MAX_ITERATIONS")]
+    max_iterations: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         llm_model: env("LLM_MODEL"),
         llm_api_key: env("LLM_API_KEY"),
         llm_base_url: env("LLM_BASE_URL"),
+        max_iterations: args.max_iterations,
     })?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -1,5 +1,6 @@
 //! Putting the server together: state, routes, middleware, the Socket.IO layer, the listener.
 
+use crate::agents::Agents;
 use crate::api;
 use crate::auth;
 use crate::config::Config;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub log: EventLog,
     pub conversations: Arc<Conversations>,
+    pub agents: Arc<Agents>,
 }
 
 impl AppState {
@@ -44,11 +46,17 @@ impl AppState {
             Arc::new(store),
             Arc::new(LocalNotifier::new(LIVE_CHANNEL_CAPACITY)),
         );
-        let conversations = Arc::new(Conversations::new(log.clone(), config.workspaces_dir()));
+        let agents = Arc::new(Agents::new(&config, log.clone()));
+        let conversations = Arc::new(Conversations::new(
+            log.clone(),
+            config.workspaces_dir(),
+            agents.clone(),
+        ));
         Ok(AppState {
             config: Arc::new(config),
             log,
             conversations,
+            agents,
         })
     }
 }
@@ -182,6 +190,7 @@ pub fn origin_allowed(origin: &HeaderValue, host: Option<&str>, extra: &[String]
 pub struct Server {
     listener: tokio::net::TcpListener,
     app: Router,
+    state: AppState,
 }
 
 impl Server {
@@ -193,7 +202,8 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         Ok(Server {
             listener,
-            app: router(state),
+            app: router(state.clone()),
+            state,
         })
     }
 
@@ -220,6 +230,8 @@ impl Server {
                 tracing::info!("open connections did not finish in time; stopping anyway");
             }
         }
+        // Agents' shells and whatever they started end with the server.
+        self.state.agents.stop_all().await;
         Ok(())
     }
 }

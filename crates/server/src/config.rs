@@ -28,14 +28,36 @@ pub struct Config {
     /// How long a client may leave its send buffer full before it is cut off.
     pub slow_client_timeout: Duration,
     pub llm: LlmConfig,
+    pub agent: AgentConfig,
+    pub sandbox: SandboxSettings,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Model calls per user message before the agent stops with an error.
+    pub max_iterations: u32,
+    /// USD; none means no budget.
+    pub max_budget_per_task: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSettings {
+    pub mode: ohd_runtime::sandbox::SandboxMode,
+    /// Whether sandboxed commands may reach the network.
+    pub network: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct LlmConfig {
     /// `provider/model`, e.g. `openai/gpt-4o` or `anthropic/claude-sonnet-4-5`.
     pub model: Option<String>,
     pub api_key: Option<Secret>,
     pub base_url: Option<String>,
+    /// Stream answers (SSE); some servers only answer whole.
+    pub stream: bool,
+    pub max_retries: u32,
+    pub input_cost_per_million: Option<f64>,
+    pub output_cost_per_million: Option<f64>,
 }
 
 /// What the command line and the environment say; `None` leaves the choice to the file.
@@ -51,6 +73,7 @@ pub struct Overrides {
     pub llm_model: Option<String>,
     pub llm_api_key: Option<String>,
     pub llm_base_url: Option<String>,
+    pub max_iterations: Option<u32>,
 }
 
 /// `config.toml`. Unknown keys are refused, so a misspelt setting is not silently ignored.
@@ -63,6 +86,25 @@ struct FileConfig {
     store: StoreSection,
     #[serde(default)]
     llm: LlmSection,
+    #[serde(default)]
+    agent: AgentSection,
+    #[serde(default)]
+    sandbox: SandboxSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSection {
+    max_iterations: Option<u32>,
+    max_budget_per_task: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSection {
+    /// "auto" (bubblewrap when it works here), "bubblewrap", or "none".
+    mode: Option<String>,
+    network: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +132,10 @@ struct LlmSection {
     model: Option<String>,
     api_key: Option<Secret>,
     base_url: Option<String>,
+    stream: Option<bool>,
+    max_retries: Option<u32>,
+    input_cost_per_million: Option<f64>,
+    output_cost_per_million: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +171,16 @@ impl Config {
                 "server.max_payload_bytes must be at least 1024".into(),
             ));
         }
+        let sandbox_mode = match file.sandbox.mode.as_deref().unwrap_or("auto") {
+            "auto" => ohd_runtime::sandbox::SandboxMode::Auto,
+            "bubblewrap" => ohd_runtime::sandbox::SandboxMode::Bubblewrap,
+            "none" => ohd_runtime::sandbox::SandboxMode::None,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "sandbox.mode {other:?}: use \"auto\", \"bubblewrap\" or \"none\""
+                )));
+            }
+        };
         Ok(Config {
             host: overrides
                 .host
@@ -152,6 +208,21 @@ impl Config {
                     .map(Secret::new)
                     .or(file.llm.api_key),
                 base_url: non_empty(overrides.llm_base_url).or(file.llm.base_url),
+                stream: file.llm.stream.unwrap_or(true),
+                max_retries: file.llm.max_retries.unwrap_or(5),
+                input_cost_per_million: file.llm.input_cost_per_million,
+                output_cost_per_million: file.llm.output_cost_per_million,
+            },
+            agent: AgentConfig {
+                max_iterations: overrides
+                    .max_iterations
+                    .or(file.agent.max_iterations)
+                    .unwrap_or(100),
+                max_budget_per_task: file.agent.max_budget_per_task,
+            },
+            sandbox: SandboxSettings {
+                mode: sandbox_mode,
+                network: file.sandbox.network.unwrap_or(true),
             },
         })
     }

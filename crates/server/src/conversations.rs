@@ -1,5 +1,6 @@
 //! Conversations: their records, their workspaces, and the events clients add to them.
 
+use crate::agents::Agents;
 use crate::error::ApiError;
 use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::{ClientAction, ConversationId, NewEvent, Source, Timestamp};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 pub struct Conversations {
     log: EventLog,
     workspaces: PathBuf,
+    agents: Arc<Agents>,
     connections: Mutex<HashMap<ConversationId, usize>>,
 }
 
@@ -79,10 +81,11 @@ impl Drop for ConnectionGuard {
 pub const MAX_TITLE_CHARS: usize = 200;
 
 impl Conversations {
-    pub fn new(log: EventLog, workspaces: PathBuf) -> Self {
+    pub fn new(log: EventLog, workspaces: PathBuf, agents: Arc<Agents>) -> Self {
         Conversations {
             log,
             workspaces,
+            agents,
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -115,6 +118,7 @@ impl Conversations {
             self.submit(&record.id, ClientAction::Message(message))
                 .await?;
         }
+        self.agents.ensure(&record.id, &[]);
         Ok(record)
     }
 
@@ -128,9 +132,13 @@ impl Conversations {
         id: &ConversationId,
         action: ClientAction,
     ) -> Result<StoredEvent, StoreError> {
-        self.log
+        let stored = self
+            .log
             .append(id, NewEvent::action(Source::User, action.into_action()))
-            .await
+            .await?;
+        // The agent follows the log; this makes sure there is one to follow it.
+        self.agents.ensure(id, &[]);
+        Ok(stored)
     }
 
     /// Stores several client actions as one append, in order.
@@ -143,7 +151,9 @@ impl Conversations {
             .into_iter()
             .map(|a| NewEvent::action(Source::User, a.into_action()))
             .collect();
-        self.log.append_all(id, events).await
+        let stored = self.log.append_all(id, events).await?;
+        self.agents.ensure(id, &[]);
+        Ok(stored)
     }
 
     pub async fn rename(&self, id: &ConversationId, title: &str) -> Result<bool, StoreError> {
@@ -155,6 +165,7 @@ impl Conversations {
     }
 
     pub async fn delete(&self, id: &ConversationId) -> Result<bool, ApiError> {
+        self.agents.stop(id).await;
         let deleted = self.log.store().delete_conversation(id).await?;
         if deleted {
             let workspace = self.workspace(id);

@@ -1,24 +1,17 @@
 //! The one place that decides what a client is sent, and in what order.
 //!
-//! A client is a cursor over its conversation's log. It subscribes to new events first, then
-//! reads the store from its cursor, then takes live events, dropping any id it already has. If
-//! it misses live events (it lagged, or they were published out of order), it reads them from
-//! the store. So each client gets every event once, in id order, however the appends race with
-//! its connecting, and the server holds at most one bounded channel per client, never a backlog.
-//!
-//! Every stored event is sent as stored: live and replayed events are the same JSON.
+//! A client follows its conversation's log ([`Follower`]: every event once, in id order, then
+//! live) and is sent every stored event exactly as stored, so live and replayed events are the
+//! same JSON, plus the live-only notices. Sending waits for room in the client's buffer, but
+//! only so long: a client that stops reading is cut off and resumes with `latest_event_id`.
 
 use crate::socketio::packet;
 use engineioxide::{DisconnectReason, Socket, Str};
 use ohd_protocol::{ConversationId, EventId};
-use ohd_store::{EventLog, LogItem, StoredEvent};
+use ohd_store::{EventLog, Followed, Follower};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-
-/// Events read from the store per query during replay.
-const REPLAY_PAGE: usize = 256;
 
 /// Why delivery stopped early.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,10 +63,6 @@ impl<D: Default + Send + Sync + 'static> Outbox<D> {
             }
         }
     }
-
-    async fn send_event(&self, event: &StoredEvent) -> Result<(), Stop> {
-        self.send(packet::event("oh_event", &event.json)).await
-    }
 }
 
 /// Streams `conversation` to the client from after `after`, then live, until stopped.
@@ -83,66 +72,23 @@ pub async fn deliver<D: Default + Send + Sync + 'static>(
     after: Option<EventId>,
     outbox: Outbox<D>,
 ) -> Stop {
-    let mut live = log.notifier().subscribe(&conversation);
-    let mut cursor = after;
-    if let Err(stop) = catch_up(&log, &conversation, &mut cursor, &outbox).await {
-        return stop;
-    }
+    let mut follower = Follower::new(log, conversation.clone(), after);
     loop {
         let item = tokio::select! {
             _ = outbox.cancel.cancelled() => return Stop::Gone,
             _ = outbox.socket.closed() => return Stop::Gone,
-            item = live.recv() => item,
+            item = follower.next() => item,
         };
-        let result = match item {
-            Ok(LogItem::Event(event)) => {
-                let expected = cursor.map_or(EventId(0), EventId::next);
-                if event.id < expected {
-                    Ok(()) // already sent
-                } else if event.id == expected {
-                    cursor = Some(event.id);
-                    outbox.send_event(&event).await
-                } else {
-                    // A gap: something was published out of order or missed. The store has it.
-                    catch_up(&log, &conversation, &mut cursor, &outbox).await
-                }
+        let sent = match item {
+            Ok(Followed::Event(event)) => outbox.send(packet::event("oh_event", &event.json)).await,
+            Ok(Followed::Notice(json)) => outbox.send(packet::event("oh_event", &json)).await,
+            Err(e) => {
+                tracing::error!(%conversation, error = %e, "cannot read the log for a client");
+                return Stop::StoreFailed;
             }
-            Ok(LogItem::Notice(json)) => outbox.send(packet::event("oh_event", &json)).await,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::debug!(%conversation, missed, "client lagged; reading from the store");
-                catch_up(&log, &conversation, &mut cursor, &outbox).await
-            }
-            Err(RecvError::Closed) => return Stop::Gone,
         };
-        if let Err(stop) = result {
+        if let Err(stop) = sent {
             return stop;
-        }
-    }
-}
-
-/// Sends every stored event after `cursor`, a page at a time, advancing the cursor.
-async fn catch_up<D: Default + Send + Sync + 'static>(
-    log: &EventLog,
-    conversation: &ConversationId,
-    cursor: &mut Option<EventId>,
-    outbox: &Outbox<D>,
-) -> Result<(), Stop> {
-    loop {
-        let page = log
-            .store()
-            .read_after(conversation, *cursor, REPLAY_PAGE)
-            .await
-            .map_err(|e| {
-                tracing::error!(%conversation, error = %e, "replay read failed");
-                Stop::StoreFailed
-            })?;
-        let full = page.len() == REPLAY_PAGE;
-        for event in &page {
-            outbox.send_event(event).await?;
-            *cursor = Some(event.id);
-        }
-        if !full {
-            return Ok(());
         }
     }
 }

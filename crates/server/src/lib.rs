@@ -7,6 +7,7 @@
 //! - [`conversations`]: creating, finding and feeding conversations.
 //! - [`app`]: puts them together behind one listener.
 
+pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;

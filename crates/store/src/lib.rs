@@ -6,10 +6,12 @@
 //! that within one process, and a cross-node notifier (PostgreSQL `LISTEN`, Redis) can replace it.
 //! [`EventLog`] joins the two: append, then publish, so nothing is seen before it is durable.
 
+mod follow;
 mod log;
 mod notifier;
 pub mod sqlite;
 
+pub use follow::{Followed, Follower};
 pub use log::EventLog;
 pub use notifier::{LocalNotifier, LogItem, Notifier};
 

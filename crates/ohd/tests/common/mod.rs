@@ -28,6 +28,24 @@ pub struct Options {
     pub config_toml: Option<String>,
 }
 
+/// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
+pub async fn scripted_llm(
+    script: ohd_scripted_llm::Script,
+) -> (ohd_scripted_llm::ScriptedLlmHandle, Options) {
+    let (base, handle) = ohd_scripted_llm::ScriptedLlm::start(script).await.unwrap();
+    let mut options = Options::new();
+    options
+        .env
+        .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
+    options
+        .env
+        .push(("LLM_BASE_URL".into(), format!("{base}/v1")));
+    options
+        .env
+        .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
+    (handle, options)
+}
+
 impl Options {
     pub fn new() -> Self {
         Options {
@@ -52,11 +70,17 @@ impl Ohd {
 
     /// Starts ohd on an existing data directory (after a restart).
     pub async fn spawn(data_dir: &Path, options: &Options) -> Ohd {
+        // reqwest is built with rustls and no default crypto (the model client picks ring), so
+        // a test process must choose before it makes an HTTP client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ohd"));
         command
             .args(["serve", "--port", "0", "--data-dir"])
             .arg(data_dir)
             .env_remove("SESSION_API_KEY")
+            .env_remove("LLM_MODEL")
+            .env_remove("LLM_API_KEY")
+            .env_remove("LLM_BASE_URL")
             .env_remove("OHD_PORT")
             .env_remove("OHD_HOST")
             .env("RUST_LOG", "ohd_server=debug,info")
@@ -238,8 +262,12 @@ impl RawClient {
     }
 
     pub async fn next_text_within(&mut self, wait: Duration) -> Option<String> {
+        // One deadline for the whole wait: pings must not extend it.
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match frame {
                 Ok(Message::Text(text)) if text.as_str() == "2" => self.send("3").await,
                 Ok(Message::Text(text)) => return Some(text.to_string()),
@@ -270,6 +298,51 @@ impl RawClient {
             let text = self.next_text().await.expect("no reply to CONNECT");
             if text.starts_with("40") || text.starts_with("44") {
                 return text;
+            }
+        }
+    }
+
+    /// Events until the agent, having gone to work, comes to rest in one of `states`.
+    pub async fn until_state(&mut self, states: &[&str]) -> Vec<Value> {
+        self.until_state_from(states, false).await
+    }
+
+    /// Events until the agent comes to one of `states`; `working` says it is at work already.
+    pub async fn until_state_from(&mut self, states: &[&str], working: bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut worked = working;
+        loop {
+            let Some(event) = self
+                .next_event_within(std::time::Duration::from_secs(30))
+                .await
+            else {
+                panic!(
+                    "the agent did not reach {states:?}; last events: {:?}",
+                    summary(&out[out.len().saturating_sub(8)..])
+                );
+            };
+            let state = event["extras"]["agent_state"].as_str().map(str::to_owned);
+            out.push(event);
+            match state.as_deref() {
+                Some("running") => worked = true,
+                Some(s) if worked && states.contains(&s) => return out,
+                _ => {}
+            }
+        }
+    }
+
+    /// Events until the agent is ready for input (its start-up events).
+    pub async fn until_ready(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let event = self
+                .next_event()
+                .await
+                .expect("the agent never became ready");
+            let ready = event["extras"]["agent_state"] == "awaiting_user_input";
+            out.push(event);
+            if ready {
+                return out;
             }
         }
     }
@@ -333,6 +406,27 @@ pub fn seed_message(text: &str) -> String {
         "42[\"oh_user_action\",{}]",
         serde_json::json!({"type":"message","source":"user","message":text})
     )
+}
+
+/// A short description of events, for failure messages.
+pub fn summary(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let kind = e["action"]
+                .as_str()
+                .or(e["observation"].as_str())
+                .unwrap_or("?");
+            let state = e["extras"]["agent_state"].as_str().unwrap_or("");
+            let text: String = e["message"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(80)
+                .collect();
+            format!("{} {} {} {}", e["id"], kind, state, text)
+        })
+        .collect()
 }
 
 pub fn ids(events: &[Value]) -> Vec<u64> {

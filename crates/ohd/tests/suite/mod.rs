@@ -1,3 +1,4 @@
+mod agent;
 mod bad_input;
 mod clients;
 mod rest;

@@ -13,6 +13,7 @@ async fn alive() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn health() -> Json<&'static str> {
-    Json("OK")
+/// Healthy, and how commands are isolated: a server running without a sandbox says so.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
+    Json(json!({"status": "OK", "sandbox": state.agents.sandbox()}))
 }

@@ -238,6 +238,9 @@ impl Connection {
     fn start_session(&mut self, join: Join) {
         let cancel = CancellationToken::new();
         let counted = self.state.conversations.connect(&join.conversation);
+        self.state
+            .agents
+            .ensure(&join.conversation, &join.providers);
         self.send(packet::connect_ok(&self.socket.id.to_string()));
         tracing::info!(
             sid = %self.socket.id,

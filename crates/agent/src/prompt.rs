@@ -1,0 +1,226 @@
+//! What the model is sent: ohd's system prompt, and the conversation's events turned into chat
+//! messages, with every tool call answered by its `tool_call_id` right after the assistant
+//! message that made it (as the providers require).
+
+use ohd_llm::{Message, ToolCall};
+use ohd_protocol::action::Action;
+use ohd_protocol::observation::Observation;
+use ohd_protocol::{Event, EventBody, EventId, Source};
+use serde_json::Value;
+use std::collections::HashMap;
+
+pub fn system_prompt(workspace: &str, sandboxed: bool) -> String {
+    let place = if sandboxed {
+        format!(
+            "You work in a sandbox: the workspace is {workspace}, the rest of the system is read-only, and /tmp is yours."
+        )
+    } else {
+        format!(
+            "You work directly on the user's machine, in the workspace {workspace}. Do not change anything outside it."
+        )
+    };
+    format!(
+        "You are an autonomous software engineer. You solve the user's tasks by running shell \
+commands and editing files with the tools you have, one careful step at a time.\n\n\
+{place}\n\n\
+How to work:\n\
+- Look before you change: explore the files that matter, and read code before editing it.\n\
+- Keep changes small and focused on the task; follow the style of the code around them.\n\
+- After a change, check it: run the code, the tests, or a quick command that shows it works.\n\
+- Commands run in one persistent bash shell. Prefer non-interactive flags (-y, --yes, \
+--no-pager). Run servers and other long-running programs in the background with their output \
+in a file.\n\
+- If a command or an edit fails, read the error, then fix the cause rather than retrying blindly.\n\
+- Never print or send secrets (tokens, keys, passwords) you come across.\n\
+- When the task is done, or cannot be done, call `finish` with a short summary. When you need \
+the user to answer a question, reply without calling a tool."
+    )
+}
+
+/// Builds the chat messages from the history (in id order), after the system prompt.
+pub fn build(system: &str, history: &[&Event]) -> Vec<Message> {
+    let mut builder = Builder::default();
+    builder.out.push(Message::system(system));
+    // Which action each observation answers, to find tool calls and user commands.
+    let actions: HashMap<EventId, &Event> = history
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::Action(_)))
+        .map(|e| (e.id, *e))
+        .collect();
+    for event in history {
+        builder.add(event, &actions);
+    }
+    builder.close_open_calls();
+    builder.flush_deferred();
+    builder.out
+}
+
+#[derive(Default)]
+struct Builder {
+    out: Vec<Message>,
+    /// The response whose tool calls the last assistant message holds.
+    current_response: Option<String>,
+    /// Calls of that message still without an answer, in order: (id, name).
+    open_calls: Vec<(String, String)>,
+    /// Messages that arrived while calls were open; they go after the answers.
+    deferred: Vec<Message>,
+}
+
+impl Builder {
+    fn push(&mut self, message: Message) {
+        if self.open_calls.is_empty() {
+            self.out.push(message);
+        } else {
+            self.deferred.push(message);
+        }
+    }
+
+    fn flush_deferred(&mut self) {
+        if self.open_calls.is_empty() {
+            self.out.append(&mut self.deferred);
+        }
+    }
+
+    /// Answers every call that will not get a real result (finish, or calls cut off).
+    fn close_open_calls(&mut self) {
+        for (id, name) in std::mem::take(&mut self.open_calls) {
+            let text = if name == crate::tools::FINISH {
+                "The task was marked as finished."
+            } else {
+                "This call was not run."
+            };
+            self.out.push(Message::tool_result(id, text));
+        }
+        self.flush_deferred();
+    }
+
+    fn answer(&mut self, tool_call_id: &str, text: String) {
+        if let Some(pos) = self
+            .open_calls
+            .iter()
+            .position(|(id, _)| id == tool_call_id)
+        {
+            self.open_calls.remove(pos);
+            self.out.push(Message::tool_result(tool_call_id, text));
+            self.flush_deferred();
+        }
+    }
+
+    /// Starts the assistant message of a model response, with every call it made.
+    fn open_response(&mut self, model_response: &Value, thought: &str) {
+        let id = model_response["id"].as_str().unwrap_or_default().to_owned();
+        if self.current_response.as_deref() == Some(id.as_str()) && !id.is_empty() {
+            return;
+        }
+        self.close_open_calls();
+        let message = &model_response["choices"][0]["message"];
+        let calls: Vec<ToolCall> = message["tool_calls"]
+            .as_array()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter_map(|c| {
+                        Some(ToolCall {
+                            id: c["id"].as_str()?.to_owned(),
+                            name: c["function"]["name"].as_str()?.to_owned(),
+                            arguments: c["function"]["arguments"]
+                                .as_str()
+                                .unwrap_or("{}")
+                                .to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let text = message["content"].as_str().unwrap_or(thought).to_owned();
+        self.open_calls = calls
+            .iter()
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect();
+        self.out.push(Message::assistant(text, calls));
+        self.current_response = Some(id);
+    }
+
+    fn add(&mut self, event: &Event, actions: &HashMap<EventId, &Event>) {
+        if let Some(meta) = &event.tool_call_metadata {
+            let thought = match &event.body {
+                EventBody::Action(a) => action_thought(a),
+                EventBody::Observation(_) => "",
+            };
+            self.open_response(&meta.model_response, thought);
+            if let EventBody::Observation(observation) = &event.body {
+                self.answer(&meta.tool_call_id, observation_text(observation));
+            }
+            return;
+        }
+        match (&event.body, event.source) {
+            (EventBody::Action(Action::Message(m)), Source::User) => {
+                self.push(Message::user(m.content.clone()));
+            }
+            (EventBody::Action(Action::Message(m)), _) => {
+                self.close_open_calls();
+                self.push(Message::assistant(m.content.clone(), Vec::new()));
+            }
+            // A command the user ran in the terminal: the model should know what happened.
+            (
+                EventBody::Observation(observation @ Observation::Run { extras, .. }),
+                Source::User,
+            ) => {
+                let started_by_user = event
+                    .cause
+                    .and_then(|c| actions.get(&c))
+                    .is_some_and(|a| a.source == Source::User);
+                if started_by_user {
+                    self.push(Message::user(format!(
+                        "I ran `{}` in the terminal myself:\n{}",
+                        extras.command,
+                        observation_text(observation)
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn action_thought(action: &Action) -> &str {
+    match action {
+        Action::Run(a) => &a.thought,
+        Action::Read(a) => &a.thought,
+        Action::Edit(a) => &a.thought,
+        Action::Finish(a) => &a.thought,
+        _ => "",
+    }
+}
+
+/// An observation as the model reads it.
+pub fn observation_text(observation: &Observation) -> String {
+    match observation {
+        Observation::Run {
+            content, extras, ..
+        } => {
+            let mut text = content.clone();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            if let Some(dir) = &extras.metadata.working_dir {
+                text.push_str(&format!("[Current working directory: {dir}]\n"));
+            }
+            if extras.metadata.suffix.is_empty() {
+                text.push_str(&format!(
+                    "[Command finished with exit code {}]",
+                    extras.metadata.exit_code
+                ));
+            } else {
+                text.push_str(extras.metadata.suffix.trim());
+            }
+            text
+        }
+        Observation::Read { content, .. }
+        | Observation::Edit { content, .. }
+        | Observation::Think { content, .. }
+        | Observation::Error { content, .. }
+        | Observation::UserRejected { content, .. }
+        | Observation::AgentStateChanged { content, .. } => content.clone(),
+    }
+}

@@ -1,0 +1,463 @@
+//! The agent end to end: the real server, a real Socket.IO client, real commands in a real
+//! shell, and a scripted model served over HTTP that records what it was sent.
+
+use crate::common::*;
+use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+fn bash(command: &str) -> Turn {
+    Turn::tool_call("execute_bash", json!({"command": command}))
+}
+
+fn editor(args: Value) -> Turn {
+    Turn::tool_call("str_replace_editor", args)
+}
+
+fn finish(message: &str) -> Turn {
+    Turn::tool_call("finish", json!({"message": message}))
+}
+
+fn by_kind<'a>(events: &'a [Value], key: &str, kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e[key] == kind).collect()
+}
+
+/// Every request the model got obeys the providers' rules: each tool call of an assistant
+/// message is answered, by its id, before anything else comes, and no answer is an orphan.
+fn assert_tool_calls_answered(requests: &[Value]) {
+    for request in requests {
+        let messages = request["messages"].as_array().expect("messages");
+        let mut open: Vec<String> = Vec::new();
+        for message in messages {
+            match message["role"].as_str() {
+                Some("tool") => {
+                    let id = message["tool_call_id"]
+                        .as_str()
+                        .expect("tool_call_id")
+                        .to_owned();
+                    assert!(
+                        open.contains(&id),
+                        "orphan tool result {id} in {messages:?}"
+                    );
+                    open.retain(|o| *o != id);
+                }
+                _ => {
+                    assert!(
+                        open.is_empty(),
+                        "calls {open:?} not answered before {message}"
+                    );
+                    if let Some(calls) = message["tool_calls"].as_array() {
+                        open = calls
+                            .iter()
+                            .map(|c| c["id"].as_str().unwrap_or("").to_owned())
+                            .collect();
+                    }
+                }
+            }
+        }
+        assert!(open.is_empty(), "calls {open:?} never answered");
+    }
+}
+
+async fn start(script: Script) -> (Ohd, ScriptedLlmHandle) {
+    let (llm, options) = scripted_llm(script).await;
+    (Ohd::start_with(options).await, llm)
+}
+
+#[tokio::test]
+async fn a_task_that_creates_edits_views_and_runs_is_recorded_step_by_step() {
+    let script = Script::new(vec![
+        editor(json!({"command":"create","path":"/workspace/hello.sh","file_text":"echo hi\n"}))
+            .with_text("I'll write the script."),
+        editor(
+            json!({"command":"str_replace","path":"/workspace/hello.sh","old_str":"hi","new_str":"hello"}),
+        ),
+        editor(json!({"command":"view","path":"/workspace/hello.sh"})),
+        bash("bash hello.sh"),
+        bash("mkdir -p sub && cd sub && export ANSWER=42"),
+        bash("echo $ANSWER; pwd"),
+        bash("ls /no/such/dir"),
+        finish("The script prints hello."),
+    ]);
+    let (ohd, llm) = start(script).await;
+    let conv = ohd.create_conversation().await;
+    let message =
+        json!({"action":"message","args":{"content":"Write hello.sh and run it"}}).to_string();
+    let output = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../e2e/clients/seed_client.mjs"
+        ))
+        .args([
+            "--url",
+            &format!("http://{}", ohd.addr),
+            "--conversation",
+            &conv,
+            "--send",
+            &message,
+            "--until-state",
+            "finished,error,awaiting_user_input",
+            "--timeout-ms",
+            "60000",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let events: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "event")
+        .map(|l| l["event"].clone())
+        .collect();
+    assert_eq!(output.status.code(), Some(0), "{:?}", summary(&events));
+    assert_eq!(
+        events.last().unwrap()["extras"]["agent_state"],
+        "finished",
+        "{:?}",
+        summary(&events)
+    );
+
+    // On disk.
+    let file = ohd.data_dir.join("workspaces").join(&conv).join("hello.sh");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "echo hello\n");
+
+    // In the events: each action answered by an observation that names it.
+    let edits = by_kind(&events, "action", "edit");
+    assert_eq!(edits.len(), 2);
+    assert_eq!(edits[0]["args"]["command"], "create");
+    assert_eq!(edits[0]["args"]["thought"], "I'll write the script.");
+    let edit_obs = by_kind(&events, "observation", "edit");
+    assert_eq!(edit_obs[1]["cause"], edits[1]["id"]);
+    assert!(
+        edit_obs[1]["extras"]["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-echo hi\n+echo hello")
+    );
+    let read = by_kind(&events, "observation", "read");
+    assert!(
+        read[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("     1\techo hello")
+    );
+    let runs = by_kind(&events, "observation", "run");
+    assert_eq!(runs.len(), 4);
+    assert_eq!(runs[0]["content"], "hello\n");
+    assert_eq!(runs[0]["success"], true);
+    assert_eq!(
+        runs[2]["content"].as_str().unwrap().lines().next(),
+        Some("42"),
+        "shell state kept"
+    );
+    assert!(
+        runs[2]["extras"]["metadata"]["working_dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("/sub")
+    );
+    assert_eq!(runs[3]["extras"]["metadata"]["exit_code"], 2);
+    assert_eq!(runs[3]["success"], false);
+    for obs in runs.iter().chain(&edit_obs).chain(&read) {
+        assert_eq!(obs["source"], "agent");
+        assert!(obs["tool_call_metadata"]["tool_call_id"].is_string());
+        let cause = obs["cause"].as_u64().unwrap();
+        let action = events.iter().find(|e| e["id"] == cause).unwrap();
+        assert_eq!(
+            action["tool_call_metadata"]["tool_call_id"],
+            obs["tool_call_metadata"]["tool_call_id"]
+        );
+        assert!(
+            action["llm_metrics"]["accumulated_token_usage"]["prompt_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+    let finish = by_kind(&events, "action", "finish");
+    assert_eq!(
+        finish[0]["args"]["final_thought"],
+        "The script prints hello."
+    );
+
+    // What the model was sent.
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 8);
+    assert_tool_calls_answered(&requests);
+    let tools: HashSet<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        HashSet::from(["execute_bash", "str_replace_editor", "think", "finish"])
+    );
+    let last = requests.last().unwrap()["messages"].as_array().unwrap();
+    assert_eq!(last[0]["role"], "system");
+    assert_eq!(last[1]["content"], "Write hello.sh and run it");
+    let failing = last.iter().rev().find(|m| m["role"] == "tool").unwrap();
+    assert!(
+        failing["content"].as_str().unwrap().contains("exit code 2"),
+        "{failing}"
+    );
+    // The key reached the model's server, and no event carries it.
+    assert!(
+        llm.recorded()[0]
+            .header("authorization")
+            .unwrap()
+            .contains("sk-test-do-not-leak")
+    );
+    assert!(
+        !serde_json::to_string(&ohd.events(&conv).await)
+            .unwrap()
+            .contains("sk-test-do-not-leak")
+    );
+}
+
+#[tokio::test]
+async fn stop_interrupts_a_running_command_and_answers_it() {
+    let (ohd, _llm) = start(Script::new(vec![
+        bash("sleep 300; echo never"),
+        finish("unreachable"),
+    ]))
+    .await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("sleep a while")).await;
+    // Wait for the command to start.
+    let run = loop {
+        let e = client
+            .next_event_within(std::time::Duration::from_secs(20))
+            .await
+            .expect("no run action");
+        if e["action"] == "run" {
+            break e;
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    client.send(r#"42["oh_user_action",{"action":"change_agent_state","args":{"agent_state":"stopped"}}]"#).await;
+    let events = client.until_state_from(&["stopped"], true).await;
+    let answer = events
+        .iter()
+        .find(|e| e["cause"] == run["id"])
+        .expect("the run was not answered");
+    assert_eq!(answer["observation"], "error");
+    assert_eq!(
+        answer["extras"]["error_id"],
+        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_STOPPED"
+    );
+    assert!(events.iter().all(|e| e["action"] != "finish"));
+    // The sleep is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "sleep still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_never_stops_ends_in_error_at_max_iterations() {
+    let (llm, mut options) = scripted_llm(
+        Script::new(vec![Turn::tool_call("think", json!({"thought":"hmm"}))]).repeating_last(),
+    )
+    .await;
+    options.env.push(("OHD_MAX_ITERATIONS".into(), "4".into()));
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("think forever")).await;
+    let events = client.until_state(&["error"]).await;
+    let state = events.last().unwrap();
+    assert!(
+        state["extras"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("maximum iteration"),
+        "{state}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["status_update"] == true && e["type"] == "error")
+    );
+    assert_eq!(llm.requests().len(), 4);
+    assert_eq!(by_kind(&events, "observation", "think").len(), 4);
+}
+
+#[tokio::test]
+async fn a_megabyte_of_output_is_cut_for_the_event_and_for_the_model() {
+    let (ohd, llm) = start(Script::new(vec![
+        bash("head -c 1000000 /dev/zero | tr '\\0' 'x'; echo; echo END"),
+        finish("ok"),
+    ]))
+    .await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("print a lot")).await;
+    let events = client.until_state(&["finished"]).await;
+    let run = by_kind(&events, "observation", "run")[0];
+    let content = run["content"].as_str().unwrap();
+    assert!(
+        content.len() < 40_000 && content.trim_end().ends_with("END"),
+        "{}",
+        content.len()
+    );
+    assert!(content.contains("omitted"));
+    let requests = llm.requests();
+    let tool = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert!(tool["content"].as_str().unwrap().len() < 40_000);
+}
+
+#[tokio::test]
+async fn the_editor_refuses_paths_outside_the_workspace_through_dot_dot_and_symlinks() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("secret.txt"), "TOPSECRET-7d1f").unwrap();
+    let script = Script::new(vec![
+        editor(json!({"command":"view","path":"/workspace/../../../etc/passwd"})),
+        editor(json!({"command":"view","path":"/etc/passwd"})),
+        bash(&format!("ln -s {} link", target.display())),
+        editor(json!({"command":"view","path":"link/secret.txt"})),
+        editor(json!({"command":"create","path":"link/evil.txt","file_text":"x"})),
+        finish("tried"),
+    ]);
+    let (ohd, _llm) = start(script).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("escape")).await;
+    let events = client.until_state(&["finished"]).await;
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["content"]
+                .as_str()
+                .is_some_and(|c| c.contains("outside the workspace"))
+        })
+        .collect();
+    assert_eq!(refusals.len(), 4, "{:?}", summary(&events));
+    assert!(!target.join("evil.txt").exists());
+    assert!(!events.iter().any(|e| {
+        e["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("TOPSECRET-7d1f") || c.contains("root:x:0"))
+    }));
+}
+
+#[tokio::test]
+async fn without_a_model_a_message_gets_an_error_that_says_what_to_set() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("hello?")).await;
+    let error = loop {
+        let e = client.next_event().await.expect("no error");
+        if e["observation"] == "error" {
+            break e;
+        }
+    };
+    let text = error["content"].as_str().unwrap();
+    assert!(
+        text.contains("LLM_MODEL") && text.contains("LLM_API_KEY"),
+        "{text}"
+    );
+    assert_eq!(ohd.get("/alive").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_run_action_from_the_user_runs_in_the_agents_shell() {
+    let (ohd, _llm) = start(Script::new(vec![
+        bash("export SHARED=yes"),
+        Turn::text("Set."),
+    ]))
+    .await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("set a variable")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    client
+        .send(r#"42["oh_user_action",{"action":"run","args":{"command":"echo shared=$SHARED"}}]"#)
+        .await;
+    let (action, observation) = loop {
+        let e = client.next_event().await.expect("no observation");
+        if e["observation"] == "run" && e["source"] == "user" {
+            let events = ohd.events(&conv).await;
+            let action = events
+                .iter()
+                .find(|a| a["id"] == e["cause"])
+                .unwrap()
+                .clone();
+            break (action, e);
+        }
+    };
+    assert_eq!(action["source"], "user");
+    assert_eq!(observation["content"], "shared=yes\n");
+}
+
+#[tokio::test]
+async fn after_kill_9_the_history_is_rebuilt_and_the_next_message_carries_on() {
+    let (llm, options) = scripted_llm(Script::new(vec![
+        bash("echo first-step"),
+        Turn::text("First part done."),
+    ]))
+    .await;
+    let mut ohd = Ohd::start_with(options).await;
+    let data_dir = ohd.data_dir.clone();
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("do the first part")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    ohd.kill9();
+    ohd.wait_exit().await;
+
+    llm.set_script(Script::new(vec![Turn::text("Second part done.")]));
+    let mut options = Options::new();
+    options
+        .env
+        .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
+    options
+        .env
+        .push(("LLM_BASE_URL".into(), format!("http://{}/v1", llm.addr())));
+    options
+        .env
+        .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
+    let restarted = Ohd::spawn(&data_dir, &options).await;
+    let mut client = joined(&restarted, &conv, "1000000").await;
+    client.until_ready().await;
+    client.send(&user_message("now the second part")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    let requests = llm.requests();
+    assert_tool_calls_answered(&requests);
+    let messages = requests.last().unwrap()["messages"].as_array().unwrap();
+    let texts: Vec<String> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(texts[1], "do the first part");
+    assert!(texts.iter().any(|t| t.contains("first-step")), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "First part done."));
+    assert_eq!(texts.last().unwrap(), "now the second part");
+    drop(ohd);
+}

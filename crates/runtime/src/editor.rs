@@ -1,0 +1,546 @@
+//! The `str_replace_editor` tool: view, create, str_replace, insert, undo_edit, with the
+//! workspace as its boundary. Errors are answers for the model, worded to say what to do.
+
+use crate::truncate;
+use crate::workspace::Workspace;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Edits remembered per file for `undo_edit`.
+const UNDO_DEPTH: usize = 10;
+/// Lines shown around an edit.
+const SNIPPET_CONTEXT: usize = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EditorCommand {
+    View {
+        path: String,
+        view_range: Option<(i64, i64)>,
+    },
+    Create {
+        path: String,
+        file_text: String,
+    },
+    StrReplace {
+        path: String,
+        old_str: String,
+        new_str: String,
+    },
+    Insert {
+        path: String,
+        insert_line: i64,
+        new_str: String,
+    },
+    UndoEdit {
+        path: String,
+    },
+}
+
+/// A successful command. `Viewed` becomes a `read` observation, `Edited` an `edit` one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EditorOutcome {
+    Viewed {
+        /// The path as the agent sees it.
+        path: String,
+        content: String,
+    },
+    Edited {
+        path: String,
+        content: String,
+        prev_exist: bool,
+        old_content: Option<String>,
+        new_content: Option<String>,
+        diff: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EditorError(pub String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, EditorError> {
+    Err(EditorError(message.into()))
+}
+
+pub struct Editor {
+    workspace: Workspace,
+    history: HashMap<PathBuf, Vec<String>>,
+}
+
+impl Editor {
+    pub fn new(workspace: Workspace) -> Self {
+        Editor {
+            workspace,
+            history: HashMap::new(),
+        }
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    pub fn execute(&mut self, command: EditorCommand) -> Result<EditorOutcome, EditorError> {
+        match command {
+            EditorCommand::View { path, view_range } => self.view(&path, view_range),
+            EditorCommand::Create { path, file_text } => self.create(&path, &file_text),
+            EditorCommand::StrReplace {
+                path,
+                old_str,
+                new_str,
+            } => self.str_replace(&path, &old_str, &new_str),
+            EditorCommand::Insert {
+                path,
+                insert_line,
+                new_str,
+            } => self.insert(&path, insert_line, &new_str),
+            EditorCommand::UndoEdit { path } => self.undo(&path),
+        }
+    }
+
+    fn resolve(&self, given: &str) -> Result<(PathBuf, String), EditorError> {
+        let host = self
+            .workspace
+            .resolve(given)
+            .map_err(|e| EditorError(e.to_string()))?;
+        let shown = self.workspace.to_agent(&host).display().to_string();
+        Ok((host, shown))
+    }
+
+    fn read_text(host: &Path, shown: &str) -> Result<String, EditorError> {
+        let bytes = match std::fs::read(host) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return fail(format!(
+                    "The path {shown} does not exist. Check the path, or create the file with the `create` command."
+                ));
+            }
+            Err(e) => return fail(format!("Cannot read {shown}: {e}")),
+        };
+        if bytes.iter().take(8192).any(|b| *b == 0) {
+            return fail(format!(
+                "{shown} is a binary file; the editor only works on text. Use a shell command to inspect it."
+            ));
+        }
+        String::from_utf8(bytes).or_else(|e| Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    fn write_text(host: &Path, shown: &str, text: &str) -> Result<(), EditorError> {
+        std::fs::write(host, text).map_err(|e| EditorError(format!("Cannot write {shown}: {e}")))
+    }
+
+    fn view(&self, given: &str, range: Option<(i64, i64)>) -> Result<EditorOutcome, EditorError> {
+        let (host, shown) = self.resolve(given)?;
+        if host.is_dir() {
+            if range.is_some() {
+                return fail("view_range cannot be used when viewing a directory.");
+            }
+            return Ok(EditorOutcome::Viewed {
+                content: self.list_dir(&host, &shown),
+                path: shown,
+            });
+        }
+        let text = Self::read_text(&host, &shown)?;
+        let lines: Vec<&str> = text.lines().collect();
+        let (first, last) = match range {
+            None => (1, lines.len()),
+            Some((start, end)) => {
+                let count = lines.len() as i64;
+                if start < 1 || start > count.max(1) {
+                    return fail(format!(
+                        "Invalid view_range [{start}, {end}]: the first line must be between 1 and {count}."
+                    ));
+                }
+                let end = if end == -1 { count } else { end };
+                if end < start || end > count {
+                    return fail(format!(
+                        "Invalid view_range [{start}, {}]: the last line must be between {start} and {count}, or -1 for the end of the file.",
+                        end
+                    ));
+                }
+                (start as usize, end as usize)
+            }
+        };
+        let numbered = number_lines(&lines, first, last);
+        let (numbered, cut) = truncate::middle(&numbered, truncate::MAX_OUTPUT_CHARS);
+        let mut content =
+            format!("Here's the result of running `cat -n` on {shown}:\n{numbered}\n");
+        if cut {
+            content.push_str("[The file is long and was cut in the middle; use view_range to see the lines you need.]\n");
+        }
+        Ok(EditorOutcome::Viewed {
+            path: shown,
+            content,
+        })
+    }
+
+    fn list_dir(&self, host: &Path, shown: &str) -> String {
+        let mut entries = Vec::new();
+        collect_entries(host, 2, &mut entries);
+        entries.sort();
+        let mut out = format!(
+            "Here are the files and directories up to 2 levels deep in {shown}, excluding hidden items:\n{shown}/\n"
+        );
+        for entry in entries {
+            let rel = entry.strip_prefix(host).unwrap_or(&entry);
+            let suffix = if entry.is_dir() { "/" } else { "" };
+            out.push_str(&format!(
+                "{}/{}{}\n",
+                shown.trim_end_matches('/'),
+                rel.display(),
+                suffix
+            ));
+        }
+        truncate::middle(&out, truncate::MAX_OUTPUT_CHARS).0
+    }
+
+    fn create(&mut self, given: &str, text: &str) -> Result<EditorOutcome, EditorError> {
+        let (host, shown) = self.resolve(given)?;
+        if host.exists() {
+            return fail(format!(
+                "A file already exists at {shown}; `create` does not overwrite. Use `str_replace` to change it."
+            ));
+        }
+        if let Some(parent) = host.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| EditorError(format!("Cannot create the folders for {shown}: {e}")))?;
+        }
+        Self::write_text(&host, &shown, text)?;
+        self.remember(&host, String::new());
+        Ok(EditorOutcome::Edited {
+            content: format!("File created successfully at: {shown}"),
+            diff: unified_diff(&shown, "", text),
+            prev_exist: false,
+            old_content: None,
+            new_content: Some(text.to_owned()),
+            path: shown,
+        })
+    }
+
+    fn str_replace(
+        &mut self,
+        given: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<EditorOutcome, EditorError> {
+        let (host, shown) = self.resolve(given)?;
+        if old.is_empty() {
+            return fail("old_str must not be empty; to add text, use `insert`.");
+        }
+        let text = Self::read_text(&host, &shown)?;
+        let positions: Vec<usize> = text.match_indices(old).map(|(i, _)| i).collect();
+        match positions.len() {
+            0 => {
+                return fail(format!(
+                    "No replacement was made: old_str did not appear verbatim in {shown}. Check its whitespace and indentation, and view the file to copy the exact text."
+                ));
+            }
+            1 => {}
+            n => {
+                let lines: Vec<String> = positions
+                    .iter()
+                    .map(|p| (line_of(&text, *p) + 1).to_string())
+                    .collect();
+                return fail(format!(
+                    "No replacement was made: old_str appears {n} times in {shown} (lines {}). Include more surrounding lines so it matches exactly once.",
+                    lines.join(", ")
+                ));
+            }
+        }
+        let at = positions[0];
+        let updated = format!("{}{}{}", &text[..at], new, &text[at + old.len()..]);
+        Self::write_text(&host, &shown, &updated)?;
+        self.remember(&host, text.clone());
+        let first_line = line_of(&updated, at);
+        let snippet = snippet(&updated, first_line, new.lines().count().max(1));
+        Ok(EditorOutcome::Edited {
+            content: format!(
+                "The file {shown} has been edited. Here's the result of running `cat -n` on a snippet of {shown}:\n{snippet}\nReview the changes and make sure they are as expected. Edit the file again if necessary."
+            ),
+            diff: unified_diff(&shown, &text, &updated),
+            prev_exist: true,
+            old_content: Some(old.to_owned()),
+            new_content: Some(new.to_owned()),
+            path: shown,
+        })
+    }
+
+    fn insert(&mut self, given: &str, after: i64, new: &str) -> Result<EditorOutcome, EditorError> {
+        let (host, shown) = self.resolve(given)?;
+        let text = Self::read_text(&host, &shown)?;
+        let lines: Vec<&str> = text.lines().collect();
+        if after < 0 || after as usize > lines.len() {
+            return fail(format!(
+                "Invalid insert_line {after}: it must be between 0 (the start) and {} (after the last line).",
+                lines.len()
+            ));
+        }
+        let after = after as usize;
+        let mut out: Vec<&str> = Vec::with_capacity(lines.len() + 4);
+        out.extend_from_slice(&lines[..after]);
+        out.extend(new.lines());
+        if new.is_empty() {
+            out.push("");
+        }
+        out.extend_from_slice(&lines[after..]);
+        let mut updated = out.join("\n");
+        if text.ends_with('\n') || text.is_empty() {
+            updated.push('\n');
+        }
+        Self::write_text(&host, &shown, &updated)?;
+        self.remember(&host, text.clone());
+        let snippet = snippet(&updated, after, new.lines().count().max(1));
+        Ok(EditorOutcome::Edited {
+            content: format!(
+                "The file {shown} has been edited. Here's the result of running `cat -n` on a snippet of the edited file:\n{snippet}\nReview the changes and make sure they are as expected (correct indentation, no duplicate lines). Edit the file again if necessary."
+            ),
+            diff: unified_diff(&shown, &text, &updated),
+            prev_exist: true,
+            old_content: None,
+            new_content: Some(new.to_owned()),
+            path: shown,
+        })
+    }
+
+    fn undo(&mut self, given: &str) -> Result<EditorOutcome, EditorError> {
+        let (host, shown) = self.resolve(given)?;
+        let Some(previous) = self.history.get_mut(&host).and_then(Vec::pop) else {
+            return fail(format!("There is no edit of {shown} to undo."));
+        };
+        let current = std::fs::read_to_string(&host).unwrap_or_default();
+        Self::write_text(&host, &shown, &previous)?;
+        Ok(EditorOutcome::Edited {
+            content: format!(
+                "Last edit to {shown} undone successfully. Its content is now:\n{}",
+                number_lines(
+                    &previous.lines().collect::<Vec<_>>(),
+                    1,
+                    previous.lines().count()
+                )
+            ),
+            diff: unified_diff(&shown, &current, &previous),
+            prev_exist: true,
+            old_content: Some(current),
+            new_content: Some(previous),
+            path: shown,
+        })
+    }
+
+    fn remember(&mut self, host: &Path, before: String) {
+        let stack = self.history.entry(host.to_owned()).or_default();
+        stack.push(before);
+        if stack.len() > UNDO_DEPTH {
+            stack.remove(0);
+        }
+    }
+}
+
+fn collect_entries(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth == 0 {
+        return;
+    }
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Do not descend through symlinks: they may lead out of the workspace.
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        out.push(path.clone());
+        if is_dir {
+            collect_entries(&path, depth - 1, out);
+        }
+    }
+}
+
+fn number_lines(lines: &[&str], first: usize, last: usize) -> String {
+    let mut out = String::new();
+    for (i, line) in lines
+        .iter()
+        .enumerate()
+        .take(last)
+        .skip(first.saturating_sub(1))
+    {
+        out.push_str(&format!("{:6}\t{}\n", i + 1, line));
+    }
+    out
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text[..byte].matches('\n').count()
+}
+
+/// Numbered lines around an edit that starts at line `first` (0-based) and spans `count`.
+fn snippet(text: &str, first: usize, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = first.saturating_sub(SNIPPET_CONTEXT) + 1;
+    let end = (first + count + SNIPPET_CONTEXT).min(lines.len());
+    number_lines(&lines, start, end)
+}
+
+fn unified_diff(shown: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(shown, shown)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn editor() -> (tempfile::TempDir, Editor) {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(dir.path().join("ws"), PathBuf::from("/workspace")).unwrap();
+        (dir, Editor::new(ws))
+    }
+
+    fn edited(outcome: Result<EditorOutcome, EditorError>) -> (String, String) {
+        match outcome {
+            Ok(EditorOutcome::Edited { content, diff, .. }) => (content, diff),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_view_replace_insert_and_undo() {
+        let (_d, mut ed) = editor();
+        let (content, diff) = edited(ed.execute(EditorCommand::Create {
+            path: "/workspace/a.py".into(),
+            file_text: "x = 1\ny = 2\n".into(),
+        }));
+        assert!(content.contains("/workspace/a.py"));
+        assert!(diff.contains("+x = 1"));
+        let view = ed
+            .execute(EditorCommand::View {
+                path: "a.py".into(),
+                view_range: None,
+            })
+            .unwrap();
+        assert_eq!(view, EditorOutcome::Viewed {
+            path: "/workspace/a.py".into(),
+            content: "Here's the result of running `cat -n` on /workspace/a.py:\n     1\tx = 1\n     2\ty = 2\n\n".into(),
+        });
+        let (_, diff) = edited(ed.execute(EditorCommand::StrReplace {
+            path: "/workspace/a.py".into(),
+            old_str: "x = 1".into(),
+            new_str: "x = 2".into(),
+        }));
+        assert_eq!(
+            diff,
+            "--- /workspace/a.py\n+++ /workspace/a.py\n@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y = 2\n"
+        );
+        edited(ed.execute(EditorCommand::Insert {
+            path: "a.py".into(),
+            insert_line: 1,
+            new_str: "z = 3".into(),
+        }));
+        let text = std::fs::read_to_string(ed.workspace().host_root().join("a.py")).unwrap();
+        assert_eq!(text, "x = 2\nz = 3\ny = 2\n");
+        edited(ed.execute(EditorCommand::UndoEdit {
+            path: "a.py".into(),
+        }));
+        edited(ed.execute(EditorCommand::UndoEdit {
+            path: "a.py".into(),
+        }));
+        let text = std::fs::read_to_string(ed.workspace().host_root().join("a.py")).unwrap();
+        assert_eq!(text, "x = 1\ny = 2\n");
+        let range = ed
+            .execute(EditorCommand::View {
+                path: "a.py".into(),
+                view_range: Some((2, -1)),
+            })
+            .unwrap();
+        assert!(
+            matches!(range, EditorOutcome::Viewed { content, .. } if content.ends_with("     2\ty = 2\n\n"))
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_missing_matches_and_bad_paths_are_refused_helpfully() {
+        let (_d, mut ed) = editor();
+        edited(ed.execute(EditorCommand::Create {
+            path: "b.txt".into(),
+            file_text: "a\na\nb\n".into(),
+        }));
+        let twice = ed
+            .execute(EditorCommand::StrReplace {
+                path: "b.txt".into(),
+                old_str: "a".into(),
+                new_str: "c".into(),
+            })
+            .unwrap_err();
+        assert!(
+            twice.0.contains("2 times") && twice.0.contains("lines 1, 2"),
+            "{twice}"
+        );
+        let none = ed
+            .execute(EditorCommand::StrReplace {
+                path: "b.txt".into(),
+                old_str: "zzz".into(),
+                new_str: "c".into(),
+            })
+            .unwrap_err();
+        assert!(none.0.contains("did not appear verbatim"));
+        let exists = ed
+            .execute(EditorCommand::Create {
+                path: "b.txt".into(),
+                file_text: "".into(),
+            })
+            .unwrap_err();
+        assert!(exists.0.contains("already exists"));
+        let outside = ed
+            .execute(EditorCommand::View {
+                path: "../../etc/passwd".into(),
+                view_range: None,
+            })
+            .unwrap_err();
+        assert!(outside.0.contains("outside the workspace"));
+        let missing = ed
+            .execute(EditorCommand::View {
+                path: "nope.txt".into(),
+                view_range: None,
+            })
+            .unwrap_err();
+        assert!(missing.0.contains("does not exist"));
+        let undo = ed
+            .execute(EditorCommand::UndoEdit {
+                path: "nope.txt".into(),
+            })
+            .unwrap_err();
+        assert!(undo.0.contains("no edit"));
+    }
+
+    #[test]
+    fn a_directory_view_lists_two_levels_without_hidden_items() {
+        let (_d, mut ed) = editor();
+        for f in [
+            "src/main.rs",
+            "src/deep/er/x.rs",
+            ".git/config",
+            "README.md",
+        ] {
+            edited(ed.execute(EditorCommand::Create {
+                path: f.into(),
+                file_text: "x".into(),
+            }));
+        }
+        let EditorOutcome::Viewed { content, .. } = ed
+            .execute(EditorCommand::View {
+                path: "/workspace".into(),
+                view_range: None,
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            content.contains("/workspace/src/main.rs\n")
+                && content.contains("/workspace/src/deep/\n")
+        );
+        assert!(!content.contains(".git") && !content.contains("er/x.rs"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The persistent shell, for real: bash under a PTY, with and without bubblewrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ohd_runtime::sandbox::{SandboxConfig, SandboxMode};
+use ohd_runtime::shell::{Shell, ShellOptions};
+use std::time::Duration;
+
+fn options() -> ShellOptions {
+    ShellOptions {
+        no_output_timeout: Duration::from_secs(2),
+        default_hard_timeout: Duration::from_secs(20),
+    }
+}
+
+async fn shell_in(dir: &std::path::Path, mode: SandboxMode) -> Shell {
+    let config = SandboxConfig {
+        mode,
+        network: false,
+        hidden: vec![],
+    };
+    let launch = config.launch(
+        dir,
+        &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+        &[],
+    );
+    Shell::start(launch, options()).await.unwrap()
+}
+
+#[tokio::test]
+async fn state_persists_and_exit_codes_and_directories_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = shell_in(dir.path(), SandboxMode::None).await;
+    let r = sh.run("echo hello", None).await.unwrap();
+    assert_eq!((r.output.as_str(), r.exit_code), ("hello\n", 0));
+    sh.run(
+        "export GREETING=hi; f() { echo \"fn $1\"; }; mkdir -p sub && cd sub",
+        None,
+    )
+    .await
+    .unwrap();
+    let r = sh.run("echo $GREETING; f x; pwd", None).await.unwrap();
+    let real = dir.path().canonicalize().unwrap().join("sub");
+    assert_eq!(r.output, format!("hi\nfn x\n{}\n", real.display()));
+    assert_eq!(r.working_dir, real.display().to_string());
+    let r = sh.run("ls /definitely/not/here", None).await.unwrap();
+    assert_eq!(r.exit_code, 2);
+    assert!(r.output.contains("No such file"));
+    let r = sh.run("false", None).await.unwrap();
+    assert_eq!(r.exit_code, 1);
+    let multi = sh
+        .run(
+            "for i in 1 2 3; do\n  echo \"n$i\"\ndone\ncat <<'EOF'\nquote ' and \\ backslash\nEOF",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(multi.output, "n1\nn2\nn3\nquote ' and \\ backslash\n");
+    let long = format!("echo {}", "y".repeat(10_000));
+    assert_eq!(sh.run(&long, None).await.unwrap().output.len(), 10_001);
+    sh.close().await;
+}
+
+#[tokio::test]
+async fn a_megabyte_of_output_comes_back_whole_enough_and_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = shell_in(dir.path(), SandboxMode::None).await;
+    let r = sh
+        .run(
+            "head -c 1000000 /dev/zero | tr '\\0' 'a'; echo; echo end",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0);
+    assert!(r.output.ends_with("end\n"));
+    assert!(r.output.len() > 500_000);
+    sh.close().await;
+}
+
+#[tokio::test]
+async fn a_quiet_command_is_reported_running_then_input_and_ctrl_c_reach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = shell_in(dir.path(), SandboxMode::None).await;
+    // A program waiting for input does not hang the caller.
+    let r = sh
+        .run("read -p 'name? ' name; echo \"hello $name\"", None)
+        .await
+        .unwrap();
+    assert!(r.still_running && r.exit_code == -1, "{r:?}");
+    assert!(r.output.contains("name?"));
+    let r = sh.send_input("ohd").await.unwrap();
+    assert_eq!((r.output.trim(), r.exit_code), ("hello ohd", 0));
+    // New commands are refused while one runs; C-c stops it.
+    let r = sh.run("sleep 100", None).await.unwrap();
+    assert!(r.still_running);
+    let refused = sh.run("echo nope", None).await.unwrap();
+    assert!(refused.note.unwrap().contains("still running"));
+    let r = sh.send_input("C-c").await.unwrap();
+    assert!(!r.still_running, "{r:?}");
+    assert_eq!(sh.run("echo after", None).await.unwrap().output, "after\n");
+    sh.close().await;
+}
+
+#[tokio::test]
+async fn the_hard_timeout_interrupts_and_interrupt_kills_what_ignores_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sh = shell_in(dir.path(), SandboxMode::None).await;
+    let r = sh
+        .run(
+            "while true; do echo tick; sleep 0.2; done",
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert!(r.note.unwrap().contains("interrupted"));
+    assert_eq!(sh.run("echo ok", None).await.unwrap().output, "ok\n");
+    let r = sh.run("trap '' INT; sleep 1000", None).await.unwrap();
+    assert!(r.still_running);
+    let r = sh.interrupt().await.unwrap();
+    assert!(!r.still_running);
+    assert_eq!(sh.run("echo alive", None).await.unwrap().output, "alive\n");
+    let r = sh.run("exit 3", None).await.unwrap();
+    assert!(r.note.unwrap().contains("new one"));
+    assert_eq!(
+        sh.run("echo reborn", None).await.unwrap().output,
+        "reborn\n"
+    );
+    sh.close().await;
+}
+
+#[tokio::test]
+async fn under_bubblewrap_the_shell_sees_only_its_workspace() {
+    if !ohd_runtime::sandbox::bubblewrap_available() {
+        eprintln!("bubblewrap is not available here; CI installs it");
+        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let ws = data.path().join("workspaces/one");
+    let other = data.path().join("workspaces/two");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret.txt"), "secret").unwrap();
+    let mut sh = shell_in(&ws, SandboxMode::Bubblewrap).await;
+    let r = sh
+        .run("pwd; echo made > mine.txt; ls /", None)
+        .await
+        .unwrap();
+    assert!(r.output.starts_with("/workspace\n"), "{}", r.output);
+    assert!(!r.output.contains("root\n") && !r.output.contains("home\n"));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("mine.txt")).unwrap(),
+        "made\n"
+    );
+    let r = sh
+        .run(&format!("cat {}/secret.txt", other.display()), None)
+        .await
+        .unwrap();
+    assert_ne!(
+        r.exit_code, 0,
+        "another conversation's file was readable: {}",
+        r.output
+    );
+    let r = sh.run("touch /usr/evil", None).await.unwrap();
+    assert_ne!(r.exit_code, 0);
+    let r = sh
+        .run("echo tmp > /tmp/x && cat /tmp/x", None)
+        .await
+        .unwrap();
+    assert_eq!(r.output, "tmp\n");
+    sh.close().await;
+}

@@ -1,0 +1,108 @@
+//! Following a conversation's log: every event after a cursor, once, in id order, then live.
+//!
+//! Subscribe first, then read the store, then take live events, dropping ids already seen; on a
+//! gap (events published out of order, or missed because the follower lagged) read the store
+//! again. The store is the source of truth and the notifier only says "look", so this holds
+//! however appends race with following, and with a lossy or cross-node notifier too. Clients'
+//! deliveries and the agent both follow logs this way; nothing else orders events.
+
+use crate::{EventLog, LogItem, StoreError, StoredEvent};
+use ohd_protocol::{ConversationId, EventId};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Events read from the store per query while catching up.
+const PAGE: usize = 256;
+
+#[derive(Debug, Clone)]
+pub enum Followed {
+    Event(StoredEvent),
+    /// A live-only notice (status update); never stored, so never replayed.
+    Notice(Arc<str>),
+}
+
+pub struct Follower {
+    log: EventLog,
+    conversation: ConversationId,
+    cursor: Option<EventId>,
+    live: broadcast::Receiver<LogItem>,
+    pending: VecDeque<StoredEvent>,
+    /// The store may hold more after `cursor` than `pending` has.
+    behind: bool,
+}
+
+impl Follower {
+    /// Follows `conversation` from after `after` (from the start if `None`).
+    pub fn new(log: EventLog, conversation: ConversationId, after: Option<EventId>) -> Self {
+        let live = log.notifier().subscribe(&conversation);
+        Follower {
+            log,
+            conversation,
+            cursor: after,
+            live,
+            pending: VecDeque::new(),
+            behind: true,
+        }
+    }
+
+    pub fn cursor(&self) -> Option<EventId> {
+        self.cursor
+    }
+
+    fn expected(&self) -> EventId {
+        self.cursor.map_or(EventId(0), EventId::next)
+    }
+
+    async fn read_page(&mut self) -> Result<(), StoreError> {
+        let after = self.pending.back().map(|e| e.id).or(self.cursor);
+        let page = self
+            .log
+            .store()
+            .read_after(&self.conversation, after, PAGE)
+            .await?;
+        self.behind = page.len() == PAGE;
+        self.pending.extend(page);
+        Ok(())
+    }
+
+    /// The next event or notice. Only errors of the store end following.
+    pub async fn next(&mut self) -> Result<Followed, StoreError> {
+        loop {
+            if self.pending.is_empty() && self.behind {
+                self.read_page().await?;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if event.id >= self.expected() {
+                    self.cursor = Some(event.id);
+                    return Ok(Followed::Event(event));
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(LogItem::Event(event)) => {
+                    let expected = self.expected();
+                    if event.id == expected {
+                        self.cursor = Some(event.id);
+                        return Ok(Followed::Event(event));
+                    }
+                    if event.id > expected {
+                        // A gap: the store has what is missing.
+                        self.behind = true;
+                    }
+                }
+                Ok(LogItem::Notice(json)) => return Ok(Followed::Notice(json)),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(conversation = %self.conversation, missed, "follower lagged; reading the store");
+                    self.behind = true;
+                }
+                Err(RecvError::Closed) => {
+                    // The notifier dropped this conversation's channel; subscribe again and
+                    // look at the store for anything published in between.
+                    self.live = self.log.notifier().subscribe(&self.conversation);
+                    self.behind = true;
+                }
+            }
+        }
+    }
+}
