@@ -45,6 +45,9 @@ struct ServeArgs {
     /// Model calls the agent may make per user message [default: 100]
     #[arg(long, env = "OHD_MAX_ITERATIONS")]
     max_iterations: Option<u32>,
+    /// Run without the agent: store and relay events only
+    #[arg(long, env = "OHD_NO_AGENT")]
+    no_agent: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +78,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         llm_api_key: env("LLM_API_KEY"),
         llm_base_url: env("LLM_BASE_URL"),
         max_iterations: args.max_iterations,
+        no_agent: args.no_agent,
     })?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -24,6 +24,7 @@ const PROVIDER_TOKENS: [(&str, &str); 5] = [
 ];
 
 pub struct Agents {
+    enabled: bool,
     settings: Arc<AgentSettings>,
     log: EventLog,
     workspaces: PathBuf,
@@ -100,7 +101,11 @@ impl Agents {
                 ))
             })
             .collect();
+        if !config.agent.enabled {
+            tracing::info!("agent turned off: ohd stores and relays events only");
+        }
         Agents {
+            enabled: config.agent.enabled,
             settings: Arc::new(AgentSettings {
                 llm,
                 max_iterations: config.agent.max_iterations,
@@ -122,6 +127,9 @@ impl Agents {
     /// Starts the conversation's agent unless it runs. `providers` picks which provider tokens
     /// its shell gets (the first start decides).
     pub fn ensure(&self, conversation: &ConversationId, providers: &[String]) {
+        if !self.enabled {
+            return;
+        }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if running
             .get(conversation)

@@ -34,6 +34,9 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
+    /// Without an agent ohd is an event log and fan-out server only: clients' actions are
+    /// stored and broadcast, and nothing answers them.
+    pub enabled: bool,
     /// Model calls per user message before the agent stops with an error.
     pub max_iterations: u32,
     /// USD; none means no budget.
@@ -74,6 +77,7 @@ pub struct Overrides {
     pub llm_api_key: Option<String>,
     pub llm_base_url: Option<String>,
     pub max_iterations: Option<u32>,
+    pub no_agent: bool,
 }
 
 /// `config.toml`. Unknown keys are refused, so a misspelt setting is not silently ignored.
@@ -95,6 +99,7 @@ struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentSection {
+    enabled: Option<bool>,
     max_iterations: Option<u32>,
     max_budget_per_task: Option<f64>,
 }
@@ -214,6 +219,7 @@ impl Config {
                 output_cost_per_million: file.llm.output_cost_per_million,
             },
             agent: AgentConfig {
+                enabled: !overrides.no_agent && file.agent.enabled.unwrap_or(true),
                 max_iterations: overrides
                     .max_iterations
                     .or(file.agent.max_iterations)

@@ -26,6 +26,9 @@ pub struct Ohd {
 pub struct Options {
     pub env: Vec<(String, String)>,
     pub config_toml: Option<String>,
+    /// Run the agent; the tests of the event server itself run without it, so that the
+    /// conversation holds only what they put there.
+    pub agent: bool,
 }
 
 /// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
@@ -33,7 +36,7 @@ pub async fn scripted_llm(
     script: ohd_scripted_llm::Script,
 ) -> (ohd_scripted_llm::ScriptedLlmHandle, Options) {
     let (base, handle) = ohd_scripted_llm::ScriptedLlm::start(script).await.unwrap();
-    let mut options = Options::new();
+    let mut options = Options::with_agent();
     options
         .env
         .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
@@ -51,6 +54,14 @@ impl Options {
         Options {
             env: Vec::new(),
             config_toml: None,
+            agent: false,
+        }
+    }
+
+    pub fn with_agent() -> Self {
+        Options {
+            agent: true,
+            ..Options::new()
         }
     }
 }
@@ -92,6 +103,9 @@ impl Ohd {
                 Stdio::null()
             })
             .kill_on_drop(true);
+        if !options.agent {
+            command.arg("--no-agent");
+        }
         if let Some(toml) = &options.config_toml {
             let path = data_dir.join("test-config.toml");
             std::fs::create_dir_all(data_dir).unwrap();

@@ -365,7 +365,7 @@ async fn the_editor_refuses_paths_outside_the_workspace_through_dot_dot_and_syml
 
 #[tokio::test]
 async fn without_a_model_a_message_gets_an_error_that_says_what_to_set() {
-    let ohd = Ohd::start().await;
+    let ohd = Ohd::start_with(Options::with_agent()).await;
     let conv = ohd.create_conversation().await;
     let mut client = joined(&ohd, &conv, "-1").await;
     client.until_ready().await;
@@ -433,7 +433,7 @@ async fn after_kill_9_the_history_is_rebuilt_and_the_next_message_carries_on() {
     ohd.wait_exit().await;
 
     llm.set_script(Script::new(vec![Turn::text("Second part done.")]));
-    let mut options = Options::new();
+    let mut options = Options::with_agent();
     options
         .env
         .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
