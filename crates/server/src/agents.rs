@@ -120,6 +120,11 @@ impl Agents {
         }
     }
 
+    /// The workspace as the agent's shell sees it (`/workspace` when sandboxed).
+    pub fn agent_root(&self, host_workspace: &std::path::Path) -> PathBuf {
+        self.settings.sandbox.agent_root(host_workspace)
+    }
+
     pub fn sandbox(&self) -> String {
         sandbox_description(&self.settings.sandbox)
     }

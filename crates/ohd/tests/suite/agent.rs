@@ -461,3 +461,157 @@ async fn after_kill_9_the_history_is_rebuilt_and_the_next_message_carries_on() {
     assert_eq!(texts.last().unwrap(), "now the second part");
     drop(ohd);
 }
+
+#[tokio::test]
+async fn initial_user_msg_starts_work_at_once_and_bad_tool_calls_go_back_to_the_model() {
+    let script = Script::new(vec![
+        Turn::tool_call("browser", json!({"url": "x"})),
+        Turn::tool_call("execute_bash", json!("{not json")),
+        Turn::tool_call("execute_bash", json!({})),
+        bash("echo recovered"),
+        finish("done"),
+    ]);
+    let (ohd, llm) = start(script).await;
+    let (status, created) = ohd
+        .post("/api/conversations", json!({"initial_user_msg": "go"}))
+        .await;
+    assert_eq!(status, 200);
+    let conv = created["conversation_id"].as_str().unwrap().to_owned();
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let events = client.until_state(&["finished", "error"]).await;
+    assert_eq!(
+        events.last().unwrap()["extras"]["agent_state"],
+        "finished",
+        "{:?}",
+        summary(&events)
+    );
+    let errors = by_kind(&events, "observation", "error");
+    assert_eq!(errors.len(), 3, "{:?}", summary(&events));
+    assert!(
+        errors[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+    assert!(
+        errors[1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    assert!(
+        errors[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Missing required parameter command")
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["tool_call_metadata"]["tool_call_id"].is_string())
+    );
+    assert_eq!(
+        by_kind(&events, "observation", "run")[0]["content"],
+        "recovered\n"
+    );
+    let requests = llm.requests();
+    assert_tool_calls_answered(&requests);
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert!(
+        second
+            .iter()
+            .any(|m| m["role"] == "tool"
+                && m["content"].as_str().unwrap().contains("does not exist"))
+    );
+}
+
+#[tokio::test]
+async fn pause_holds_the_agent_and_running_resumes_it() {
+    let script = Script::new(vec![
+        bash("sleep 30").with_text("Waiting."),
+        bash("echo resumed"),
+        finish("done"),
+    ]);
+    let (ohd, _llm) = start(script).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("work")).await;
+    loop {
+        let e = client.next_event().await.expect("no run");
+        if e["action"] == "run" {
+            break;
+        }
+    }
+    client.send(r#"42["oh_user_action",{"action":"change_agent_state","args":{"agent_state":"paused"}}]"#).await;
+    let paused = client.until_state_from(&["paused"], true).await;
+    assert!(
+        paused
+            .iter()
+            .any(|e| e["extras"]["error_id"] == "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_STOPPED")
+    );
+    client.send(r#"42["oh_user_action",{"action":"change_agent_state","args":{"agent_state":"running"}}]"#).await;
+    let resumed = client.until_state(&["finished"]).await;
+    assert_eq!(
+        by_kind(&resumed, "observation", "run")[0]["content"],
+        "resumed\n"
+    );
+}
+
+#[tokio::test]
+async fn an_anthropic_model_answers_whole_and_rate_limits_are_waited_out() {
+    let (base, llm) = ohd_scripted_llm::ScriptedLlm::start(Script::new(vec![
+        Turn::error(429).with_retry_after(1),
+        bash("echo from-claude"),
+        Turn::text("All set."),
+    ]))
+    .await
+    .unwrap();
+    let mut options = Options::with_agent();
+    options
+        .env
+        .push(("LLM_MODEL".into(), "anthropic/claude-scripted".into()));
+    options.env.push(("LLM_BASE_URL".into(), base));
+    options
+        .env
+        .push(("LLM_API_KEY".into(), "sk-ant-test".into()));
+    options.config_toml = Some("[llm]\nstream = false\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("hi claude")).await;
+    let events = client.until_state(&["awaiting_user_input", "error"]).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["extras"]["agent_state"] == "rate_limited"),
+        "{:?}",
+        summary(&events)
+    );
+    assert_eq!(
+        events.last().unwrap()["extras"]["agent_state"],
+        "awaiting_user_input"
+    );
+    assert_eq!(
+        by_kind(&events, "observation", "run")[0]["content"],
+        "from-claude\n"
+    );
+    let reply = events
+        .iter()
+        .rev()
+        .find(|e| e["action"] == "message")
+        .unwrap();
+    assert_eq!(reply["message"], "All set.");
+    assert_eq!(reply["source"], "agent");
+    let recorded = llm.recorded();
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.path == "/v1/messages" && r.body["stream"] != true)
+    );
+    assert_eq!(recorded[0].header("x-api-key"), Some("sk-ant-test"));
+    // Tool results go back as tool_result blocks naming their call.
+    let last = &recorded.last().unwrap().body["messages"];
+    assert!(last.to_string().contains("tool_result") && last.to_string().contains("from-claude"));
+}

@@ -289,3 +289,75 @@ async fn cors_allows_localhost_and_refuses_other_origins() {
     let refused = tokio_tungstenite::connect_async(request).await;
     assert!(refused.is_err(), "a cross-site websocket was accepted");
 }
+
+#[tokio::test]
+async fn list_files_and_select_file_show_the_workspace_and_nothing_outside_it() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let ws = ohd.data_dir.join("workspaces").join(&conv);
+    for (path, content) in [
+        ("src/main.py", "print(1)\n"),
+        ("README.md", "# hi\n"),
+        ("Docs/guide.md", "x"),
+        ("node_modules/x/index.js", "x"),
+        (".git/config", "x"),
+        ("debug.log", "x"),
+        (".gitignore", "*.log\n"),
+    ] {
+        let file = ws.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    std::fs::write(ws.join("image.bin"), [0u8, 159, 146, 150, 0, 1]).unwrap();
+    std::os::unix::fs::symlink(&ohd.data_dir, ws.join("escape")).unwrap();
+    let base = format!("/api/conversations/{conv}");
+
+    let (status, list) = ohd.get(&format!("{base}/list-files")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        list,
+        json!([
+            "Docs/",
+            "src/",
+            ".gitignore",
+            "escape",
+            "image.bin",
+            "README.md"
+        ])
+    );
+    let (_, list) = ohd.get(&format!("{base}/list-files?path=src")).await;
+    assert_eq!(list, json!(["src/main.py"]));
+
+    let (status, file) = ohd
+        .get(&format!("{base}/select-file?file=src/main.py"))
+        .await;
+    assert_eq!((status, file), (200, json!({"code": "print(1)\n"})));
+    let (status, body) = ohd.get(&format!("{base}/select-file?file=image.bin")).await;
+    assert_eq!(status, 415);
+    assert!(body["error"].as_str().unwrap().contains("binary"));
+    for outside in ["../../ohd.db", "escape/ohd.db", "/etc/passwd"] {
+        let (status, body) = ohd.get(&format!("{base}/select-file?file={outside}")).await;
+        assert_eq!(status, 403, "{outside}: {body}");
+        assert_eq!(body["code"], "PATH_OUTSIDE_WORKSPACE");
+    }
+    assert_eq!(
+        ohd.get(&format!("{base}/list-files?path=/etc")).await.0,
+        403
+    );
+    assert_eq!(
+        ohd.get(&format!("{base}/list-files?path=escape")).await.0,
+        403
+    );
+    assert_eq!(
+        ohd.get(&format!("{base}/select-file?file=nope.txt"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        ohd.get("/api/conversations/0123456789abcdef0123456789abcdef/list-files")
+            .await
+            .0,
+        404
+    );
+}

@@ -1,6 +1,7 @@
 //! REST routes, in the shapes of the original (`protocol.md` §5). One file per group.
 
 pub mod conversations;
+pub mod files;
 pub mod health;
 
 use crate::app::AppState;
@@ -10,7 +11,9 @@ use axum::http::StatusCode;
 
 /// Routes under `/api`, which need the session key when one is set.
 pub fn protected() -> Router<AppState> {
-    Router::new().merge(conversations::routes())
+    Router::new()
+        .merge(conversations::routes())
+        .merge(files::routes())
 }
 
 /// Routes that stay open with authentication on.
