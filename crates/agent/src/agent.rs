@@ -7,6 +7,7 @@
 //! the log, so after a restart it rebuilds its history from it and goes on.
 
 use crate::prompt;
+use crate::redact::Secrets;
 use crate::tools::{self, ToolAction};
 use ohd_llm::{
     Completion, CompletionRequest, LlmClient, LlmError, Metrics, RetryObserver, ToolSpec,
@@ -42,6 +43,8 @@ pub struct AgentSettings {
     pub max_budget: Option<f64>,
     pub sandbox: SandboxConfig,
     pub shell: ShellOptions,
+    /// Values hidden from every event (the model's key, the session key).
+    pub secrets: Secrets,
 }
 
 /// One conversation's part.
@@ -49,8 +52,9 @@ pub struct AgentContext {
     pub conversation: ConversationId,
     pub log: EventLog,
     pub workspace: PathBuf,
-    /// Environment for the shell (provider tokens).
-    pub env: Vec<(String, String)>,
+    /// Environment for the shell (provider tokens). Shared with the server, which adds the
+    /// tokens of providers that clients name before the shell starts.
+    pub env: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 /// Why the agent stopped for good (the task ends; the conversation can start a new one).
@@ -89,6 +93,7 @@ enum StepEnd {
 /// borrow both at once.
 struct Core {
     ctx: AgentContext,
+    secrets: Secrets,
     history: BTreeMap<EventId, Event>,
     state: AgentState,
     queue: VecDeque<Control>,
@@ -122,7 +127,16 @@ impl RetryObserver for RetryNotices {
 }
 
 impl Core {
-    async fn append(&mut self, event: NewEvent) -> Result<Event, StoreError> {
+    async fn append(&mut self, mut event: NewEvent) -> Result<Event, StoreError> {
+        let tokens = self
+            .ctx
+            .env
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>();
+        self.secrets.with(tokens).scrub_event(&mut event);
         let stored = self.ctx.log.append(&self.ctx.conversation, event).await?;
         let event = stored.decode()?;
         self.history.insert(event.id, event.clone());
@@ -214,6 +228,7 @@ impl Agent {
         let mut agent = Agent {
             core: Core {
                 ctx,
+                secrets: settings.secrets.clone(),
                 history,
                 state: AgentState::Loading,
                 queue: VecDeque::new(),
@@ -438,10 +453,17 @@ impl Agent {
     async fn runtime(&mut self) -> Result<&mut Runtime, String> {
         if self.runtime.is_none() {
             let sandbox = &self.settings.sandbox;
+            let env = self
+                .core
+                .ctx
+                .env
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let launch = sandbox.launch(
                 &self.core.ctx.workspace,
                 &["bash", "--noprofile", "--norc", "--noediting", "-i"],
-                &self.core.ctx.env,
+                &env,
             );
             let workspace =
                 Workspace::new(self.core.ctx.workspace.clone(), launch.agent_root.clone())

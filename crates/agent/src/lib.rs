@@ -7,6 +7,8 @@
 
 pub mod agent;
 pub mod prompt;
+pub mod redact;
 pub mod tools;
 
 pub use agent::{Agent, AgentContext, AgentSettings};
+pub use redact::Secrets;

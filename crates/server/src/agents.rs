@@ -36,6 +36,7 @@ pub struct Agents {
 struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    env: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// What `/health` and the log say about how commands are isolated.
@@ -112,6 +113,14 @@ impl Agents {
                 max_budget: config.agent.max_budget_per_task,
                 sandbox,
                 shell: ShellOptions::default(),
+                secrets: ohd_agent::Secrets::new(
+                    config
+                        .llm
+                        .api_key
+                        .iter()
+                        .chain(config.session_api_key.iter())
+                        .map(|k| k.expose().to_owned()),
+                ),
             }),
             log,
             workspaces: config.workspaces_dir(),
@@ -135,24 +144,29 @@ impl Agents {
         if !self.enabled {
             return;
         }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if running
-            .get(conversation)
-            .is_some_and(|r| !r.task.is_finished())
-        {
-            return;
-        }
-        let env = self
+        let tokens: Vec<(String, String)> = self
             .tokens
             .iter()
             .filter(|(provider, _, _)| providers.contains(provider))
             .map(|(_, var, secret)| (var.clone(), secret.expose().to_owned()))
             .collect();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = running.get(conversation).filter(|r| !r.task.is_finished()) {
+            // Tokens named later still reach a shell that has not started yet.
+            let mut env = agent.env.lock().unwrap_or_else(|p| p.into_inner());
+            for token in tokens {
+                if !env.contains(&token) {
+                    env.push(token);
+                }
+            }
+            return;
+        }
+        let env = Arc::new(Mutex::new(tokens));
         let ctx = AgentContext {
             conversation: conversation.clone(),
             log: self.log.clone(),
             workspace: self.workspaces.join(conversation.as_str()),
-            env,
+            env: env.clone(),
         };
         let cancel = CancellationToken::new();
         let settings = self.settings.clone();
@@ -164,7 +178,7 @@ impl Agents {
                 Err(e) => tracing::error!(conversation = %id, error = %e, "agent did not start"),
             }
         });
-        running.insert(conversation.clone(), Running { cancel, task });
+        running.insert(conversation.clone(), Running { cancel, task, env });
     }
 
     /// Stops a conversation's agent and waits for its shell to end.

@@ -615,3 +615,30 @@ async fn an_anthropic_model_answers_whole_and_rate_limits_are_waited_out() {
     let last = &recorded.last().unwrap().body["messages"];
     assert!(last.to_string().contains("tool_result") && last.to_string().contains("from-claude"));
 }
+
+#[tokio::test]
+async fn provider_tokens_reach_the_shell_but_never_an_event() {
+    let (llm, mut options) = scripted_llm(Script::new(vec![
+        bash("printf %s \"$GITHUB_TOKEN\" | wc -c; echo \"token=$GITHUB_TOKEN\"; echo \"gitlab=${GITLAB_TOKEN:-none}\""),
+        finish("done"),
+    ]))
+    .await;
+    options
+        .env
+        .push(("GITHUB_TOKEN".into(), "ghp_secret_value_123".into()));
+    options
+        .env
+        .push(("GITLAB_TOKEN".into(), "glpat_not_asked_for_456".into()));
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1&providers_set=github").await;
+    client.until_ready().await;
+    client.send(&user_message("use the token")).await;
+    let events = client.until_state(&["finished"]).await;
+    let run = by_kind(&events, "observation", "run")[0];
+    assert_eq!(run["content"], "20\ntoken=<secret_hidden>\ngitlab=none\n");
+    let everything = serde_json::to_string(&ohd.events(&conv).await).unwrap();
+    assert!(!everything.contains("ghp_secret_value_123"));
+    let sent = serde_json::to_string(&llm.requests()).unwrap();
+    assert!(!sent.contains("ghp_secret_value_123"));
+}
