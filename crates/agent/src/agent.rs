@@ -112,6 +112,8 @@ pub struct Agent {
     metrics: Metrics,
     iterations: u32,
     cancel: CancellationToken,
+    /// Whether this agent has already asked for a title.
+    titled: bool,
 }
 
 /// Reports retries to the agent's loop so it can show `rate_limited`.
@@ -239,6 +241,7 @@ impl Agent {
             metrics: Metrics::new(&model),
             iterations: 0,
             cancel,
+            titled: false,
         };
         agent.recover().await?;
         Ok(agent)
@@ -330,6 +333,64 @@ impl Agent {
         Ok(())
     }
 
+    /// Asks the model, beside the task, for a short title once the first message is in, unless
+    /// the conversation already has a title of its own.
+    fn name_conversation(&self) {
+        let Ok(llm) = self.settings.llm.clone() else {
+            return;
+        };
+        let Some(first) = self
+            .core
+            .history
+            .values()
+            .find_map(|e| match (&e.body, e.source) {
+                (EventBody::Action(Action::Message(m)), Source::User) => Some(m.content.clone()),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        let log = self.core.ctx.log.clone();
+        let conversation = self.core.ctx.conversation.clone();
+        tokio::spawn(async move {
+            match log.store().get_conversation(&conversation).await {
+                Ok(Some(record))
+                    if record.title
+                        == ohd_store::ConversationRecord::default_title(&conversation) => {}
+                _ => return,
+            }
+            let request = CompletionRequest {
+                messages: vec![
+                    ohd_llm::Message::system(
+                        "You name conversations. Answer with a title of at most six words for the conversation that starts with the user's message: no quotes, no punctuation at the end, nothing else.",
+                    ),
+                    ohd_llm::Message::user(first.chars().take(2000).collect::<String>()),
+                ],
+                tools: Vec::new(),
+                max_tokens: Some(32),
+                temperature: None,
+            };
+            let (quiet, _) = mpsc::unbounded_channel();
+            match llm.complete(&request, &RetryNotices(quiet)).await {
+                Ok(answer) => {
+                    let title: String = answer
+                        .text
+                        .trim()
+                        .trim_matches(['"', '\'', '.'])
+                        .chars()
+                        .take(100)
+                        .collect();
+                    if !title.is_empty() {
+                        if let Err(e) = log.rename(&conversation, &title).await {
+                            tracing::warn!(%conversation, error = %e, "title not saved");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%conversation, error = %e, "no title from the model"),
+            }
+        });
+    }
+
     fn system_prompt(&self) -> String {
         let root = self.settings.sandbox.agent_root(&self.core.ctx.workspace);
         prompt::system_prompt(
@@ -393,6 +454,10 @@ impl Agent {
                 }
                 // The limit counts steps per user message.
                 self.iterations = 0;
+                if !self.titled {
+                    self.titled = true;
+                    self.name_conversation();
+                }
                 self.core.set_state(AgentState::Running, "").await?;
             }
             Control::State(AgentState::Stopped) => {

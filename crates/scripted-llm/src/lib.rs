@@ -79,6 +79,7 @@ impl ScriptedLlm {
             script: Mutex::new(script),
             next_turn: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
+            asides: Mutex::new(Vec::new()),
             ids: AtomicU64::new(1),
         });
         let app = Router::new()
@@ -125,6 +126,14 @@ impl ScriptedLlmHandle {
             .collect()
     }
 
+    /// The side questions answered by the script's `aside`, in order.
+    pub fn asides(&self) -> Vec<Value> {
+        lock(&self.state.asides)
+            .iter()
+            .map(|r| r.body.clone())
+            .collect()
+    }
+
     /// All requests so far with their paths and headers.
     pub fn recorded(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).clone()
@@ -158,6 +167,8 @@ struct Shared {
     script: Mutex<Script>,
     next_turn: AtomicU64,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Side questions answered by [`Script::aside`].
+    asides: Mutex<Vec<RecordedRequest>>,
     /// Numbers for response and tool call ids, unique over the server's life.
     ids: AtomicU64,
 }
@@ -182,11 +193,17 @@ impl Shared {
                 )
             })
             .collect();
-        lock(&self.requests).push(RecordedRequest {
+        let recorded = RecordedRequest {
             path: path.to_owned(),
             headers,
             body: body.clone(),
-        });
+        };
+        let offers_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        if let (false, Some(aside)) = (offers_tools, lock(&self.script).aside.clone()) {
+            lock(&self.asides).push(recorded);
+            return (Turn::text(aside), body);
+        }
+        lock(&self.requests).push(recorded);
         let n = self.next_turn.fetch_add(1, Ordering::SeqCst);
         let turn = lock(&self.script).turn(usize::try_from(n).unwrap_or(usize::MAX));
         (turn, body)

@@ -10,6 +10,11 @@ use serde_json::Value;
 pub struct Script {
     pub turns: Vec<Turn>,
     pub when_done: WhenDone,
+    /// When set, a request that offers no tools (a side question, such as asking for a
+    /// conversation's title) is answered with this text without using a turn, and recorded
+    /// apart from the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aside: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +32,14 @@ impl Script {
         Script {
             turns,
             when_done: WhenDone::Done,
+            aside: None,
         }
+    }
+
+    /// Answers side questions (requests without tools) with `text`, outside the turns.
+    pub fn with_aside(mut self, text: impl Into<String>) -> Script {
+        self.aside = Some(text.into());
+        self
     }
 
     pub fn repeating_last(mut self) -> Script {
@@ -55,11 +67,21 @@ impl<'de> Deserialize<'de> for Script {
                 turns: Vec<Turn>,
                 #[serde(default)]
                 when_done: WhenDone,
+                #[serde(default)]
+                aside: Option<String>,
             },
         }
         Ok(match Form::deserialize(deserializer)? {
             Form::Turns(turns) => Script::new(turns),
-            Form::Full { turns, when_done } => Script { turns, when_done },
+            Form::Full {
+                turns,
+                when_done,
+                aside,
+            } => Script {
+                turns,
+                when_done,
+                aside,
+            },
         })
     }
 }

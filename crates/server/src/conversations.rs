@@ -2,7 +2,6 @@
 
 use crate::agents::Agents;
 use crate::error::ApiError;
-use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::{ClientAction, ConversationId, NewEvent, Source, Timestamp};
 use ohd_store::{ConversationRecord, EventLog, StoreError, StoredEvent};
 use serde::Serialize;
@@ -157,11 +156,7 @@ impl Conversations {
     }
 
     pub async fn rename(&self, id: &ConversationId, title: &str) -> Result<bool, StoreError> {
-        let renamed = self.log.store().rename_conversation(id, title).await?;
-        if renamed {
-            self.log.notify(id, &StatusUpdate::title(id, title));
-        }
-        Ok(renamed)
+        self.log.rename(id, title).await
     }
 
     pub async fn delete(&self, id: &ConversationId) -> Result<bool, ApiError> {

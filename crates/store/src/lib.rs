@@ -108,13 +108,17 @@ pub struct ConversationRecord {
 }
 
 impl ConversationRecord {
-    pub fn new(id: ConversationId) -> Self {
-        let now = Utc::now();
-        // The original's default title.
-        let title = format!(
+    /// The original's default title, until one is given or generated.
+    pub fn default_title(id: &ConversationId) -> String {
+        format!(
             "Conversation {}",
             id.as_str().chars().take(5).collect::<String>()
-        );
+        )
+    }
+
+    pub fn new(id: ConversationId) -> Self {
+        let now = Utc::now();
+        let title = Self::default_title(&id);
         ConversationRecord {
             id,
             title,

@@ -45,6 +45,20 @@ impl EventLog {
         Ok(stored)
     }
 
+    /// Renames a conversation and tells its connected clients (a live-only title notice, as
+    /// the original sends). False when there is no such conversation.
+    pub async fn rename(
+        &self,
+        conversation: &ConversationId,
+        title: &str,
+    ) -> Result<bool, StoreError> {
+        let renamed = self.store.rename_conversation(conversation, title).await?;
+        if renamed {
+            self.notify(conversation, &StatusUpdate::title(conversation, title));
+        }
+        Ok(renamed)
+    }
+
     /// Sends a status update to the clients connected now; it is not stored.
     pub fn notify(&self, conversation: &ConversationId, status: &StatusUpdate) {
         match serde_json::to_string(status) {

@@ -35,6 +35,11 @@ pub struct Options {
 pub async fn scripted_llm(
     script: ohd_scripted_llm::Script,
 ) -> (ohd_scripted_llm::ScriptedLlmHandle, Options) {
+    // The agent asks for a title beside the task, in a request without tools.
+    let mut script = script;
+    script
+        .aside
+        .get_or_insert_with(|| "Scripted title".to_owned());
     let (base, handle) = ohd_scripted_llm::ScriptedLlm::start(script).await.unwrap();
     let mut options = Options::with_agent();
     options

@@ -432,7 +432,7 @@ async fn after_kill_9_the_history_is_rebuilt_and_the_next_message_carries_on() {
     ohd.kill9();
     ohd.wait_exit().await;
 
-    llm.set_script(Script::new(vec![Turn::text("Second part done.")]));
+    llm.set_script(Script::new(vec![Turn::text("Second part done.")]).with_aside("Title"));
     let mut options = Options::with_agent();
     options
         .env
@@ -560,11 +560,14 @@ async fn pause_holds_the_agent_and_running_resumes_it() {
 
 #[tokio::test]
 async fn an_anthropic_model_answers_whole_and_rate_limits_are_waited_out() {
-    let (base, llm) = ohd_scripted_llm::ScriptedLlm::start(Script::new(vec![
-        Turn::error(429).with_retry_after(1),
-        bash("echo from-claude"),
-        Turn::text("All set."),
-    ]))
+    let (base, llm) = ohd_scripted_llm::ScriptedLlm::start(
+        Script::new(vec![
+            Turn::error(429).with_retry_after(1),
+            bash("echo from-claude"),
+            Turn::text("All set."),
+        ])
+        .with_aside("Claude title"),
+    )
     .await
     .unwrap();
     let mut options = Options::with_agent();
@@ -641,4 +644,50 @@ async fn provider_tokens_reach_the_shell_but_never_an_event() {
     assert!(!everything.contains("ghp_secret_value_123"));
     let sent = serde_json::to_string(&llm.requests()).unwrap();
     assert!(!sent.contains("ghp_secret_value_123"));
+}
+
+#[tokio::test]
+async fn the_first_message_gets_a_title_from_the_model_sent_live_and_saved() {
+    let (llm, options) =
+        scripted_llm(Script::new(vec![Turn::text("Hi!")]).with_aside("Greeting the agent")).await;
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("hello there, agent")).await;
+    let notice = loop {
+        let e = client.next_event().await.expect("no title notice");
+        if e["conversation_title"].is_string() {
+            break e;
+        }
+    };
+    assert_eq!(notice["conversation_title"], "Greeting the agent");
+    assert_eq!(notice["status_update"], true);
+    assert_eq!(
+        ohd.get(&format!("/api/conversations/{conv}")).await.1["title"],
+        "Greeting the agent"
+    );
+    let asides = llm.asides();
+    assert_eq!(asides.len(), 1);
+    assert!(
+        asides[0]["messages"]
+            .to_string()
+            .contains("hello there, agent")
+    );
+    // A title the user gave is kept.
+    let response = ohd
+        .http
+        .patch(ohd.url(&format!("/api/conversations/{conv}")))
+        .json(&json!({"title": "Mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    client.send(&user_message("again")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    assert_eq!(
+        ohd.get(&format!("/api/conversations/{conv}")).await.1["title"],
+        "Mine"
+    );
+    assert_eq!(llm.asides().len(), 1);
 }
