@@ -1,0 +1,122 @@
+//! The reference: a plain tokio-tungstenite broadcast server, no persistence, no Socket.IO
+//! library. It speaks just enough Engine.IO/Socket.IO framing for the same benchmark clients:
+//! the open packet, the CONNECT reply, and for every `oh_user_action` one `oh_event` with the
+//! next id, serialized once and sent to every joined client (the sender included).
+
+use anyhow::Result;
+use futures::{SinkExt, StreamExt};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+const OPEN: &str =
+    r#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+const CONNECTED: &str = r#"40{"sid":"x"}"#;
+/// Events kept for clients that fall behind; beyond this a client loses events (no store).
+const CAPACITY: usize = 1 << 16;
+const READ_BUFFER: usize = 4096;
+/// Messages written before one flush.
+const BATCH: usize = 64;
+
+struct Hub {
+    next_id: Mutex<u64>,
+    tx: broadcast::Sender<Message>,
+}
+
+impl Hub {
+    fn publish(&self, action: &str) {
+        let Some(fields) = action.strip_prefix('{') else {
+            return;
+        };
+        let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        let id = *next;
+        *next += 1;
+        let text = format!("42[\"oh_event\",{{\"id\":{id},\"source\":\"user\",{fields}]");
+        // Sent under the lock, so ids go out in order.
+        let _ = self.tx.send(Message::text(text));
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
+    println!("rawcast listening on http://{}", listener.local_addr()?);
+    let hub = Arc::new(Hub {
+        next_id: Mutex::new(0),
+        tx: broadcast::channel(CAPACITY).0,
+    });
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, hub).await {
+                eprintln!("rawcast: client ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve(stream: TcpStream, hub: Arc<Hub>) -> Result<()> {
+    stream.set_nodelay(true)?;
+    // The read buffer engineioxide (under ohd) uses too, instead of tungstenite's 128 KiB.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    ws.send(Message::text(OPEN)).await?;
+    let mut events: Option<broadcast::Receiver<Message>> = None;
+    loop {
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.as_str();
+                    if t == "40" || t.starts_with("40{") {
+                        if events.is_none() {
+                            events = Some(hub.tx.subscribe());
+                        }
+                        ws.send(Message::text(CONNECTED)).await?;
+                    } else if let Some(action) = crate::sio::user_action_payload(t) {
+                        hub.publish(action);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+            message = async {
+                match events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match message {
+                Ok(first) => {
+                    ws.feed(first).await?;
+                    let mut more = 1;
+                    while more < BATCH {
+                        let Some(rx) = events.as_mut() else { break };
+                        match rx.try_recv() {
+                            Ok(m) => { ws.feed(m).await?; more += 1; }
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                eprintln!("rawcast: a client lost {n} events");
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    ws.flush().await?;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("rawcast: a client lost {n} events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+    }
+}
