@@ -50,10 +50,6 @@ impl Core {
         price: Option<Price>,
         timeout: Duration,
     ) -> Result<Core, LlmError> {
-        // reqwest is built without a default crypto backend (aws-lc-rs is a long C build); ring
-        // is installed as the process default instead. It fails only when a default is already
-        // installed, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15).min(timeout))
             // The whole exchange, streamed answer included: a model that is still writing
@@ -156,11 +152,11 @@ impl Core {
         }
         let retry_after = retry::retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        Err(LlmError::from_status(
-            status.as_u16(),
-            error_message(&text),
-            retry_after,
-        ))
+        let mut message = error_message(&text);
+        if message.is_empty() {
+            message = status.canonical_reason().unwrap_or("no message").to_owned();
+        }
+        Err(LlmError::from_status(status.as_u16(), message, retry_after))
     }
 }
 
