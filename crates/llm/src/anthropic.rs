@@ -308,9 +308,11 @@ async fn read_stream(response: reqwest::Response) -> Result<Answer, LlmError> {
             _ => {}
         }
     }
-    if !done {
+    // Cut off before the stop reason: the answer may be partial, so the attempt counts as a
+    // network failure and is retried. (A proxy that drops only `message_stop` is fine.)
+    if !done && answer.finish_reason.is_none() {
         return Err(LlmError::Network(
-            "the answer stream ended before message_stop".into(),
+            "the answer stream ended before the answer was complete".into(),
         ));
     }
     answer.usage = usage(&counts);
