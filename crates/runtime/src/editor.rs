@@ -160,8 +160,7 @@ impl Editor {
                 (start as usize, end as usize)
             }
         };
-        let numbered = number_lines(&lines, first, last);
-        let (numbered, cut) = truncate::middle(&numbered, truncate::MAX_OUTPUT_CHARS);
+        let (numbered, cut) = number_lines_within(&lines, first, last, truncate::MAX_OUTPUT_CHARS);
         let mut content =
             format!("Here's the result of running `cat -n` on {shown}:\n{numbered}\n");
         if cut {
@@ -366,6 +365,44 @@ fn number_lines(lines: &[&str], first: usize, last: usize) -> String {
         out.push_str(&format!("{:6}\t{}\n", i + 1, line));
     }
     out
+}
+
+/// Numbered lines `first..=last`, keeping the output within `max` bytes: beyond it only the
+/// first and last lines that fit are numbered at all, so viewing a huge file stays cheap.
+fn number_lines_within(lines: &[&str], first: usize, last: usize, max: usize) -> (String, bool) {
+    let range = &lines[first.saturating_sub(1).min(lines.len())..last.min(lines.len())];
+    let budget = max / 2;
+    let numbered = |i: usize, line: &str| format!("{:6}\t{}\n", first + i, line);
+    let mut head = String::new();
+    let mut used = 0;
+    let mut head_count = 0;
+    for (i, line) in range.iter().enumerate() {
+        let entry = numbered(i, line);
+        if used + entry.len() > budget && i > 0 {
+            break;
+        }
+        used += entry.len();
+        head.push_str(&entry);
+        head_count = i + 1;
+    }
+    if head_count == range.len() {
+        return (head, false);
+    }
+    let mut tail: Vec<String> = Vec::new();
+    let mut used = 0;
+    for (i, line) in range.iter().enumerate().skip(head_count).rev() {
+        let entry = numbered(i, line);
+        if used + entry.len() > budget {
+            break;
+        }
+        used += entry.len();
+        tail.push(entry);
+    }
+    tail.reverse();
+    let omitted = range.len() - head_count - tail.len();
+    head.push_str(&format!("[... {omitted} lines omitted ...]\n"));
+    head.extend(tail);
+    (head, true)
 }
 
 fn line_of(text: &str, byte: usize) -> usize {

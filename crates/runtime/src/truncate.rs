@@ -4,18 +4,28 @@
 /// Characters an observation's text may have, as in the original (30,000).
 pub const MAX_OUTPUT_CHARS: usize = 30_000;
 
-/// Returns the text, and whether it was cut.
+/// Returns the text, and whether it was cut. The limit is counted in bytes (cut on character
+/// boundaries), so a huge text costs nothing to measure.
 pub fn middle(text: &str, max_chars: usize) -> (String, bool) {
-    let total = text.chars().count();
-    if total <= max_chars {
+    if text.len() <= max_chars {
         return (text.to_owned(), false);
     }
     let keep = max_chars / 2;
-    let head: String = text.chars().take(keep).collect();
-    let tail: String = text.chars().skip(total - keep).collect();
-    let omitted = total - 2 * keep;
+    let mut head_end = keep;
+    while !text.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = text.len() - keep;
+    while !text.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let omitted = tail_start - head_end;
     (
-        format!("{head}\n[... {omitted} characters of output omitted ...]\n{tail}"),
+        format!(
+            "{}\n[... {omitted} characters of output omitted ...]\n{}",
+            &text[..head_end],
+            &text[tail_start..]
+        ),
         true,
     )
 }

@@ -32,7 +32,7 @@ pub struct Outbox<D: Default + Send + Sync + 'static> {
 }
 
 impl<D: Default + Send + Sync + 'static> Outbox<D> {
-    pub async fn send(&self, text: String) -> Result<(), Stop> {
+    pub async fn send(&self, text: Str) -> Result<(), Stop> {
         let mut waited_since: Option<Instant> = None;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -41,7 +41,7 @@ impl<D: Default + Send + Sync + 'static> Outbox<D> {
             }
             match self.socket.reserve() {
                 Ok(permit) => {
-                    permit.emit(Str::from(text));
+                    permit.emit(text);
                     return Ok(());
                 }
                 Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return Err(Stop::Gone),
@@ -80,8 +80,15 @@ pub async fn deliver<D: Default + Send + Sync + 'static>(
             item = follower.next() => item,
         };
         let sent = match item {
-            Ok(Followed::Event(event)) => outbox.send(packet::event("oh_event", &event.json)).await,
-            Ok(Followed::Notice(json)) => outbox.send(packet::event("oh_event", &json)).await,
+            Ok(Followed::Event(event)) => {
+                let packet = event.encoded(|json| Str::from(packet::event("oh_event", json)));
+                outbox.send(packet).await
+            }
+            Ok(Followed::Notice(json)) => {
+                outbox
+                    .send(Str::from(packet::event("oh_event", &json)))
+                    .await
+            }
             Err(e) => {
                 tracing::error!(%conversation, error = %e, "cannot read the log for a client");
                 return Stop::StoreFailed;

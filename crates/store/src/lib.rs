@@ -18,16 +18,42 @@ pub use notifier::{LocalNotifier, LogItem, Notifier};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ohd_protocol::{ConversationId, EventId, NewEvent};
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 /// An event as committed: its id and the exact JSON every client is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Clones share one slot where a transport may keep its own encoding of the event (a Socket.IO
+/// packet, say), so that an event fanned out to a thousand subscribers is encoded once, and
+/// their send queues hold references to one buffer instead of a thousand copies.
+#[derive(Clone)]
 pub struct StoredEvent {
     pub id: EventId,
     pub json: Arc<str>,
+    encoded: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl StoredEvent {
+    pub fn new(id: EventId, json: Arc<str>) -> Self {
+        StoredEvent {
+            id,
+            json,
+            encoded: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The event encoded by `encode`, computed once for all clones of this event. A caller
+    /// that asks for another type than the slot holds gets a fresh encoding.
+    pub fn encoded<T: Any + Clone + Send + Sync>(&self, encode: impl Fn(&str) -> T) -> T {
+        let slot = self
+            .encoded
+            .get_or_init(|| Arc::new(encode(&self.json)) as Arc<dyn Any + Send + Sync>);
+        match slot.downcast_ref::<T>() {
+            Some(value) => value.clone(),
+            None => encode(&self.json),
+        }
+    }
+
     /// The typed event, for consumers that need more than the JSON (the agent).
     pub fn decode(&self) -> Result<ohd_protocol::Event, StoreError> {
         serde_json::from_str(&self.json).map_err(|e| StoreError::Corrupt {
@@ -36,6 +62,23 @@ impl StoredEvent {
         })
     }
 }
+
+impl std::fmt::Debug for StoredEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredEvent")
+            .field("id", &self.id)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+impl PartialEq for StoredEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.json == other.json
+    }
+}
+
+impl Eq for StoredEvent {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -105,10 +105,10 @@ impl SqliteStore {
 fn stored(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let id: i64 = row.try_get(0)?;
     let json: String = row.try_get(1)?;
-    Ok(StoredEvent {
-        id: EventId(u64::try_from(id).unwrap_or_default()),
-        json: Arc::from(json),
-    })
+    Ok(StoredEvent::new(
+        EventId(u64::try_from(id).unwrap_or_default()),
+        Arc::from(json),
+    ))
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -462,10 +462,7 @@ impl Writer {
                         let id = EventId(first + offset as u64);
                         let json = serde_json::to_string(&event.clone().into_event(id, now))
                             .map_err(|e| StoreError::Setup(e.to_string()))?;
-                        out.push(StoredEvent {
-                            id,
-                            json: Arc::from(json),
-                        });
+                        out.push(StoredEvent::new(id, Arc::from(json)));
                     }
                     let next = first + append.events.len() as u64;
                     self.next_ids.insert(append.conversation.clone(), next);

@@ -55,7 +55,8 @@ impl Connection {
         let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
         tokio::pin!(connect_deadline);
         let mut ever_joined = false;
-        let mut batch = Vec::with_capacity(BATCH);
+        // Grows only when a client sends in bursts: an idle connection keeps no buffer.
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
@@ -64,6 +65,7 @@ impl Connection {
                         break;
                     }
                     self.handle_all(batch.drain(..)).await;
+                    batch.shrink_to(8);
                     ever_joined |= self.session.is_some();
                 }
                 _ = self.socket.closed() => break,
