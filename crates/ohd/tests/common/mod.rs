@@ -86,9 +86,6 @@ impl Ohd {
 
     /// Starts ohd on an existing data directory (after a restart).
     pub async fn spawn(data_dir: &Path, options: &Options) -> Ohd {
-        // reqwest is built with rustls and no default crypto (the model client picks ring), so
-        // a test process must choose before it makes an HTTP client.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ohd"));
         command
             .args(["serve", "--port", "0", "--data-dir"])
