@@ -87,7 +87,7 @@ start_server() {
     wait_quiet
     case $target in
         ohd)
-            NO_COLOR=1 "$OHD" serve --port 0 --data-dir "$WORK/$name-data" >"$out" 2>"$log" &
+            NO_COLOR=1 "$OHD" serve --no-agent --port 0 --data-dir "$WORK/$name-data" >"$out" 2>"$log" &
             prefix="ohd listening on " ;;
         python)
             python3 bench/baseline_server.py --host 127.0.0.1 --port 0 >"$out" 2>"$log" &
