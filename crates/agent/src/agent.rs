@@ -380,10 +380,10 @@ impl Agent {
                         .chars()
                         .take(100)
                         .collect();
-                    if !title.is_empty() {
-                        if let Err(e) = log.rename(&conversation, &title).await {
-                            tracing::warn!(%conversation, error = %e, "title not saved");
-                        }
+                    if !title.is_empty()
+                        && let Err(e) = log.rename(&conversation, &title).await
+                    {
+                        tracing::warn!(%conversation, error = %e, "title not saved");
                     }
                 }
                 Err(e) => tracing::debug!(%conversation, error = %e, "no title from the model"),
