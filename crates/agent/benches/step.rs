@@ -14,7 +14,7 @@ use ohd_runtime::shell::ShellOptions;
 use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
 use ohd_store::sqlite::{Durability, SqliteStore};
 use ohd_store::{
-    ConversationRecord, ConversationStore, EventLog, Followed, Follower, LocalNotifier,
+    ConversationRecord, EventLog, Followed, Follower, LocalNotifier,
 };
 use serde_json::json;
 use std::sync::{Arc, Mutex};
