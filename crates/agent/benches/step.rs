@@ -1,12 +1,13 @@
-//! The server's own time per agent step: from the model's answer being handed over (a scripted
-//! OpenAI-compatible model on loopback, answering whole) to the step's observation being
-//! published to clients. Two steps: `echo hi` in the shell, and viewing a 10 MB file.
+//! The server's own time per agent step: from the model's answer arriving (the model client
+//! returns it to the agent; the model is a scripted OpenAI-compatible server on loopback,
+//! answering whole) to the step's observation being published to clients. Two steps: `echo hi`
+//! in the shell, and viewing a 10 MB file.
 //!
 //! Run: `cargo bench -p ohd-agent --bench step` (set OHD_BENCH_STEPS for more or fewer steps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ohd_agent::{Agent, AgentContext, AgentSettings, Secrets};
-use ohd_llm::LlmSettings;
+use ohd_llm::{Completion, CompletionRequest, LlmClient, LlmError, LlmSettings, RetryObserver};
 use ohd_protocol::action::MessageArgs;
 use ohd_protocol::{Action, ConversationId, NewEvent, Source};
 use ohd_runtime::sandbox::{SandboxConfig, SandboxMode, bubblewrap_available};
@@ -14,17 +15,75 @@ use ohd_runtime::shell::ShellOptions;
 use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
 use ohd_store::sqlite::{Durability, SqliteStore};
 use ohd_store::{
-    ConversationRecord, EventLog, Followed, Follower, LocalNotifier,
+    ConversationRecord, EventLog, Followed, Follower, LocalNotifier, LogItem, Notifier,
 };
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The agent's model client, noting when each answer reaches the agent.
+struct Stamped {
+    inner: Arc<dyn LlmClient>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+#[async_trait::async_trait]
+impl LlmClient for Stamped {
+    async fn complete(
+        &self,
+        request: &CompletionRequest,
+        observer: &dyn RetryObserver,
+    ) -> Result<Completion, LlmError> {
+        let answer = self.inner.complete(request, observer).await;
+        // Side questions (the title) offer no tools and are not steps.
+        if !request.tools.is_empty() {
+            self.arrivals.lock().unwrap().push(Instant::now());
+        }
+        answer
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+}
+
+/// The notifier, noting when each step's observation is published to subscribers: the moment
+/// clients' deliveries are told of it.
+struct StampedNotifier {
+    inner: LocalNotifier,
+    published: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Notifier for StampedNotifier {
+    fn publish(&self, conversation: &ConversationId, item: LogItem) {
+        if let LogItem::Event(e) = &item {
+            if e.json.contains("\"observation\":\"run\"")
+                || e.json.contains("\"observation\":\"read\"")
+            {
+                self.published.lock().unwrap().push(Instant::now());
+            }
+        }
+        self.inner.publish(conversation, item);
+    }
+
+    fn subscribe(
+        &self,
+        conversation: &ConversationId,
+    ) -> tokio::sync::broadcast::Receiver<LogItem> {
+        self.inner.subscribe(conversation)
+    }
+}
+
 async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) -> Vec<Duration> {
     let store = SqliteStore::open(&dir.join(format!("{name}.db")), Durability::Normal)
         .await
         .unwrap();
-    let log = EventLog::new(Arc::new(store), Arc::new(LocalNotifier::new(1024)));
+    let published_at = Arc::new(Mutex::new(Vec::new()));
+    let notifier = StampedNotifier {
+        inner: LocalNotifier::new(1024),
+        published: published_at.clone(),
+    };
+    let log = EventLog::new(Arc::new(store), Arc::new(notifier));
     let conversation = ConversationId::generate();
     log.store()
         .create_conversation(ConversationRecord::new(conversation.clone()))
@@ -43,6 +102,11 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         ..LlmSettings::default()
     })
     .unwrap();
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let llm: Arc<dyn LlmClient> = Arc::new(Stamped {
+        inner: llm,
+        arrivals: arrivals.clone(),
+    });
     let settings = Arc::new(AgentSettings {
         llm: Ok(llm),
         max_iterations: steps as u32 + 5,
@@ -71,14 +135,14 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
     )
     .await
     .unwrap();
-    let mut published = Vec::new();
-    while published.len() < steps {
+    let mut seen = 0;
+    while seen < steps {
         match tokio::time::timeout(Duration::from_secs(60), follower.next()).await {
             Ok(Ok(Followed::Event(e)))
                 if e.json.contains("\"observation\":\"run\"")
                     || e.json.contains("\"observation\":\"read\"") =>
             {
-                published.push(Instant::now());
+                seen += 1;
             }
             Ok(Ok(_)) => {}
             other => panic!(
@@ -89,10 +153,12 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
     }
     cancel.cancel();
     let _ = running.await;
-    let answered = llm_server.answered_at();
+    drop(llm_server);
+    let published = published_at.lock().unwrap().clone();
+    let arrived = arrivals.lock().unwrap().clone();
     published
         .iter()
-        .zip(&answered)
+        .zip(&arrived)
         .map(|(p, a)| p.duration_since(*a))
         .collect()
 }

@@ -139,6 +139,14 @@ impl Editor {
                 path: shown,
             });
         }
+        if range.is_none() {
+            if let Some(content) = view_large(&host, &shown)? {
+                return Ok(EditorOutcome::Viewed {
+                    path: shown,
+                    content,
+                });
+            }
+        }
         let text = Self::read_text(&host, &shown)?;
         let lines: Vec<&str> = text.lines().collect();
         let (first, last) = match range {
@@ -367,6 +375,82 @@ fn number_lines(lines: &[&str], first: usize, last: usize) -> String {
     out
 }
 
+/// A whole-file view of a file too large to show whole: only its head and tail are read, and
+/// the lines between are counted, not decoded. `None` for a file small enough to view as usual.
+fn view_large(host: &Path, shown: &str) -> Result<Option<String>, EditorError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let cannot = |e: std::io::Error| EditorError(format!("Cannot read {shown}: {e}"));
+    // Anything odd about the file is left to the ordinary path, which words the errors.
+    let Ok(size) = std::fs::metadata(host).map(|m| m.len()) else {
+        return Ok(None);
+    };
+    let window = truncate::MAX_OUTPUT_CHARS as u64;
+    if size <= 4 * window {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(host).map_err(cannot)?;
+    let mut head = vec![0u8; window as usize];
+    file.read_exact(&mut head).map_err(cannot)?;
+    if head.iter().take(8192).any(|b| *b == 0) {
+        return fail(format!("{shown} is a binary file; the editor only works on text. Use a shell command to inspect it."));
+    }
+    // Count lines as `str::lines` does: one per newline, plus an unterminated last line.
+    file.seek(SeekFrom::Start(0)).map_err(cannot)?;
+    let mut chunk = vec![0u8; 256 * 1024];
+    let (mut newlines, mut last_byte) = (0usize, b'\n');
+    loop {
+        let n = file.read(&mut chunk).map_err(cannot)?;
+        if n == 0 {
+            break;
+        }
+        newlines += chunk[..n].iter().filter(|b| **b == b'\n').count();
+        last_byte = chunk[n - 1];
+    }
+    let total = newlines + usize::from(last_byte != b'\n');
+    let mut tail = vec![0u8; window as usize];
+    file.seek(SeekFrom::Start(size - window)).map_err(cannot)?;
+    file.read_exact(&mut tail).map_err(cannot)?;
+    // Whole lines only: the head's last line and the tail's first may be cut.
+    let head_text = String::from_utf8_lossy(&head);
+    let head_lines: Vec<&str> = head_text.lines().collect();
+    let head_lines = &head_lines[..head_lines.len().saturating_sub(1)];
+    let tail_text = String::from_utf8_lossy(&tail);
+    let tail_lines: Vec<&str> = tail_text.lines().skip(1).collect();
+    let budget = truncate::MAX_OUTPUT_CHARS / 2;
+    let mut out = format!("Here's the result of running `cat -n` on {shown}:\n");
+    let mut used = 0;
+    let mut shown_head = 0;
+    for (i, line) in head_lines.iter().enumerate() {
+        let entry = format!("{:6}\t{}\n", i + 1, line);
+        if used + entry.len() > budget {
+            break;
+        }
+        used += entry.len();
+        out.push_str(&entry);
+        shown_head = i + 1;
+    }
+    let mut ending = Vec::new();
+    let mut used = 0;
+    for (back, line) in tail_lines.iter().rev().enumerate() {
+        let number = total - back;
+        if number <= shown_head {
+            break;
+        }
+        let entry = format!("{:6}\t{}\n", number, line);
+        if used + entry.len() > budget {
+            break;
+        }
+        used += entry.len();
+        ending.push(entry);
+    }
+    let first_tail = total - ending.len();
+    out.push_str(&format!("[... {} lines omitted ...]\n", first_tail.saturating_sub(shown_head)));
+    ending.reverse();
+    out.extend(ending);
+    out.push_str("\n[The file is long and was cut in the middle; use view_range to see the lines you need.]\n");
+    Ok(Some(out))
+}
+
 /// Numbered lines `first..=last`, keeping the output within `max` bytes: beyond it only the
 /// first and last lines that fit are numbered at all, so viewing a huge file stays cheap.
 fn number_lines_within(lines: &[&str], first: usize, last: usize, max: usize) -> (String, bool) {
@@ -549,6 +633,23 @@ mod tests {
             })
             .unwrap_err();
         assert!(undo.0.contains("no edit"));
+    }
+
+    #[test]
+    fn a_huge_file_view_shows_its_numbered_head_and_tail_like_a_full_read() {
+        let (_d, mut ed) = editor();
+        let text: String = (1..=200_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(ed.workspace().host_root().join("big.txt"), &text).unwrap();
+        let EditorOutcome::Viewed { content, .. } = ed.execute(EditorCommand::View { path: "big.txt".into(), view_range: None }).unwrap() else { panic!() };
+        assert!(content.contains("     1\tline 1\n     2\tline 2\n"));
+        assert!(content.contains("200000\tline 200000\n"));
+        assert!(content.contains("lines omitted"));
+        assert!(content.len() < 32_000, "{}", content.len());
+        // The lines shown are numbered as a full read numbers them.
+        let shown_tail = content.lines().filter(|l| l.contains("\tline ")).last().unwrap().to_owned();
+        assert_eq!(shown_tail, "200000\tline 200000");
+        let ranged = ed.execute(EditorCommand::View { path: "big.txt".into(), view_range: Some((199_999, -1)) }).unwrap();
+        assert!(matches!(ranged, EditorOutcome::Viewed { content, .. } if content.contains("199999\tline 199999\n200000\tline 200000")));
     }
 
     #[test]
