@@ -56,12 +56,11 @@ struct StampedNotifier {
 
 impl Notifier for StampedNotifier {
     fn publish(&self, conversation: &ConversationId, item: LogItem) {
-        if let LogItem::Event(e) = &item {
-            if e.json.contains("\"observation\":\"run\"")
-                || e.json.contains("\"observation\":\"read\"")
-            {
-                self.published.lock().unwrap().push(Instant::now());
-            }
+        if let LogItem::Event(e) = &item
+            && (e.json.contains("\"observation\":\"run\"")
+                || e.json.contains("\"observation\":\"read\""))
+        {
+            self.published.lock().unwrap().push(Instant::now());
         }
         self.inner.publish(conversation, item);
     }

@@ -139,13 +139,13 @@ impl Editor {
                 path: shown,
             });
         }
-        if range.is_none() {
-            if let Some(content) = view_large(&host, &shown)? {
-                return Ok(EditorOutcome::Viewed {
-                    path: shown,
-                    content,
-                });
-            }
+        if range.is_none()
+            && let Some(content) = view_large(&host, &shown)?
+        {
+            return Ok(EditorOutcome::Viewed {
+                path: shown,
+                content,
+            });
         }
         let text = Self::read_text(&host, &shown)?;
         let lines: Vec<&str> = text.lines().collect();
@@ -392,7 +392,9 @@ fn view_large(host: &Path, shown: &str) -> Result<Option<String>, EditorError> {
     let mut head = vec![0u8; window as usize];
     file.read_exact(&mut head).map_err(cannot)?;
     if head.iter().take(8192).any(|b| *b == 0) {
-        return fail(format!("{shown} is a binary file; the editor only works on text. Use a shell command to inspect it."));
+        return fail(format!(
+            "{shown} is a binary file; the editor only works on text. Use a shell command to inspect it."
+        ));
     }
     // Count lines as `str::lines` does: one per newline, plus an unterminated last line.
     file.seek(SeekFrom::Start(0)).map_err(cannot)?;
@@ -444,7 +446,10 @@ fn view_large(host: &Path, shown: &str) -> Result<Option<String>, EditorError> {
         ending.push(entry);
     }
     let first_tail = total - ending.len();
-    out.push_str(&format!("[... {} lines omitted ...]\n", first_tail.saturating_sub(shown_head)));
+    out.push_str(&format!(
+        "[... {} lines omitted ...]\n",
+        first_tail.saturating_sub(shown_head)
+    ));
     ending.reverse();
     out.extend(ending);
     out.push_str("\n[The file is long and was cut in the middle; use view_range to see the lines you need.]\n");
@@ -640,16 +645,36 @@ mod tests {
         let (_d, mut ed) = editor();
         let text: String = (1..=200_000).map(|i| format!("line {i}\n")).collect();
         std::fs::write(ed.workspace().host_root().join("big.txt"), &text).unwrap();
-        let EditorOutcome::Viewed { content, .. } = ed.execute(EditorCommand::View { path: "big.txt".into(), view_range: None }).unwrap() else { panic!() };
+        let EditorOutcome::Viewed { content, .. } = ed
+            .execute(EditorCommand::View {
+                path: "big.txt".into(),
+                view_range: None,
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
         assert!(content.contains("     1\tline 1\n     2\tline 2\n"));
         assert!(content.contains("200000\tline 200000\n"));
         assert!(content.contains("lines omitted"));
         assert!(content.len() < 32_000, "{}", content.len());
         // The lines shown are numbered as a full read numbers them.
-        let shown_tail = content.lines().filter(|l| l.contains("\tline ")).last().unwrap().to_owned();
+        let shown_tail = content
+            .lines()
+            .filter(|l| l.contains("\tline "))
+            .next_back()
+            .unwrap()
+            .to_owned();
         assert_eq!(shown_tail, "200000\tline 200000");
-        let ranged = ed.execute(EditorCommand::View { path: "big.txt".into(), view_range: Some((199_999, -1)) }).unwrap();
-        assert!(matches!(ranged, EditorOutcome::Viewed { content, .. } if content.contains("199999\tline 199999\n200000\tline 200000")));
+        let ranged = ed
+            .execute(EditorCommand::View {
+                path: "big.txt".into(),
+                view_range: Some((199_999, -1)),
+            })
+            .unwrap();
+        assert!(
+            matches!(ranged, EditorOutcome::Viewed { content, .. } if content.contains("199999\tline 199999\n200000\tline 200000"))
+        );
     }
 
     #[test]
