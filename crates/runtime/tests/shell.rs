@@ -170,3 +170,37 @@ async fn under_bubblewrap_the_shell_sees_only_its_workspace() {
     assert_eq!(r.output, "tmp\n");
     sh.close().await;
 }
+
+#[tokio::test]
+async fn the_sandbox_network_is_off_or_on_by_configuration() {
+    if !ohd_runtime::sandbox::bubblewrap_available() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap");
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    let dir = tempfile::tempdir().unwrap();
+    let probe = format!(
+        "(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable"
+    );
+    for (network, expected) in [(false, "unreachable\n"), (true, "reached\n")] {
+        let config = SandboxConfig {
+            mode: SandboxMode::Bubblewrap,
+            network,
+            hidden: vec![],
+        };
+        let launch = config.launch(
+            dir.path(),
+            &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+            &[],
+        );
+        let mut sh = Shell::start(launch, options()).await.unwrap();
+        assert_eq!(
+            sh.run(&probe, None).await.unwrap().output,
+            expected,
+            "network {network}"
+        );
+        sh.close().await;
+    }
+}

@@ -691,3 +691,54 @@ async fn the_first_message_gets_a_title_from_the_model_sent_live_and_saved() {
     );
     assert_eq!(llm.asides().len(), 1);
 }
+
+#[tokio::test]
+async fn a_budget_stops_the_agent_with_an_error_and_health_names_the_sandbox() {
+    let (llm, mut options) = scripted_llm(
+        Script::new(vec![Turn::tool_call("think", json!({"thought": "costly"}))]).repeating_last(),
+    )
+    .await;
+    // A made-up price of a dollar per token makes the first call spend the whole budget; the
+    // OpenAI client answers whole here, to run the loop without streaming too.
+    options.config_toml = Some(
+        "[llm]\nstream = false\ninput_cost_per_million = 1000000.0\noutput_cost_per_million = 1000000.0\n[agent]\nmax_budget_per_task = 0.5\n".into(),
+    );
+    let ohd = Ohd::start_with(options).await;
+    let (status, health) = ohd.get("/health").await;
+    assert_eq!(status, 200);
+    let sandbox = health["sandbox"].as_str().unwrap();
+    if ohd_runtime_available() {
+        assert!(sandbox.starts_with("bubblewrap"), "{sandbox}");
+    } else {
+        assert!(sandbox.starts_with("none"), "{sandbox}");
+    }
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("spend")).await;
+    let events = client.until_state(&["error"]).await;
+    let reason = events.last().unwrap()["extras"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("maximum budget"), "{reason}");
+    assert_eq!(llm.requests().len(), 1);
+    assert!(llm.requests().iter().all(|r| r["stream"] != true));
+    let think = by_kind(&events, "action", "think")[0];
+    assert!(think["llm_metrics"]["accumulated_cost"].as_f64().unwrap() > 0.5);
+}
+
+fn ohd_runtime_available() -> bool {
+    std::process::Command::new("bwrap")
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
