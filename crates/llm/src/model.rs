@@ -128,6 +128,21 @@ const PRICES: &[(&str, f64, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00),
 ];
 
+/// The models with a built-in price, as `provider/model`: what a settings page can offer.
+pub fn known_models() -> Vec<String> {
+    PRICES
+        .iter()
+        .map(|(name, ..)| {
+            let provider = if name.starts_with("claude") {
+                "anthropic"
+            } else {
+                "openai"
+            };
+            format!("{provider}/{name}")
+        })
+        .collect()
+}
+
 /// The list price of `model`, matching dated snapshots (`gpt-4o-2024-08-06`,
 /// `claude-sonnet-4-5-20250929`) and `-latest` aliases to their family, but not other variants
 /// (`gpt-4o-audio-preview` is not priced as `gpt-4o`).

@@ -1,16 +1,17 @@
 //! The agents of the running conversations: one task each, started when a conversation is
 //! created, joined or sent something, and stopped when it is deleted or the server stops.
 
-use crate::config::Config;
+use crate::auth::Secret;
+use crate::config::{Config, LlmConfig};
 use ohd_agent::{Agent, AgentContext, AgentSettings};
-use ohd_llm::LlmSettings;
+use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
-use ohd_runtime::sandbox::{SandboxConfig, bubblewrap_available};
+use ohd_runtime::sandbox::{Launch, SandboxConfig, bubblewrap_available};
 use ohd_runtime::shell::ShellOptions;
 use ohd_store::EventLog;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,12 +26,14 @@ const PROVIDER_TOKENS: [(&str, &str); 5] = [
 
 pub struct Agents {
     enabled: bool,
-    settings: Arc<AgentSettings>,
+    /// What agents started from now on get; running agents keep the one they started with.
+    settings: RwLock<Arc<AgentSettings>>,
+    llm_config: LlmConfig,
     log: EventLog,
     workspaces: PathBuf,
     running: Mutex<HashMap<ConversationId, Running>>,
     /// Tokens found in the environment at start, by provider name.
-    tokens: Vec<(String, String, crate::auth::Secret)>,
+    tokens: Vec<(String, String, Secret)>,
 }
 
 struct Running {
@@ -53,33 +56,50 @@ pub fn sandbox_description(sandbox: &SandboxConfig) -> String {
     }
 }
 
+/// Which model the agents use and how to reach it: the configuration's `[llm]`, with what the
+/// settings page saved (`POST /api/settings`) over it.
+#[derive(Clone, Default, PartialEq)]
+pub struct LlmChoice {
+    pub model: Option<String>,
+    pub api_key: Option<Secret>,
+    pub base_url: Option<String>,
+}
+
+/// The model client for `choice`, or the message an agent shows when there is none.
+pub fn connect_llm(config: &LlmConfig, choice: &LlmChoice) -> Result<Arc<dyn LlmClient>, String> {
+    let Some(model) = choice.model.as_deref().filter(|m| !m.trim().is_empty()) else {
+        return Err(
+            "No language model is configured, so the agent cannot work. Choose one on the settings page (no restart needed), or set LLM_MODEL (for example openai/gpt-4o or anthropic/claude-sonnet-4-5) and LLM_API_KEY, plus LLM_BASE_URL for an OpenAI-compatible server (vLLM, Ollama, llama.cpp), or the [llm] section of config.toml, then restart ohd."
+                .to_owned(),
+        );
+    };
+    let settings = LlmSettings {
+        model: model.to_owned(),
+        api_key: choice.api_key.as_ref().map(|k| k.expose().to_owned()),
+        base_url: choice.base_url.clone().filter(|u| !u.trim().is_empty()),
+        stream: config.stream,
+        max_retries: config.max_retries,
+        input_cost_per_million: config.input_cost_per_million,
+        output_cost_per_million: config.output_cost_per_million,
+        ..LlmSettings::default()
+    };
+    ohd_llm::connect(&settings).map_err(|e| {
+        format!("The language model cannot be used: {e}. Check the model, API key and base URL on the settings page, or LLM_MODEL, LLM_API_KEY and LLM_BASE_URL ([llm] in config.toml).")
+    })
+}
+
+fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
+    match llm {
+        Ok(client) => tracing::info!(model = client.model(), "language model configured"),
+        Err(why) => tracing::warn!("{why}"),
+    }
+}
+
 impl Agents {
-    pub fn new(config: &Config, log: EventLog) -> Self {
-        let llm = match &config.llm.model {
-            None => Err(
-                "No language model is configured, so the agent cannot work. Set LLM_MODEL (for example openai/gpt-4o or anthropic/claude-sonnet-4-5) and LLM_API_KEY, plus LLM_BASE_URL for an OpenAI-compatible server (vLLM, Ollama, llama.cpp), or the [llm] section of config.toml, then restart ohd."
-                    .to_owned(),
-            ),
-            Some(model) => {
-                let settings = LlmSettings {
-                    model: model.clone(),
-                    api_key: config.llm.api_key.as_ref().map(|k| k.expose().to_owned()),
-                    base_url: config.llm.base_url.clone(),
-                    stream: config.llm.stream,
-                    max_retries: config.llm.max_retries,
-                    input_cost_per_million: config.llm.input_cost_per_million,
-                    output_cost_per_million: config.llm.output_cost_per_million,
-                    ..LlmSettings::default()
-                };
-                ohd_llm::connect(&settings).map_err(|e| {
-                    format!("The language model cannot be used: {e}. Check LLM_MODEL, LLM_API_KEY and LLM_BASE_URL (or [llm] in config.toml), then restart ohd.")
-                })
-            }
-        };
-        match &llm {
-            Ok(client) => tracing::info!(model = client.model(), "language model configured"),
-            Err(why) => tracing::warn!("{why}"),
-        }
+    /// Agents on `choice`'s model: the configuration's, or the saved settings' over it.
+    pub fn new(config: &Config, log: EventLog, choice: &LlmChoice) -> Self {
+        let llm = connect_llm(&config.llm, choice);
+        log_llm(&llm);
         let sandbox = SandboxConfig {
             mode: config.sandbox.mode,
             network: config.sandbox.network,
@@ -98,7 +118,7 @@ impl Agents {
                 Some((
                     (*provider).to_owned(),
                     (*var).to_owned(),
-                    crate::auth::Secret::new(value),
+                    Secret::new(value),
                 ))
             })
             .collect();
@@ -107,7 +127,8 @@ impl Agents {
         }
         Agents {
             enabled: config.agent.enabled,
-            settings: Arc::new(AgentSettings {
+            llm_config: config.llm.clone(),
+            settings: RwLock::new(Arc::new(AgentSettings {
                 llm,
                 max_iterations: config.agent.max_iterations,
                 max_budget: config.agent.max_budget_per_task,
@@ -118,10 +139,11 @@ impl Agents {
                         .llm
                         .api_key
                         .iter()
+                        .chain(choice.api_key.iter())
                         .chain(config.session_api_key.iter())
                         .map(|k| k.expose().to_owned()),
                 ),
-            }),
+            })),
             log,
             workspaces: config.workspaces_dir(),
             running: Mutex::new(HashMap::new()),
@@ -129,13 +151,56 @@ impl Agents {
         }
     }
 
+    fn current(&self) -> Arc<AgentSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Switches the model for agents started from now on (a conversation created, or one whose
+    /// agent was stopped, after the settings changed). Running agents keep theirs: a task does
+    /// not change model halfway. The new key is added to the values hidden from events.
+    pub fn set_llm(&self, choice: &LlmChoice) {
+        let llm = connect_llm(&self.llm_config, choice);
+        log_llm(&llm);
+        let mut settings = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let old = settings.as_ref();
+        *settings = Arc::new(AgentSettings {
+            llm,
+            max_iterations: old.max_iterations,
+            max_budget: old.max_budget,
+            sandbox: old.sandbox.clone(),
+            shell: old.shell.clone(),
+            secrets: old
+                .secrets
+                .with(choice.api_key.iter().map(|k| k.expose().to_owned())),
+        });
+    }
+
+    /// The model agents started now would use (`openai/gpt-4o`), if one is usable.
+    pub fn model(&self) -> Option<String> {
+        self.current()
+            .llm
+            .as_ref()
+            .ok()
+            .map(|client| client.model().to_owned())
+    }
+
     /// The workspace as the agent's shell sees it (`/workspace` when sandboxed).
     pub fn agent_root(&self, host_workspace: &std::path::Path) -> PathBuf {
-        self.settings.sandbox.agent_root(host_workspace)
+        self.current().sandbox.agent_root(host_workspace)
+    }
+
+    /// How to run a command where the agent's commands run (in its sandbox, when there is
+    /// one), so that nothing the agent wrote into the workspace runs with more rights than
+    /// the agent has.
+    pub fn launch(&self, host_workspace: &std::path::Path, args: &[&str]) -> Launch {
+        self.current().sandbox.launch(host_workspace, args, &[])
     }
 
     pub fn sandbox(&self) -> String {
-        sandbox_description(&self.settings.sandbox)
+        sandbox_description(&self.current().sandbox)
     }
 
     /// Starts the conversation's agent unless it runs. `providers` picks which provider tokens
@@ -169,7 +234,7 @@ impl Agents {
             env: env.clone(),
         };
         let cancel = CancellationToken::new();
-        let settings = self.settings.clone();
+        let settings = self.current();
         let token = cancel.clone();
         let id = conversation.clone();
         let task = tokio::spawn(async move {
@@ -181,16 +246,21 @@ impl Agents {
         running.insert(conversation.clone(), Running { cancel, task, env });
     }
 
-    /// Stops a conversation's agent and waits for its shell to end.
-    pub async fn stop(&self, conversation: &ConversationId) {
+    /// Stops a conversation's agent and waits for its shell to end; says whether one ran.
+    pub async fn stop(&self, conversation: &ConversationId) -> bool {
         let removed = self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(conversation);
-        if let Some(running) = removed {
-            running.cancel.cancel();
-            let _ = running.task.await;
+        match removed {
+            Some(running) => {
+                let was_running = !running.task.is_finished();
+                running.cancel.cancel();
+                let _ = running.task.await;
+                was_running
+            }
+            None => false,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::conversations::Conversations;
 use crate::error::ApiError;
+use crate::settings::SettingsStore;
 use crate::socketio::SocketIoHandler;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -35,18 +36,25 @@ pub struct AppState {
     pub log: EventLog,
     pub conversations: Arc<Conversations>,
     pub agents: Arc<Agents>,
+    pub settings: Arc<SettingsStore>,
 }
 
 impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         tokio::fs::create_dir_all(&config.data_dir).await?;
         tokio::fs::create_dir_all(config.workspaces_dir()).await?;
+        // Uploads cut off by a crash are no use to anyone.
+        let _ = tokio::fs::remove_dir_all(config.staging_dir()).await;
+        tokio::fs::create_dir_all(config.staging_dir()).await?;
         let store = SqliteStore::open(&config.database_path(), config.durability).await?;
         let log = EventLog::new(
             Arc::new(store),
             Arc::new(LocalNotifier::new(LIVE_CHANNEL_CAPACITY)),
         );
-        let agents = Arc::new(Agents::new(&config, log.clone()));
+        // The model saved on the settings page wins over the configuration's.
+        let settings = SettingsStore::load(config.settings_path())?;
+        let choice = settings.get().await.llm_choice(&config);
+        let agents = Arc::new(Agents::new(&config, log.clone(), &choice));
         let conversations = Arc::new(Conversations::new(
             log.clone(),
             config.workspaces_dir(),
@@ -57,6 +65,7 @@ impl AppState {
             log,
             conversations,
             agents,
+            settings: Arc::new(settings),
         })
     }
 }

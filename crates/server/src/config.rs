@@ -11,6 +11,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 3000;
 /// The original's `max_http_buffer_size`.
 pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+/// The most one `upload-files` request may carry, all its files together.
+pub const DEFAULT_MAX_UPLOAD: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +26,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// Largest client message or request body ohd accepts.
     pub max_payload_bytes: usize,
+    /// Largest `upload-files` request (all its files together).
+    pub max_upload_bytes: usize,
     pub durability: Durability,
     /// How long a client may leave its send buffer full before it is cut off.
     pub slow_client_timeout: Duration,
@@ -122,6 +126,7 @@ struct ServerSection {
     session_api_key: Option<Secret>,
     cors_allowed_origins: Option<Vec<String>>,
     max_payload_bytes: Option<usize>,
+    max_upload_bytes: Option<usize>,
     slow_client_timeout_secs: Option<u64>,
 }
 
@@ -176,6 +181,12 @@ impl Config {
                 "server.max_payload_bytes must be at least 1024".into(),
             ));
         }
+        let max_upload_bytes = file.server.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD);
+        if max_upload_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_upload_bytes must be at least 1024".into(),
+            ));
+        }
         let sandbox_mode = match file.sandbox.mode.as_deref().unwrap_or("auto") {
             "auto" => ohd_runtime::sandbox::SandboxMode::Auto,
             "bubblewrap" => ohd_runtime::sandbox::SandboxMode::Bubblewrap,
@@ -203,6 +214,7 @@ impl Config {
                 .or(file.server.cors_allowed_origins)
                 .unwrap_or_default(),
             max_payload_bytes,
+            max_upload_bytes,
             durability: file.store.durability.unwrap_or_default(),
             slow_client_timeout: Duration::from_secs(
                 file.server.slow_client_timeout_secs.unwrap_or(10),
@@ -239,6 +251,17 @@ impl Config {
 
     pub fn workspaces_dir(&self) -> PathBuf {
         self.data_dir.join("workspaces")
+    }
+
+    /// What the web UI's settings page saved (`POST /api/settings`).
+    pub fn settings_path(&self) -> PathBuf {
+        self.data_dir.join("settings.json")
+    }
+
+    /// Files being assembled: uploads before they are moved into a workspace (beside the
+    /// workspaces, so the move is a rename, and outside any of them), zips before they are sent.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.data_dir.join("staging")
     }
 }
 

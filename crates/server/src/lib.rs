@@ -5,6 +5,7 @@
 //! - [`socketio`]: the Socket.IO protocol on top of Engine.IO, and each client connection.
 //! - [`delivery`]: the one place that decides what a client is sent and in what order.
 //! - [`conversations`]: creating, finding and feeding conversations.
+//! - [`settings`]: what the web UI's settings page saves, and the model it picks.
 //! - [`app`]: puts them together behind one listener.
 
 pub mod agents;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod conversations;
 pub mod delivery;
 pub mod error;
+pub mod settings;
 pub mod socketio;
 
 pub use app::{AppState, Server};

@@ -5,3 +5,4 @@ mod rest;
 mod restart;
 mod seed_websocat;
 mod streams;
+mod web_ui_routes;

@@ -3,10 +3,11 @@
 use crate::app::AppState;
 use crate::conversations::{ConversationInfo, MAX_TITLE_CHARS, NewConversation};
 use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::socketio::handshake::PROVIDERS;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ohd_protocol::ConversationId;
 use ohd_store::EventPage;
@@ -26,6 +27,9 @@ pub fn routes() -> Router<AppState> {
                 .delete(delete_conversation),
         )
         .route("/api/conversations/{id}/events", get(list_events))
+        .route("/api/conversations/{id}/start", post(start_conversation))
+        .route("/api/conversations/{id}/stop", post(stop_conversation))
+        .route("/api/conversations/{id}/trajectory", get(trajectory))
 }
 
 async fn create_conversation(
@@ -77,7 +81,10 @@ async fn list_conversations(
     ))
 }
 
-async fn existing(state: &AppState, raw: &str) -> Result<ohd_store::ConversationRecord, ApiError> {
+pub(crate) async fn existing(
+    state: &AppState,
+    raw: &str,
+) -> Result<ohd_store::ConversationRecord, ApiError> {
     let id = ConversationId::parse(raw)?;
     state
         .conversations
@@ -180,6 +187,93 @@ async fn list_events(
     body.push_str("],\"has_more\":");
     body.push_str(if has_more { "true" } else { "false" });
     body.push('}');
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct StartRequest {
+    providers_set: Option<Vec<String>>,
+}
+
+/// What the UI calls for a conversation it sees as stopped: makes sure its agent runs, with
+/// the tokens of the providers named (as `providers_set` does on the socket).
+async fn start_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StartRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let providers = body.providers_set.unwrap_or_default();
+    if let Some(unknown) = providers.iter().find(|p| !PROVIDERS.contains(&p.as_str())) {
+        return Err(ApiError::bad_request(
+            "INVALID_PROVIDER",
+            format!(
+                "unknown provider {unknown:?} in providers_set; use {}",
+                PROVIDERS.join(", ")
+            ),
+        ));
+    }
+    let record = existing(&state, &id).await?;
+    state.agents.ensure(&record.id, &providers);
+    Ok(Json(json!({
+        "status": "ok",
+        "conversation_id": record.id,
+        "conversation_status": "RUNNING",
+    })))
+}
+
+/// Stops the conversation's agent (and whatever its shell runs). The log stays open: the
+/// conversation can still be joined, and a new message starts an agent again.
+async fn stop_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = existing(&state, &id).await?;
+    let was_running = state.agents.stop(&record.id).await;
+    Ok(Json(json!({
+        "status": "ok",
+        "conversation_id": record.id,
+        "message": if was_running {
+            "Conversation stopped successfully"
+        } else {
+            "Conversation was not running"
+        },
+        "conversation_status": "STOPPED",
+    })))
+}
+
+/// Events read per store call while the whole log is gathered.
+const TRAJECTORY_PAGE: usize = 1000;
+
+/// Every event of the conversation, in order, as stored: `{"trajectory":[...]}`.
+async fn trajectory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = existing(&state, &id).await?;
+    let store = state.conversations.log().store();
+    let mut body = String::from("{\"trajectory\":[");
+    let mut after = None;
+    let mut first = true;
+    loop {
+        let events = store.read_after(&record.id, after, TRAJECTORY_PAGE).await?;
+        for event in &events {
+            if !first {
+                body.push(',');
+            }
+            first = false;
+            body.push_str(&event.json);
+        }
+        match events.last() {
+            Some(last) if events.len() == TRAJECTORY_PAGE => after = Some(last.id),
+            _ => break,
+        }
+    }
+    body.push_str("]}");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

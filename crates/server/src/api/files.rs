@@ -30,7 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/conversations/{id}/select-file", get(select_file))
 }
 
-async fn workspace(state: &AppState, raw: &str) -> Result<Workspace, ApiError> {
+pub(crate) async fn workspace(state: &AppState, raw: &str) -> Result<Workspace, ApiError> {
     let id = ConversationId::parse(raw)?;
     if state.conversations.get(&id).await?.is_none() {
         return Err(ApiError::conversation_not_found(&id));
@@ -40,7 +40,7 @@ async fn workspace(state: &AppState, raw: &str) -> Result<Workspace, ApiError> {
     Workspace::new(host, agent_root).map_err(|e| ApiError::internal("cannot open the workspace", e))
 }
 
-fn resolve(workspace: &Workspace, given: &str) -> Result<std::path::PathBuf, ApiError> {
+pub(crate) fn resolve(workspace: &Workspace, given: &str) -> Result<std::path::PathBuf, ApiError> {
     workspace.resolve(given).map_err(|e| {
         ApiError::new(
             StatusCode::FORBIDDEN,

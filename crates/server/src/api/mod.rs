@@ -3,6 +3,9 @@
 pub mod conversations;
 pub mod files;
 pub mod health;
+pub mod options;
+pub mod settings;
+pub mod workspace;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -14,6 +17,9 @@ pub fn protected() -> Router<AppState> {
     Router::new()
         .merge(conversations::routes())
         .merge(files::routes())
+        .merge(workspace::routes())
+        .merge(options::routes())
+        .merge(settings::routes())
 }
 
 /// Routes that stay open with authentication on.

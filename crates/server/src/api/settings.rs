@@ -1,0 +1,45 @@
+//! `GET`/`POST /api/settings`: what the web UI's settings pages show and save.
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiJson};
+use crate::settings::SettingsError;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/settings", get(get_settings).post(save_settings))
+}
+
+/// Always 200, with defaults when nothing was saved: on 404 the UI opens a modal that blocks
+/// every other control.
+async fn get_settings(State(state): State<AppState>) -> Json<Value> {
+    Json(state.settings.get().await.view(&state.config))
+}
+
+async fn save_settings(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let agents = state.agents.clone();
+    let config = state.config.clone();
+    state
+        .settings
+        .update(body, |old, new| {
+            let choice = new.llm_choice(&config);
+            if old.llm_choice(&config) != choice {
+                // New conversations (and conversations whose agent is started again) get it.
+                agents.set_llm(&choice);
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            SettingsError::Invalid(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BODY", message)
+            }
+            other => ApiError::internal("cannot save the settings", other),
+        })?;
+    Ok(Json(json!({"message": "Settings stored"})))
+}

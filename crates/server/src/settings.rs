@@ -1,0 +1,476 @@
+//! The settings the web UI saves (`GET`/`POST /api/settings`), kept in
+//! `<data_dir>/settings.json`.
+//!
+//! The model, its API key and its base URL saved here win over the configuration's `[llm]` and
+//! take effect for agents started afterwards. The other fields (language, analytics consent,
+//! sound, ...) are kept and shown back as the UI saved them. API keys are write-only: they are
+//! held as [`Secret`]s, written to the file (mode 0600, as the original keeps them in its file
+//! store) and never returned; `llm_api_key_set` says whether there is one.
+
+use crate::agents::LlmChoice;
+use crate::auth::Secret;
+use crate::config::Config;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+
+/// The most the saved settings may take: the UI's come to a few kilobytes.
+const MAX_SETTINGS_BYTES: usize = 1024 * 1024;
+
+/// What was saved. `None` for the model fields means "not set here: the configuration's".
+#[derive(Clone, Default)]
+pub struct Settings {
+    pub llm_model: Option<String>,
+    pub llm_api_key: Option<Secret>,
+    /// `Some("")` is an explicit choice: the provider's own address, whatever `[llm]` says.
+    pub llm_base_url: Option<String>,
+    pub search_api_key: Option<Secret>,
+    /// Everything else the UI saved, by name, as it sent it.
+    pub prefs: Map<String, Value>,
+}
+
+/// The file's layout.
+#[derive(Serialize, Deserialize, Default)]
+struct OnDisk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    llm_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    llm_api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    llm_base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    search_api_key: Option<String>,
+    #[serde(default)]
+    prefs: Map<String, Value>,
+}
+
+/// The type a known field must have.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Bool,
+    Count,
+    Number,
+    Object,
+}
+
+/// Fields of the original's `Settings` that are stored as given.
+const KNOWN: &[(&str, Kind)] = &[
+    ("language", Kind::Text),
+    ("agent", Kind::Text),
+    ("max_iterations", Kind::Count),
+    ("security_analyzer", Kind::Text),
+    ("confirmation_mode", Kind::Bool),
+    ("remote_runtime_resource_factor", Kind::Number),
+    ("enable_default_condenser", Kind::Bool),
+    ("condenser_max_size", Kind::Count),
+    ("enable_sound_notifications", Kind::Bool),
+    ("enable_proactive_conversation_starters", Kind::Bool),
+    ("enable_solvability_analysis", Kind::Bool),
+    ("user_consents_to_analytics", Kind::Bool),
+    ("max_budget_per_task", Kind::Number),
+    ("mcp_config", Kind::Object),
+    ("email", Kind::Text),
+    ("git_user_name", Kind::Text),
+    ("git_user_email", Kind::Text),
+];
+
+/// Fields the server works out itself, or that carry secrets this server does not keep: a
+/// POST may send them (the UI sends back what it got) and they are dropped.
+const NOT_STORED: &[&str] = &[
+    "llm_api_key_set",
+    "search_api_key_set",
+    "provider_tokens_set",
+    "provider_tokens",
+    "secrets_store",
+    "custom_secrets",
+    "sandbox_api_key",
+    "email_verified",
+];
+
+/// A field the settings page does not name is kept unless its name says it holds a secret:
+/// nothing that looks like a key is ever stored where `GET` would show it.
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["key", "token", "secret", "password"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+fn type_ok(kind: Kind, value: &Value) -> bool {
+    match kind {
+        Kind::Text => value.is_string(),
+        Kind::Bool => value.is_boolean(),
+        Kind::Count => value.as_u64().is_some(),
+        Kind::Number => value.as_f64().is_some_and(|n| n >= 0.0),
+        Kind::Object => value.is_object(),
+    }
+}
+
+impl Settings {
+    /// Applies a POST: a field present with a value sets it; `null` resets it to the default,
+    /// except the model, its key and its base URL, which `null` (or absence) keeps, as in the
+    /// original. An empty key removes the saved key.
+    pub fn apply(&mut self, body: Map<String, Value>) -> Result<(), String> {
+        let text = |name: &str, value: &Value| -> Result<Option<String>, String> {
+            match value {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s.trim().to_owned())),
+                _ => Err(format!("settings field {name} must be a string or null")),
+            }
+        };
+        for (name, value) in body {
+            match name.as_str() {
+                "llm_model" => {
+                    if let Some(model) = text(&name, &value)? {
+                        self.llm_model = Some(model).filter(|m| !m.is_empty());
+                    }
+                }
+                "llm_base_url" => {
+                    if let Some(url) = text(&name, &value)? {
+                        self.llm_base_url = Some(url);
+                    }
+                }
+                "llm_api_key" => {
+                    if let Some(key) = text(&name, &value)? {
+                        self.llm_api_key = Some(key).filter(|k| !k.is_empty()).map(Secret::new);
+                    }
+                }
+                "search_api_key" => {
+                    if let Some(key) = text(&name, &value)? {
+                        self.search_api_key = Some(key).filter(|k| !k.is_empty()).map(Secret::new);
+                    }
+                }
+                n if NOT_STORED.contains(&n) => {}
+                n => {
+                    if let Some((_, kind)) = KNOWN.iter().find(|(k, _)| *k == n) {
+                        if value.is_null() {
+                            self.prefs.remove(n);
+                        } else if type_ok(*kind, &value) {
+                            self.prefs.insert(name, value);
+                        } else {
+                            return Err(format!("settings field {n} has the wrong type"));
+                        }
+                    } else if looks_secret(n) {
+                        tracing::debug!(
+                            field = n,
+                            "settings field not stored: it may hold a secret"
+                        );
+                    } else if value.is_null() {
+                        self.prefs.remove(n);
+                    } else {
+                        self.prefs.insert(name, value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The model agents use: these settings over the configuration's `[llm]`.
+    pub fn llm_choice(&self, config: &Config) -> LlmChoice {
+        LlmChoice {
+            model: self.llm_model.clone().or_else(|| config.llm.model.clone()),
+            api_key: self
+                .llm_api_key
+                .clone()
+                .or_else(|| config.llm.api_key.clone()),
+            base_url: match &self.llm_base_url {
+                Some(url) => Some(url.clone()).filter(|u| !u.is_empty()),
+                None => config.llm.base_url.clone(),
+            },
+        }
+    }
+
+    /// `GET /api/settings`: the original's `Settings` shape, defaults filled in from the
+    /// configuration, keys replaced by whether they are set.
+    pub fn view(&self, config: &Config) -> Value {
+        let choice = self.llm_choice(config);
+        let mut out = json!({
+            "language": "en",
+            "agent": "CodeActAgent",
+            "max_iterations": null,
+            "security_analyzer": null,
+            "confirmation_mode": false,
+            "remote_runtime_resource_factor": 1,
+            "enable_default_condenser": true,
+            "condenser_max_size": 120,
+            "enable_sound_notifications": false,
+            "enable_proactive_conversation_starters": false,
+            "enable_solvability_analysis": false,
+            "user_consents_to_analytics": false,
+            "max_budget_per_task": config.agent.max_budget_per_task,
+            "mcp_config": {"sse_servers": [], "stdio_servers": [], "shttp_servers": []},
+            "email": "",
+            "git_user_name": "openhands",
+            "git_user_email": "openhands@all-hands.dev",
+        });
+        if let Value::Object(map) = &mut out {
+            for (name, value) in &self.prefs {
+                map.insert(name.clone(), value.clone());
+            }
+            // The UI reads a null consent as "not asked yet" and opens a modal over everything.
+            if !map
+                .get("user_consents_to_analytics")
+                .is_some_and(Value::is_boolean)
+            {
+                map.insert("user_consents_to_analytics".into(), Value::Bool(false));
+            }
+            let computed = [
+                ("llm_model", json!(choice.model.unwrap_or_default())),
+                ("llm_base_url", json!(choice.base_url.unwrap_or_default())),
+                ("llm_api_key", Value::Null),
+                ("llm_api_key_set", json!(choice.api_key.is_some())),
+                ("search_api_key", Value::Null),
+                ("search_api_key_set", json!(self.search_api_key.is_some())),
+                ("provider_tokens_set", json!({})),
+                // false would put the UI's email-verification guard in the way.
+                ("email_verified", Value::Bool(true)),
+            ];
+            for (name, value) in computed {
+                map.insert(name.to_owned(), value);
+            }
+        }
+        out
+    }
+
+    fn from_disk(disk: OnDisk) -> Self {
+        Settings {
+            llm_model: disk.llm_model,
+            llm_api_key: disk.llm_api_key.map(Secret::new),
+            llm_base_url: disk.llm_base_url,
+            search_api_key: disk.search_api_key.map(Secret::new),
+            prefs: disk.prefs,
+        }
+    }
+
+    fn to_disk(&self) -> OnDisk {
+        OnDisk {
+            llm_model: self.llm_model.clone(),
+            llm_api_key: self.llm_api_key.as_ref().map(|k| k.expose().to_owned()),
+            llm_base_url: self.llm_base_url.clone(),
+            search_api_key: self.search_api_key.as_ref().map(|k| k.expose().to_owned()),
+            prefs: self.prefs.clone(),
+        }
+    }
+}
+
+/// The saved settings and their file. Changes are serialized: each is written whole to a
+/// temporary file and renamed over the old one, so the file is always one complete version.
+pub struct SettingsStore {
+    path: PathBuf,
+    current: tokio::sync::Mutex<Settings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot save {path}: {source}")]
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SettingsStore {
+    /// Reads the file if there is one. A file that cannot be read or parsed stops the server
+    /// with a message naming it, rather than being silently replaced.
+    pub fn load(path: PathBuf) -> anyhow::Result<SettingsStore> {
+        let settings = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not valid settings ({e}); fix or remove it",
+                        path.display()
+                    )
+                })?;
+                Settings::from_disk(disk)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        Ok(SettingsStore {
+            path,
+            current: tokio::sync::Mutex::new(settings),
+        })
+    }
+
+    pub async fn get(&self) -> Settings {
+        self.current.lock().await.clone()
+    }
+
+    /// Applies `body`, saves the result, then calls `then` with the old and new settings while
+    /// still holding the lock, so that what follows a change happens in the order of changes.
+    pub async fn update(
+        &self,
+        body: Map<String, Value>,
+        then: impl FnOnce(&Settings, &Settings),
+    ) -> Result<Settings, SettingsError> {
+        let mut current = self.current.lock().await;
+        let mut next = current.clone();
+        next.apply(body).map_err(SettingsError::Invalid)?;
+        let bytes =
+            serde_json::to_vec_pretty(&next.to_disk()).map_err(|e| SettingsError::Save {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        if bytes.len() > MAX_SETTINGS_BYTES {
+            return Err(SettingsError::Invalid(format!(
+                "the settings would be larger than {MAX_SETTINGS_BYTES} bytes"
+            )));
+        }
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| SettingsError::Save {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| SettingsError::Save {
+                path: self.path.clone(),
+                source,
+            })?;
+        then(&current, &next);
+        *current = next.clone();
+        Ok(next)
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` (readable by the owner only: it holds API
+/// keys), flushes it to disk, and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "settings.json".to_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a crash once the folder is synced.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let mut config = Config::resolve(crate::config::Overrides {
+            data_dir: Some(std::env::temp_dir()),
+            ..Default::default()
+        })
+        .unwrap();
+        config.llm.model = Some("openai/from-config".into());
+        config.llm.base_url = Some("http://config/v1".into());
+        config
+    }
+
+    fn body(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn null_or_absent_keeps_the_model_fields_and_an_empty_base_url_clears_it() {
+        let config = config();
+        let mut s = Settings::default();
+        s.apply(body(
+            json!({"llm_model": "anthropic/x", "llm_api_key": "sk-1", "language": "fr"}),
+        ))
+        .unwrap();
+        s.apply(body(
+            json!({"llm_model": null, "llm_api_key": null, "language": null}),
+        ))
+        .unwrap();
+        let choice = s.llm_choice(&config);
+        assert_eq!(choice.model.as_deref(), Some("anthropic/x"));
+        assert_eq!(choice.api_key.as_ref().map(Secret::expose), Some("sk-1"));
+        assert_eq!(choice.base_url.as_deref(), Some("http://config/v1"));
+        assert_eq!(s.view(&config)["language"], "en");
+        s.apply(body(json!({"llm_base_url": "", "llm_api_key": ""})))
+            .unwrap();
+        let choice = s.llm_choice(&config);
+        assert_eq!(choice.base_url, None);
+        assert!(choice.api_key.is_none());
+    }
+
+    #[test]
+    fn keys_are_never_shown_and_secret_looking_fields_never_kept() {
+        let config = config();
+        let mut s = Settings::default();
+        s.apply(body(json!({
+            "llm_api_key": "sk-hidden-1",
+            "search_api_key": "tv-hidden-2",
+            "github_token": "gh-hidden-3",
+            "provider_tokens": {"github": {"token": "gh-hidden-4"}},
+            "temperature": 0.5,
+            "user_consents_to_analytics": null,
+        })))
+        .unwrap();
+        let view = s.view(&config).to_string();
+        assert!(!view.contains("hidden"), "{view}");
+        let view = s.view(&config);
+        assert_eq!(view["llm_api_key"], Value::Null);
+        assert_eq!(view["llm_api_key_set"], true);
+        assert_eq!(view["search_api_key_set"], true);
+        assert_eq!(view["temperature"], 0.5);
+        assert_eq!(view["user_consents_to_analytics"], false);
+        assert_eq!(view["email_verified"], true);
+        assert!(
+            s.apply(body(json!({"confirmation_mode": "yes"})))
+                .unwrap_err()
+                .contains("confirmation_mode")
+        );
+    }
+
+    #[test]
+    fn the_file_round_trips_and_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = SettingsStore::load(path.clone()).unwrap();
+            store
+                .update(
+                    body(json!({"llm_model": "openai/m", "llm_api_key": "sk-x"})),
+                    |_, _| {},
+                )
+                .await
+                .unwrap();
+        });
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "settings must be private: {mode:o}");
+        }
+        let again = SettingsStore::load(path.clone()).unwrap();
+        let s = rt.block_on(again.get());
+        assert_eq!(s.llm_model.as_deref(), Some("openai/m"));
+        assert_eq!(s.llm_api_key.as_ref().map(Secret::expose), Some("sk-x"));
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(SettingsStore::load(path).is_err());
+    }
+}
