@@ -8,6 +8,7 @@ use crate::conversations::Conversations;
 use crate::error::ApiError;
 use crate::settings::SettingsStore;
 use crate::socketio::SocketIoHandler;
+use crate::web;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -92,7 +93,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(api::open())
-        .fallback(api::not_found)
+        // ohd's page or a built OpenHands frontend; unknown `/api/*` paths still get JSON 404s.
+        .merge(web::routes(config.web_ui.as_deref()))
         .layer(DefaultBodyLimit::max(config.max_payload_bytes))
         .with_state(state.clone())
         .layer(socket_layer)
@@ -205,6 +207,9 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let addr = SocketAddr::new(config.host, config.port);
+        if let Some(dir) = &config.web_ui {
+            web::check_web_ui(dir)?;
+        }
         let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -6,6 +6,7 @@
 //! - [`delivery`]: the one place that decides what a client is sent and in what order.
 //! - [`conversations`]: creating, finding and feeding conversations.
 //! - [`settings`]: what the web UI's settings page saves, and the model it picks.
+//! - [`web`]: ohd's own web page, or a built OpenHands frontend (`--web-ui`).
 //! - [`app`]: puts them together behind one listener.
 
 pub mod agents;
@@ -18,6 +19,7 @@ pub mod delivery;
 pub mod error;
 pub mod settings;
 pub mod socketio;
+pub mod web;
 
 pub use app::{AppState, Server};
 pub use config::Config;

@@ -1,5 +1,6 @@
 mod agent;
 mod bad_input;
+mod browser;
 mod clients;
 mod rest;
 mod restart;

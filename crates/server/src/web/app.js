@@ -1,0 +1,759 @@
+// ohd's own page: the conversations, one of them followed live, a message box and a Stop button.
+//
+// Plain browser JavaScript with no framework and no build step: the file is compiled into the
+// ohd binary (`include_str!`), so `cargo run` serves it as it is. It uses the same API as every
+// other client: REST under /api and Socket.IO at /socket.io/.
+//
+// All text that comes from the server or the agent reaches the page through text nodes
+// (`el()` below), never through innerHTML.
+
+const KEY_STORAGE = "ohd.sessionApiKey";
+const LIST_LIMIT = 50;
+/** Outputs longer than this are folded (a click opens them). */
+const FOLD_LINES = 14;
+const FOLD_CHARS = 1500;
+
+/** Agent states in which Stop means something. */
+const STOPPABLE = new Set([
+  "running", "paused", "rate_limited", "awaiting_user_confirmation", "user_confirmed",
+]);
+const STATE_LABELS = {
+  loading: "Loading",
+  init: "Starting",
+  running: "Running",
+  awaiting_user_input: "Waiting for your message",
+  paused: "Paused",
+  stopped: "Stopped",
+  finished: "Finished",
+  rejected: "Rejected",
+  error: "Error",
+  rate_limited: "Rate limited, retrying",
+  awaiting_user_confirmation: "Waiting for confirmation",
+  user_confirmed: "Confirmed",
+  user_rejected: "Rejected",
+};
+/** State changes worth a line in the history; the others only move the badge. */
+const NOTABLE_STATES = new Set(["stopped", "paused", "finished", "error", "rejected", "rate_limited"]);
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+/**
+ * Builds an element. Children that are not nodes become text nodes, so whatever the server sent
+ * is shown as text and never parsed as HTML.
+ */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const $ = (selector) => document.querySelector(selector);
+
+function shortTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function relativeTime(iso) {
+  const date = new Date(iso);
+  const seconds = (Date.now() - date.getTime()) / 1000;
+  if (Number.isNaN(seconds)) return "";
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return date.toLocaleDateString();
+}
+
+function lineCount(text) {
+  if (!text) return 0;
+  return text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session key and REST
+
+function sessionKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return "";
+  }
+}
+
+function setSessionKey(key) {
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    notice("error", "This browser does not let the page store the key.");
+  }
+}
+
+class ApiError extends Error {
+  constructor(status, message, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const key = sessionKey();
+  if (key) headers["X-Session-API-Key"] = key;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "The server cannot be reached.", "NETWORK");
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    // Not JSON: the status says enough.
+  }
+  if (response.status === 401) {
+    showKeyForm("This server needs its session API key.");
+    throw new ApiError(401, "The session API key is missing or wrong.", data?.code);
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, data?.error || `The server answered ${response.status}.`, data?.code);
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket.IO
+//
+// A small hand-written client instead of socket.io-client: the page has no build step and ships
+// inside the binary, and the official client is a ~50 KB bundle to vendor and keep current for
+// the few packets this page needs. Over one WebSocket (Engine.IO v4, websocket transport only):
+//   Engine.IO  "0{...}" open (ping interval), "2" ping -> answer "3", "1" close, "4..." message
+//   Socket.IO  inside a message: "0" connect / connected, "2[...]" event, "4{...}" connect error
+// Resuming is the server's job: a reconnect says `latest_event_id=<last id seen>` and the server
+// sends only the events after it, in order. The page also drops any id it has seen, anyway.
+
+const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
+
+class ConversationSocket {
+  /**
+   * @param {string} conversationId
+   * @param {{lastId: () => number, onEvent: (event: object) => void,
+   *          onStatus: (status: string, detail?: string) => void,
+   *          onRefused: (message: string, msgId?: string) => void}} handlers
+   */
+  constructor(conversationId, handlers) {
+    this.conversationId = conversationId;
+    this.handlers = handlers;
+    this.ws = null;
+    this.joined = false;
+    this.closedByUs = false;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.heartbeatTimer = null;
+    this.heartbeatMs = 45000;
+  }
+
+  start() {
+    this.closedByUs = false;
+    this.open();
+  }
+
+  stop() {
+    this.closedByUs = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.heartbeatTimer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.joined = false;
+  }
+
+  /** Sends an `oh_user_action`; false when the socket is not joined. */
+  send(action) {
+    if (!this.joined || !this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send("42" + JSON.stringify(["oh_user_action", action]));
+    return true;
+  }
+
+  /** Reconnects now rather than at the next retry (the browser came back online). */
+  nudge() {
+    if (this.closedByUs || this.ws) return;
+    clearTimeout(this.retryTimer);
+    this.open();
+  }
+
+  open() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({
+      EIO: "4",
+      transport: "websocket",
+      conversation_id: this.conversationId,
+      latest_event_id: String(this.handlers.lastId()),
+    });
+    this.handlers.onStatus(this.attempt === 0 ? "connecting" : "reconnecting");
+    const ws = new WebSocket(`${scheme}//${location.host}/socket.io/?${query}`);
+    this.ws = ws;
+    this.joined = false;
+    ws.onmessage = (message) => {
+      if (ws === this.ws && typeof message.data === "string") this.onPacket(message.data);
+    };
+    ws.onclose = () => {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      this.joined = false;
+      clearTimeout(this.heartbeatTimer);
+      if (this.closedByUs) return;
+      const delay = RECONNECT_DELAYS_MS[Math.min(this.attempt, RECONNECT_DELAYS_MS.length - 1)];
+      this.attempt += 1;
+      this.handlers.onStatus("offline", `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
+      this.retryTimer = setTimeout(() => this.open(), delay);
+    };
+  }
+
+  onPacket(packet) {
+    this.armHeartbeat();
+    switch (packet[0]) {
+      case "0": {
+        // Engine.IO open: join the conversation. The key goes in the CONNECT payload rather than
+        // the URL, so it does not end up in proxy or access logs.
+        try {
+          const handshake = JSON.parse(packet.slice(1));
+          this.heartbeatMs = (handshake.pingInterval || 25000) + (handshake.pingTimeout || 20000);
+        } catch {
+          // Keep the default heartbeat.
+        }
+        const key = sessionKey();
+        this.ws.send("40" + (key ? JSON.stringify({ session_api_key: key }) : ""));
+        break;
+      }
+      case "2":
+        this.ws.send("3");
+        break;
+      case "1":
+        this.ws.close();
+        break;
+      case "4":
+        this.onSocketIo(packet.slice(1));
+        break;
+      default:
+        break;
+    }
+  }
+
+  onSocketIo(packet) {
+    const type = packet[0];
+    const body = packet.slice(1);
+    if (type === "0") {
+      this.joined = true;
+      this.attempt = 0;
+      this.handlers.onStatus("connected");
+    } else if (type === "2") {
+      let message;
+      try {
+        message = JSON.parse(body);
+      } catch {
+        return;
+      }
+      if (Array.isArray(message) && message[0] === "oh_event" && message[1] && typeof message[1] === "object") {
+        this.handlers.onEvent(message[1]);
+      }
+    } else if (type === "4") {
+      let refusal = {};
+      try {
+        refusal = JSON.parse(body);
+      } catch {
+        // An unreadable refusal is still a refusal.
+      }
+      this.stop();
+      this.handlers.onRefused(refusal.message || "The server refused the connection.", refusal.data?.msg_id);
+    }
+  }
+
+  /** A server that stops pinging is gone even if the browser has not noticed: start over. */
+  armHeartbeat() {
+    clearTimeout(this.heartbeatTimer);
+    const ws = this.ws;
+    this.heartbeatTimer = setTimeout(() => {
+      if (ws === this.ws && ws) ws.close();
+    }, this.heartbeatMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page state
+
+const view = {
+  /** The conversation shown, or null. */
+  id: null,
+  socket: null,
+  /** Ids of the events shown: the server never repeats one, and the page makes sure of it. */
+  seen: new Set(),
+  lastId: -1,
+  /** Action cards waiting for their observation, by the action's id. */
+  cards: new Map(),
+  agentState: "",
+  connection: "idle",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Notices
+
+function notice(kind, text) {
+  const box = $("#notices");
+  const item = el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
+    el("span", { class: "notice-text" }, text),
+    el("button", {
+      type: "button", class: "notice-close", "aria-label": "Dismiss",
+      onclick: () => item.remove(),
+    }, "×"));
+  box.append(item);
+  while (box.children.length > 4) box.firstElementChild.remove();
+  if (kind !== "error") setTimeout(() => item.remove(), 6000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversation list
+
+async function loadConversations() {
+  let page;
+  try {
+    page = await api(`/api/conversations?limit=${LIST_LIMIT}`);
+  } catch (error) {
+    if (error.status !== 401) notice("error", `Cannot list conversations: ${error.message}`);
+    return;
+  }
+  const list = $("#conversation-list");
+  const items = (page?.results || []).map((conversation) => {
+    const id = conversation.conversation_id;
+    const current = id === view.id;
+    return el("li", {},
+      el("a", {
+        href: `#/conversations/${encodeURIComponent(id)}`,
+        class: "conversation-link",
+        "aria-current": current ? "page" : null,
+        dataset: { conversationId: id },
+      },
+      el("span", { class: "conversation-name" }, conversation.title || "Untitled conversation"),
+      el("span", { class: "conversation-meta" },
+        relativeTime(conversation.last_updated_at || conversation.created_at))));
+  });
+  list.replaceChildren(...items);
+  $("#list-empty").hidden = items.length > 0;
+}
+
+function markCurrentInList() {
+  for (const link of document.querySelectorAll(".conversation-link")) {
+    if (link.dataset.conversationId === view.id) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+async function createConversation() {
+  const button = $("#new-conversation");
+  button.disabled = true;
+  try {
+    const created = await api("/api/conversations", { method: "POST", body: {} });
+    location.hash = `#/conversations/${encodeURIComponent(created.conversation_id)}`;
+    await loadConversations();
+    $("#composer-input").focus();
+  } catch (error) {
+    if (error.status !== 401) notice("error", `Cannot create a conversation: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One conversation
+
+function route() {
+  const match = /^#\/conversations\/([^/]+)$/.exec(location.hash);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  if (id !== view.id) openConversation(id);
+}
+
+async function openConversation(id) {
+  if (view.socket) view.socket.stop();
+  Object.assign(view, { id, socket: null, seen: new Set(), lastId: -1, cards: new Map() });
+  $("#events").replaceChildren();
+  $("#events-empty").hidden = false;
+  setAgentState("");
+  markCurrentInList();
+  $("#welcome").hidden = id !== null;
+  $("#conversation").hidden = id === null;
+  if (id === null) {
+    setConnection("idle");
+    return;
+  }
+  $("#conversation-title").textContent = "Conversation";
+  $("#conversation-id").textContent = id;
+  try {
+    const info = await api(`/api/conversations/${encodeURIComponent(id)}`);
+    if (view.id !== id) return;
+    $("#conversation-title").textContent = info.title || "Untitled conversation";
+    document.title = `${info.title || "Conversation"} · ohd`;
+  } catch (error) {
+    if (view.id !== id) return;
+    if (error.status === 404 || error.status === 400) {
+      notice("error", "That conversation does not exist.");
+      location.hash = "#/";
+    } else if (error.status !== 401) {
+      notice("error", `Cannot open the conversation: ${error.message}`);
+    }
+    if (error.status !== 0) return;
+  }
+  connect();
+}
+
+function connect() {
+  if (view.socket) view.socket.stop();
+  const id = view.id;
+  const socket = new ConversationSocket(id, {
+    lastId: () => view.lastId,
+    onEvent: (event) => {
+      if (view.id === id) handleEvent(event);
+    },
+    onStatus: (status, detail) => {
+      if (view.id === id) setConnection(status, detail);
+    },
+    onRefused: (message, msgId) => {
+      if (view.id !== id) return;
+      setConnection("refused");
+      if (msgId === "AUTH$INVALID_SESSION_API_KEY") {
+        showKeyForm("This server needs its session API key.");
+      } else {
+        notice("error", `The server refused the connection: ${message}`);
+      }
+    },
+  });
+  view.socket = socket;
+  socket.start();
+}
+
+function setConnection(status, detail) {
+  view.connection = status;
+  const node = $("#connection");
+  node.dataset.status = status;
+  node.textContent = {
+    idle: "",
+    connecting: "Connecting…",
+    reconnecting: "Reconnecting…",
+    connected: "Live",
+    offline: `Disconnected${detail ? `, ${detail}` : ""}`,
+    refused: "Not connected",
+  }[status] ?? status;
+  updateControls();
+}
+
+function setAgentState(state, reason) {
+  view.agentState = state;
+  const badge = $("#agent-state");
+  badge.dataset.state = state;
+  badge.textContent = state ? (STATE_LABELS[state] || state) : "";
+  badge.title = reason || "";
+  updateControls();
+}
+
+function updateControls() {
+  const live = view.connection === "connected";
+  const input = $("#composer-input");
+  input.disabled = !live;
+  $("#send").disabled = !live;
+  $("#stop").disabled = !live || !STOPPABLE.has(view.agentState);
+  $("#working").hidden = !(live && view.agentState === "running");
+}
+
+function send(action) {
+  if (!view.socket || !view.socket.send(action)) {
+    notice("error", "Not connected: the message was not sent.");
+    return false;
+  }
+  return true;
+}
+
+function submitMessage(event) {
+  event.preventDefault();
+  const input = $("#composer-input");
+  const content = input.value.trim();
+  if (!content) return;
+  if (send({ action: "message", args: { content } })) input.value = "";
+}
+
+function stopAgent() {
+  send({ action: "change_agent_state", args: { agent_state: "stopped" } });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+function handleEvent(event) {
+  if (event.status_update) {
+    handleStatusUpdate(event);
+    return;
+  }
+  if (!Number.isInteger(event.id)) {
+    if (event.error) notice("error", event.message || "The server reported an error.");
+    return;
+  }
+  if (view.seen.has(event.id)) return;
+  view.seen.add(event.id);
+  view.lastId = Math.max(view.lastId, event.id);
+
+  const list = $("#events");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  const node = renderEvent(event);
+  if (node) list.append(node);
+  if (node && !node.hidden) $("#events-empty").hidden = true;
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function handleStatusUpdate(update) {
+  if (update.conversation_title) {
+    $("#conversation-title").textContent = update.conversation_title;
+    document.title = `${update.conversation_title} · ohd`;
+    loadConversations();
+  } else if (update.type === "error") {
+    notice("error", update.message || "The server reported an error.");
+  } else if (update.message) {
+    notice("info", update.message);
+  }
+}
+
+/** The list item of one event. Observations of a shown action go into its card instead. */
+function renderEvent(event) {
+  if (typeof event.action === "string") return renderAction(event);
+  if (typeof event.observation === "string") return renderObservation(event);
+  return item(event, "note", event.message || "");
+}
+
+function item(event, kind, ...children) {
+  return el("li", {
+    class: `event ${kind}`,
+    dataset: { eventId: String(event.id), source: event.source || "" },
+    title: event.timestamp || null,
+  }, ...children);
+}
+
+function hidden(event) {
+  const node = item(event, "hidden");
+  node.hidden = true;
+  return node;
+}
+
+function thought(text) {
+  return text ? el("p", { class: "thought" }, text) : null;
+}
+
+function bubble(event, who, text, extra) {
+  return item(event, `message ${who}`,
+    el("div", { class: "bubble" }, text),
+    el("span", { class: "meta" }, who === "user" ? "You" : "Agent", extra ? ` · ${extra}` : "",
+      event.timestamp ? ` · ${shortTime(event.timestamp)}` : ""));
+}
+
+function renderAction(event) {
+  const args = event.args || {};
+  if (args.hidden) return hidden(event);
+  const byUser = event.source === "user";
+  switch (event.action) {
+    case "message":
+      return byUser
+        ? bubble(event, "user", args.content ?? event.message ?? "")
+        : bubble(event, "agent", event.message || args.content || "");
+    case "finish":
+      return bubble(event, "agent", args.final_thought || event.message || "Done.", "finished");
+    case "think":
+      return item(event, "think", el("span", { class: "label" }, "Thought"), el("p", {}, args.thought || ""));
+    case "run":
+      return card(event, byUser ? "You ran" : "Ran", el("code", { class: "command" }, args.command || ""), args.thought);
+    case "read":
+      return card(event, "Read", el("code", {}, args.path || ""), args.thought);
+    case "edit": {
+      const verb = { create: "Created", str_replace: "Edited", insert: "Inserted into", undo_edit: "Undid an edit of" }[args.command] || "Edited";
+      return card(event, verb, el("code", {}, args.path || ""), args.thought);
+    }
+    case "change_agent_state": {
+      const wanted = args.agent_state || "";
+      const text = byUser
+        ? { stopped: "You stopped the agent.", paused: "You paused the agent.", running: "You resumed the agent." }[wanted]
+          || `You set the agent's state to ${wanted}.`
+        : `The agent's state is set to ${wanted}.`;
+      return item(event, "note", text);
+    }
+    case "system":
+      return hidden(event);
+    default:
+      return item(event, "note", event.message || `(${event.action})`);
+  }
+}
+
+/** An action that waits for its observation: a head line, a status, and a place for the result. */
+function card(event, verb, subject, thoughtText) {
+  const status = el("span", { class: "status pending" }, "running…");
+  const result = el("div", { class: "result" });
+  const node = item(event, `action ${event.action}`,
+    thought(thoughtText),
+    el("div", { class: "card" },
+      el("div", { class: "card-head" }, el("span", { class: "verb" }, verb), subject, status),
+      result));
+  view.cards.set(event.id, { status, result, action: event.action });
+  return node;
+}
+
+function renderObservation(event) {
+  const extras = event.extras || {};
+  if (extras.hidden) return hidden(event);
+  const owner = Number.isInteger(event.cause) ? view.cards.get(event.cause) : undefined;
+  switch (event.observation) {
+    case "agent_state_changed": {
+      const state = extras.agent_state || "";
+      setAgentState(state, extras.reason);
+      if (!NOTABLE_STATES.has(state)) return hidden(event);
+      const label = STATE_LABELS[state] || state;
+      return item(event, `state-note state-${state}`,
+        el("span", {}, `Agent: ${label.toLowerCase()}`), extras.reason ? el("span", { class: "reason" }, ` (${extras.reason})`) : null);
+    }
+    case "think":
+      return hidden(event);
+    case "run":
+      return attach(event, owner, runOutput(event),
+        event.success === false || (extras.metadata?.exit_code ?? 0) !== 0 ? "failed" : "ok",
+        `exit ${extras.metadata?.exit_code ?? "?"}`);
+    case "read":
+      return attach(event, owner, folded(event.content || "", "Contents", true), "ok", "read");
+    case "edit":
+      return attach(event, owner,
+        extras.diff ? diffView(extras.diff) : folded(event.content || "", "Result", false), "ok", "done");
+    case "error":
+    case "user_rejected":
+      return attach(event, owner, el("p", { class: "error-text" }, event.content || event.message || "Error"), "failed",
+        event.observation === "error" ? "error" : "rejected", "error");
+    default:
+      return attach(event, owner, folded(event.content || event.message || "", event.observation, false), "ok", "done");
+  }
+}
+
+/** Puts an observation into its action's card, or as its own item when there is no card. */
+function attach(event, owner, body, outcome, label, kind = "observation") {
+  const node = el("div", {
+    class: `observation ${event.observation}`,
+    dataset: { eventId: String(event.id), source: event.source || "" },
+  }, body);
+  if (owner) {
+    owner.result.append(node);
+    owner.status.className = `status ${outcome}`;
+    owner.status.textContent = outcome === "ok" ? `✓ ${label}` : `✗ ${label}`;
+    view.cards.delete(event.cause);
+    return null;
+  }
+  node.removeAttribute("data-event-id");
+  return item(event, kind, node);
+}
+
+function runOutput(event) {
+  const content = event.content || "";
+  if (!content.trim()) return el("p", { class: "empty" }, "(no output)");
+  return folded(content, "Output", false);
+}
+
+/** Text in a monospace block, folded behind a summary when it is long (or always, if asked). */
+function folded(text, title, alwaysFold) {
+  const lines = lineCount(text);
+  const pre = el("pre", { class: "output" }, text);
+  if (!alwaysFold && lines <= FOLD_LINES && text.length <= FOLD_CHARS) return pre;
+  return el("details", { class: "fold" },
+    el("summary", {}, `${title} · ${lines} line${lines === 1 ? "" : "s"}`), pre);
+}
+
+/** A unified diff with added and removed lines marked (by colour and by their +/- sign). */
+function diffView(diff) {
+  const lines = diff.replace(/\n$/, "").split("\n").map((line) => {
+    let kind = "context";
+    // The file names are in the card's head already.
+    if (line.startsWith("+++ ") || line.startsWith("--- ")) return null;
+    else if (line.startsWith("@@")) kind = "hunk";
+    else if (line.startsWith("+")) kind = "add";
+    else if (line.startsWith("-")) kind = "del";
+    return el("span", { class: `diff-line ${kind}` }, line + "\n");
+  }).filter(Boolean);
+  const pre = el("pre", { class: "diff", "aria-label": "Changes" }, lines);
+  if (lines.length <= 40) return pre;
+  return el("details", { class: "fold", open: true }, el("summary", {}, `Diff · ${lines.length} lines`), pre);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session key form
+
+function showKeyForm(message) {
+  const form = $("#key-form");
+  form.hidden = false;
+  $("#key-toggle").setAttribute("aria-expanded", "true");
+  if (message) $("#key-hint").textContent = message + " It is kept in this browser only (localStorage).";
+  $("#key-input").focus();
+}
+
+function hideKeyForm() {
+  $("#key-form").hidden = true;
+  $("#key-toggle").setAttribute("aria-expanded", "false");
+}
+
+function saveKey(event) {
+  event.preventDefault();
+  setSessionKey($("#key-input").value.trim());
+  $("#key-input").value = "";
+  hideKeyForm();
+  notice("info", sessionKey() ? "Session key saved." : "Session key forgotten.");
+  loadConversations();
+  if (view.id) openConversation(view.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+function start() {
+  $("#new-conversation").addEventListener("click", createConversation);
+  $("#composer").addEventListener("submit", submitMessage);
+  $("#composer-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("#composer").requestSubmit();
+    }
+  });
+  $("#stop").addEventListener("click", stopAgent);
+  $("#key-toggle").addEventListener("click", () => {
+    if ($("#key-form").hidden) showKeyForm();
+    else hideKeyForm();
+  });
+  $("#key-form").addEventListener("submit", saveKey);
+  $("#key-forget").addEventListener("click", () => {
+    setSessionKey("");
+    hideKeyForm();
+    notice("info", "Session key forgotten.");
+  });
+  window.addEventListener("hashchange", route);
+  window.addEventListener("online", () => view.socket?.nudge());
+  setInterval(loadConversations, 30000);
+  loadConversations();
+  route();
+}
+
+start();

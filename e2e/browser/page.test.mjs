@@ -1,0 +1,331 @@
+#!/usr/bin/env node
+// ohd's built-in page in headless Chromium, against a running ohd.
+//
+// Scenarios (--scenario):
+//   agent (default)  ohd runs with a scripted model that answers, in order:
+//                      1. execute_bash `echo hello-from-agent`
+//                      2. str_replace_editor create notes.txt, 3. str_replace in it (a diff)
+//                      4. execute_bash `sleep 30`            5. finish
+//                    The page creates a conversation, sends a task, shows the command and its
+//                    output and the diff, Stop interrupts the sleep, the socket drops while another
+//                    client talks to the agent (the finish turn) and the page resumes with exactly
+//                    the events it missed, and a reload shows the same history.
+//   auth             ohd runs with SESSION_API_KEY=--api-key and no agent: the page asks for the
+//                    key, then lists, creates, joins and sends with it.
+//
+// Output: one JSON object per line on stdout ({"kind":"step",...}, {"kind":"result",...} last).
+// Exit codes: 0 passed, 1 failed (the reason on stderr and in {"kind":"failed"}), 2 usage.
+//
+// Usage: node page.test.mjs --url http://127.0.0.1:3000 [--artifacts DIR] [--scenario agent|auth]
+//          [--api-key KEY] [--chromium /usr/bin/chromium] [--timeout-ms 20000]
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+function parseArgs(argv) {
+  const opts = {
+    url: null,
+    artifacts: "artifacts",
+    scenario: "agent",
+    apiKey: null,
+    chromium: "/usr/bin/chromium",
+    timeoutMs: 20000,
+  };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i], argv[i + 1]];
+    if (value === undefined) usage(`${flag} needs a value`);
+    switch (flag) {
+      case "--url": opts.url = value.replace(/\/$/, ""); break;
+      case "--artifacts": opts.artifacts = value; break;
+      case "--scenario": opts.scenario = value; break;
+      case "--api-key": opts.apiKey = value; break;
+      case "--chromium": opts.chromium = value; break;
+      case "--timeout-ms": opts.timeoutMs = Number(value); break;
+      default: usage(`unknown flag ${flag}`);
+    }
+  }
+  if (!opts.url) usage("--url is required");
+  if (!["agent", "auth"].includes(opts.scenario)) usage(`unknown scenario ${opts.scenario}`);
+  if (opts.scenario === "auth" && !opts.apiKey) usage("--scenario auth needs --api-key");
+  return opts;
+}
+
+function usage(message) {
+  process.stderr.write(`page.test: ${message}\n`);
+  process.exit(2);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const emit = (kind, fields = {}) => process.stdout.write(JSON.stringify({ kind, ...fields }) + "\n");
+
+class Failure extends Error {}
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+mkdirSync(opts.artifacts, { recursive: true });
+
+/** Installed before the page's own script: keeps every WebSocket the page opens, and can make new
+ *  ones fail (a network outage) until `window.__ohdTest.blocked` is false again. */
+function instrumentWebSockets() {
+  const Native = window.WebSocket;
+  const test = { sockets: [], urls: [], blocked: false, Native };
+  window.__ohdTest = test;
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      // Port 9 (discard) on the loopback refuses at once: the page sees a socket that closes.
+      super(test.blocked ? "ws://127.0.0.1:9/" : url, protocols);
+      test.urls.push(test.blocked ? "blocked" : String(url));
+      test.sockets.push(this);
+    }
+  };
+}
+
+/** Ids of the events on the page, in page order. */
+function pageIds(page) {
+  return page.$$eval("[data-event-id]", (nodes) => nodes.map((n) => Number(n.dataset.eventId)));
+}
+
+/** What the page shows for each event, to compare before and after a reload. */
+function pageSignature(page) {
+  return page.$$eval("[data-event-id]", (nodes) =>
+    nodes.map((n) => `${n.dataset.eventId}|${n.className}|${n.hidden}|${n.textContent.replace(/running…$/, "")}`));
+}
+
+function assertDenseAndUnique(ids, what) {
+  const unique = new Set(ids);
+  check(unique.size === ids.length, `${what}: duplicate event ids on the page: ${JSON.stringify(ids)}`);
+  const sorted = [...ids].sort((a, b) => a - b);
+  sorted.forEach((id, i) => check(id === i, `${what}: event ids are not 0..${ids.length - 1}: ${JSON.stringify(sorted)}`));
+}
+
+async function shot(page, name) {
+  const path = join(opts.artifacts, `${opts.scenario}-${name}.png`);
+  await page.screenshot({ path, fullPage: false });
+  emit("screenshot", { path });
+}
+
+async function step(name, action) {
+  const started = Date.now();
+  await action();
+  emit("step", { name, ms: Date.now() - started });
+}
+
+/** Sends a user message on a second, plain connection (another tab, another client) and waits
+ *  until the agent has answered it and come to rest. Runs inside the page. */
+function talkOnTheSide({ conversation, after, key, text, timeoutMs }) {
+  return new Promise((resolve, reject) => {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({
+      EIO: "4", transport: "websocket", conversation_id: conversation, latest_event_id: String(after),
+    });
+    const ws = new window.__ohdTest.Native(`${scheme}//${location.host}/socket.io/?${query}`);
+    const events = [];
+    let working = false;
+    const timer = setTimeout(() => { ws.close(); reject(new Error(`side client timed out: ${JSON.stringify(events)}`)); }, timeoutMs);
+    ws.onmessage = ({ data }) => {
+      if (data.startsWith("0")) ws.send("40" + (key ? JSON.stringify({ session_api_key: key }) : ""));
+      else if (data === "2") ws.send("3");
+      else if (data.startsWith("40")) {
+        ws.send("42" + JSON.stringify(["oh_user_action", { action: "message", args: { content: text } }]));
+      } else if (data.startsWith("42")) {
+        const [name, event] = JSON.parse(data.slice(2));
+        if (name !== "oh_event" || !Number.isInteger(event.id)) return;
+        events.push({ id: event.id, kind: event.action || event.observation, state: event.extras?.agent_state });
+        const state = event.extras?.agent_state;
+        if (state === "running") working = true;
+        if (working && ["finished", "awaiting_user_input", "error", "stopped"].includes(state)) {
+          clearTimeout(timer);
+          ws.close();
+          resolve(events);
+        }
+      } else if (data.startsWith("44")) {
+        clearTimeout(timer);
+        reject(new Error(`side client refused: ${data}`));
+      }
+    };
+  });
+}
+
+async function agentScenario(page, timeout) {
+  const task = "Say hello from the shell, keep notes, then wait.";
+
+  await step("open the page", async () => {
+    await page.goto(opts.url + "/");
+    await page.getByRole("button", { name: "New conversation" }).waitFor({ timeout });
+    check(await page.locator("#welcome").isVisible(), "the welcome text is not shown");
+  });
+  await shot(page, "01-home");
+
+  let conversation;
+  await step("create a conversation", async () => {
+    await page.getByRole("button", { name: "New conversation" }).click();
+    await page.waitForURL(/#\/conversations\/[0-9a-f]+$/, { timeout });
+    conversation = new URL(page.url()).hash.split("/").pop();
+    await page.locator("#connection[data-status='connected']").waitFor({ timeout });
+    await page.locator(`.conversation-link[data-conversation-id='${conversation}'][aria-current='page']`).waitFor({ timeout });
+    await page.locator("#composer-input:enabled").waitFor({ timeout });
+  });
+  emit("conversation", { id: conversation });
+
+  await step("send a task", async () => {
+    await page.locator("#composer-input").fill(task);
+    await page.locator("#composer-input").press("Enter");
+    await page.locator(".event.message.user .bubble", { hasText: task }).waitFor({ timeout });
+    check((await page.locator("#composer-input").inputValue()) === "", "the message box was not cleared");
+  });
+
+  await step("the command and its output", async () => {
+    const run = page.locator(".event.action.run", { hasText: "echo hello-from-agent" });
+    await run.locator(".observation.run pre.output", { hasText: "hello-from-agent" }).waitFor({ timeout });
+    const status = await run.locator(".status").textContent();
+    check(status.includes("exit 0"), `the command's status says ${JSON.stringify(status)}`);
+    await page.locator(".event.message.agent, .thought", { hasText: "Let me say hello first." }).first().waitFor({ timeout });
+  });
+
+  await step("the file edit and its diff", async () => {
+    const edit = page.locator(".event.action.edit", { hasText: "notes.txt" }).last();
+    await edit.locator(".diff-line.add", { hasText: "hello, world" }).waitFor({ timeout });
+    await edit.locator(".diff-line.del", { hasText: "hello" }).first().waitFor({ timeout });
+  });
+
+  await step("the running command, then Stop", async () => {
+    const sleeping = page.locator(".event.action.run", { hasText: "sleep 30" });
+    await sleeping.locator(".status.pending").waitFor({ timeout });
+    await page.locator("#agent-state[data-state='running']").waitFor({ timeout });
+    await page.locator("#working:not([hidden])").waitFor({ timeout });
+    await shot(page, "02-command-output");
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.locator("#agent-state[data-state='stopped']").waitFor({ timeout });
+    await page.locator(".event.note", { hasText: "You stopped the agent." }).waitFor({ timeout });
+    await sleeping.locator(".status.failed").waitFor({ timeout });
+    check(await page.getByRole("button", { name: "Stop" }).isDisabled(), "Stop is still enabled once stopped");
+  });
+  await shot(page, "03-stopped");
+
+  const stoppedIds = await pageIds(page);
+  assertDenseAndUnique(stoppedIds, "after Stop");
+
+  await step("the socket drops while another client talks; the page resumes", async () => {
+    const last = Math.max(...stoppedIds);
+    const socketsBefore = await page.evaluate(() => window.__ohdTest.sockets.length);
+    await page.evaluate(() => {
+      window.__ohdTest.blocked = true;
+      window.__ohdTest.sockets.at(-1).close();
+    });
+    await page.locator("#connection[data-status='offline']").waitFor({ timeout });
+    check(await page.locator("#composer-input").isDisabled(), "the message box stays enabled while offline");
+    const side = await page.evaluate(talkOnTheSide, {
+      conversation, after: last, key: opts.apiKey, text: "Thanks, that is all.", timeoutMs: timeout,
+    });
+    emit("side_client", { events: side });
+    check(side.some((e) => e.kind === "finish"), `the agent did not finish: ${JSON.stringify(side)}`);
+    await shot(page, "04-offline");
+    await page.evaluate(() => { window.__ohdTest.blocked = false; });
+    await page.locator("#connection[data-status='connected']").waitFor({ timeout: timeout + 10000 });
+    const urls = await page.evaluate(() => window.__ohdTest.urls);
+    const resumed = urls.filter((u) => u !== "blocked").at(-1);
+    check(urls.length > socketsBefore, "the page did not reconnect");
+    check(new URL(resumed).searchParams.get("latest_event_id") === String(last),
+      `the page resumed from ${resumed}, not from the last event ${last}`);
+    await page.locator(".event.message.user .bubble", { hasText: "Thanks, that is all." }).waitFor({ timeout });
+    await page.locator(".event.message.agent", { hasText: "All done: the shell said hello." }).waitFor({ timeout });
+    await page.locator("#agent-state[data-state='finished']").waitFor({ timeout });
+  });
+
+  const ids = await pageIds(page);
+  assertDenseAndUnique(ids, "after the resume");
+  const signature = await pageSignature(page);
+  await shot(page, "05-resumed");
+
+  await step("a reload shows the same history", async () => {
+    await page.reload();
+    await page.locator("#connection[data-status='connected']").waitFor({ timeout });
+    await page.waitForFunction((n) => document.querySelectorAll("[data-event-id]").length >= n, ids.length, { timeout });
+    await page.locator("#agent-state[data-state='finished']").waitFor({ timeout });
+    // Anything late would arrive now.
+    await page.waitForTimeout(500);
+    const again = await pageIds(page);
+    assertDenseAndUnique(again, "after the reload");
+    check(JSON.stringify(again) === JSON.stringify(ids),
+      `after the reload the page shows ${JSON.stringify(again)}, before ${JSON.stringify(ids)}`);
+    const signatureAgain = await pageSignature(page);
+    const differing = signature.filter((s, i) => s !== signatureAgain[i]);
+    check(differing.length === 0, `the history looks different after the reload: ${JSON.stringify(differing)}`);
+  });
+  await shot(page, "06-after-reload");
+  return { conversation, ids };
+}
+
+async function authScenario(page, timeout, keyGiven) {
+  await step("the page asks for the key", async () => {
+    await page.goto(opts.url + "/");
+    await page.locator("#key-form:not([hidden])").waitFor({ timeout });
+  });
+  await shot(page, "01-key-form");
+  await step("save the key", async () => {
+    keyGiven();
+    await page.getByLabel("Session API key").fill(opts.apiKey);
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#key-form[hidden]").waitFor({ state: "attached", timeout });
+  });
+  let conversation;
+  await step("create, join and send with the key", async () => {
+    await page.getByRole("button", { name: "New conversation" }).click();
+    await page.waitForURL(/#\/conversations\/[0-9a-f]+$/, { timeout });
+    conversation = new URL(page.url()).hash.split("/").pop();
+    await page.locator("#connection[data-status='connected']").waitFor({ timeout });
+    await page.locator("#composer-input").fill("hello with a key");
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.locator(".event.message.user .bubble", { hasText: "hello with a key" }).waitFor({ timeout });
+    const urls = await page.evaluate(() => window.__ohdTest.urls);
+    check(urls.every((u) => !u.includes(opts.apiKey)), "the key is in a socket URL");
+  });
+  await shot(page, "02-joined");
+  const ids = await pageIds(page);
+  assertDenseAndUnique(ids, "with a key");
+  return { conversation, ids };
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: opts.chromium,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const problems = [];
+  // Before the auth scenario saves the key, the page's requests are refused on purpose.
+  let refusalsExpected = opts.scenario === "auth";
+  let page;
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
+    await context.addInitScript(instrumentWebSockets);
+    page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    page.on("console", (message) => {
+      // The refused socket of the simulated outage is expected; anything else is not.
+      const text = message.text();
+      const expected = text.includes("ws://127.0.0.1:9/") || (refusalsExpected && text.includes("status of 401"));
+      if (message.type() === "error" && !expected) {
+        problems.push(`console error: ${text}`);
+      }
+    });
+    const timeout = opts.timeoutMs;
+    const result = opts.scenario === "agent"
+      ? await agentScenario(page, timeout)
+      : await authScenario(page, timeout, () => { refusalsExpected = false; });
+    check(problems.length === 0, `the browser reported problems: ${JSON.stringify(problems)}`);
+    emit("result", { ok: true, ...result });
+  } catch (error) {
+    if (page) await shot(page, "failure").catch(() => {});
+    const message = error instanceof Failure ? error.message : String(error?.stack || error);
+    emit("failed", { message, problems });
+    process.stderr.write(`page.test: ${message}\n`);
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+}
+
+await main();
