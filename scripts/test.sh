@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d e2e/node_modules/socket.io-client ]; then
+if [ ! -d e2e/node_modules/socket.io-client ] || [ ! -d e2e/node_modules/playwright-core ]; then
     (cd e2e && npm ci --no-audit --no-fund)
 fi
 if ! python3 -c 'import socketio, websocket' 2>/dev/null; then
