@@ -660,7 +660,8 @@ mod tests {
         assert!(content.len() < 32_000, "{}", content.len());
         // The lines shown are numbered as a full read numbers them.
         let shown_tail = content
-            .lines().rfind(|l| l.contains("\tline "))
+            .lines()
+            .rfind(|l| l.contains("\tline "))
             .unwrap()
             .to_owned();
         assert_eq!(shown_tail, "200000\tline 200000");

@@ -7,8 +7,8 @@
 
 use crate::socketio::packet;
 use engineioxide::{DisconnectReason, Socket, Str};
-use ohd_protocol::{ConversationId, EventId};
-use ohd_store::{EventLog, Followed, Follower};
+use ohd_protocol::ConversationId;
+use ohd_store::{Followed, Follower};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -65,14 +65,12 @@ impl<D: Default + Send + Sync + 'static> Outbox<D> {
     }
 }
 
-/// Streams `conversation` to the client from after `after`, then live, until stopped.
+/// Streams the followed conversation to the client, then live, until stopped.
 pub async fn deliver<D: Default + Send + Sync + 'static>(
-    log: EventLog,
+    mut follower: Follower,
     conversation: ConversationId,
-    after: Option<EventId>,
     outbox: Outbox<D>,
 ) -> Stop {
-    let mut follower = Follower::new(log, conversation.clone(), after);
     loop {
         let item = tokio::select! {
             _ = outbox.cancel.cancelled() => return Stop::Gone,

@@ -239,6 +239,13 @@ impl Connection {
 
     fn start_session(&mut self, join: Join) {
         let cancel = CancellationToken::new();
+        // Subscribed before the client hears it joined: a live-only notice (a title change)
+        // published from then on reaches it; stored events it would get anyway.
+        let follower = ohd_store::Follower::new(
+            self.state.log.clone(),
+            join.conversation.clone(),
+            join.after,
+        );
         let counted = self.state.conversations.connect(&join.conversation);
         self.state
             .agents
@@ -256,9 +263,8 @@ impl Connection {
             cancel: cancel.clone(),
         };
         tokio::spawn(delivery::deliver(
-            self.state.log.clone(),
+            follower,
             join.conversation.clone(),
-            join.after,
             outbox,
         ));
         self.session = Some(Session {
