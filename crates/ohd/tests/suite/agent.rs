@@ -742,3 +742,63 @@ fn ohd_runtime_available() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+#[tokio::test]
+async fn a_command_cut_off_by_kill_9_is_answered_with_an_error_after_the_restart() {
+    let (llm, options) = scripted_llm(Script::new(vec![bash("sleep 60")])).await;
+    let mut ohd = Ohd::start_with(options).await;
+    let data_dir = ohd.data_dir.clone();
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("sleep")).await;
+    let run = loop {
+        let e = client.next_event().await.expect("no run action");
+        if e["action"] == "run" {
+            break e;
+        }
+    };
+    ohd.kill9();
+    ohd.wait_exit().await;
+
+    llm.set_script(Script::new(vec![Turn::text("Noted.")]).with_aside("Title"));
+    let mut options = Options::with_agent();
+    options
+        .env
+        .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
+    options
+        .env
+        .push(("LLM_BASE_URL".into(), format!("http://{}/v1", llm.addr())));
+    options
+        .env
+        .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
+    let restarted = Ohd::spawn(&data_dir, &options).await;
+    let mut client = joined(&restarted, &conv, &run["id"].to_string()).await;
+    let events = client.until_ready().await;
+    let answer = events
+        .iter()
+        .find(|e| e["cause"] == run["id"])
+        .expect("the cut-off run was not answered");
+    assert_eq!(answer["observation"], "error");
+    assert_eq!(
+        answer["extras"]["error_id"],
+        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
+    );
+    assert_eq!(
+        answer["tool_call_metadata"]["tool_call_id"],
+        run["tool_call_metadata"]["tool_call_id"]
+    );
+    // The next message carries on, and the model sees the call answered.
+    client.send(&user_message("what happened?")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    let requests = llm.requests();
+    assert_tool_calls_answered(&requests);
+    assert!(
+        requests
+            .last()
+            .unwrap()
+            .to_string()
+            .contains("did not finish")
+    );
+    drop(ohd);
+}
