@@ -105,12 +105,17 @@ impl Agents {
             network: config.sandbox.network,
             hidden: vec![config.data_dir.clone()],
         };
-        let description = sandbox_description(&sandbox);
-        if sandbox.uses_bubblewrap() {
-            tracing::info!(sandbox = %description, "commands are sandboxed");
-        } else {
-            tracing::warn!(sandbox = %description, "commands are NOT sandboxed");
-        }
+        // Finding out whether bubblewrap works means running it once: done beside start-up, so
+        // the server answers at once; the answer is kept for every later use.
+        let probe = sandbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let description = sandbox_description(&probe);
+            if probe.uses_bubblewrap() {
+                tracing::info!(sandbox = %description, "commands are sandboxed");
+            } else {
+                tracing::warn!(sandbox = %description, "commands are NOT sandboxed");
+            }
+        });
         let tokens = PROVIDER_TOKENS
             .iter()
             .filter_map(|(provider, var)| {
