@@ -82,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .ws_max_message_size(transport_cap)
         .ws_max_frame_size(transport_cap)
         .max_buffer_size(CLIENT_BUFFER_PACKETS)
+        // Clients send small messages; a larger one is read in more steps. 4 KiB (the default)
+        // per idle connection adds up at 10,000 clients.
+        .ws_read_buffer_size(1024)
         .build();
     let socket_layer =
         EngineIoLayer::from_config(Arc::new(SocketIoHandler::new(state.clone())), engine);
