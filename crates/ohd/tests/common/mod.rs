@@ -41,6 +41,11 @@ pub async fn scripted_llm(
         .aside
         .get_or_insert_with(|| "Scripted title".to_owned());
     let (base, handle) = ohd_scripted_llm::ScriptedLlm::start(script).await.unwrap();
+    (handle, llm_options(&base))
+}
+
+/// ohd's options (agent on) for a scripted model served at `base` (its root URL).
+pub fn llm_options(base: &str) -> Options {
     let mut options = Options::with_agent();
     options
         .env
@@ -51,7 +56,7 @@ pub async fn scripted_llm(
     options
         .env
         .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
-    (handle, options)
+    options
 }
 
 impl Options {

@@ -433,16 +433,7 @@ async fn after_kill_9_the_history_is_rebuilt_and_the_next_message_carries_on() {
     ohd.wait_exit().await;
 
     llm.set_script(Script::new(vec![Turn::text("Second part done.")]).with_aside("Title"));
-    let mut options = Options::with_agent();
-    options
-        .env
-        .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
-    options
-        .env
-        .push(("LLM_BASE_URL".into(), format!("http://{}/v1", llm.addr())));
-    options
-        .env
-        .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
+    let options = llm_options(&format!("http://{}", llm.addr()));
     let restarted = Ohd::spawn(&data_dir, &options).await;
     let mut client = joined(&restarted, &conv, "1000000").await;
     client.until_ready().await;
@@ -707,7 +698,7 @@ async fn a_budget_stops_the_agent_with_an_error_and_health_names_the_sandbox() {
     let (status, health) = ohd.get("/health").await;
     assert_eq!(status, 200);
     let sandbox = health["sandbox"].as_str().unwrap();
-    if ohd_runtime_available() {
+    if ohd_runtime::sandbox::bubblewrap_available() {
         assert!(sandbox.starts_with("bubblewrap"), "{sandbox}");
     } else {
         assert!(sandbox.starts_with("none"), "{sandbox}");
@@ -726,21 +717,6 @@ async fn a_budget_stops_the_agent_with_an_error_and_health_names_the_sandbox() {
     assert!(llm.requests().iter().all(|r| r["stream"] != true));
     let think = by_kind(&events, "action", "think")[0];
     assert!(think["llm_metrics"]["accumulated_cost"].as_f64().unwrap() > 0.5);
-}
-
-fn ohd_runtime_available() -> bool {
-    std::process::Command::new("bwrap")
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--",
-            "true",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[tokio::test]
@@ -762,16 +738,7 @@ async fn a_command_cut_off_by_kill_9_is_answered_with_an_error_after_the_restart
     ohd.wait_exit().await;
 
     llm.set_script(Script::new(vec![Turn::text("Noted.")]).with_aside("Title"));
-    let mut options = Options::with_agent();
-    options
-        .env
-        .push(("LLM_MODEL".into(), "openai/scripted-model".into()));
-    options
-        .env
-        .push(("LLM_BASE_URL".into(), format!("http://{}/v1", llm.addr())));
-    options
-        .env
-        .push(("LLM_API_KEY".into(), "sk-test-do-not-leak".into()));
+    let options = llm_options(&format!("http://{}", llm.addr()));
     let restarted = Ohd::spawn(&data_dir, &options).await;
     let mut client = joined(&restarted, &conv, &run["id"].to_string()).await;
     let events = client.until_ready().await;
