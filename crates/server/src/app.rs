@@ -213,6 +213,13 @@ impl Server {
         if let Some(dir) = &config.web_ui {
             web::check_web_ui(dir)?;
         }
+        if !addr.ip().is_loopback() && config.session_api_key.is_none() {
+            // Anyone who reaches this address could run commands through the agent.
+            tracing::warn!(
+                %addr,
+                "listening beyond this machine without SESSION_API_KEY: anyone who can reach it can use the agent"
+            );
+        }
         let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
