@@ -103,7 +103,13 @@ pub fn router(state: AppState) -> Router {
         .layer(socket_layer)
         .layer(middleware::from_fn_with_state(state, check_socket_origin))
         .layer(cors(&config))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of a request: its method and path only. The query is left out because a socket may
+/// carry its session key there (`session_api_key`), and keys never reach the log.
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 /// With `SESSION_API_KEY` set, every protected route needs it (constant-time compare).

@@ -29,6 +29,8 @@ pub struct Options {
     /// Run the agent; the tests of the event server itself run without it, so that the
     /// conversation holds only what they put there.
     pub agent: bool,
+    /// Write the server's log (at debug level) to this file.
+    pub log_file: Option<PathBuf>,
 }
 
 /// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
@@ -65,6 +67,7 @@ impl Options {
             env: Vec::new(),
             config_toml: None,
             agent: false,
+            log_file: None,
         }
     }
 
@@ -104,10 +107,10 @@ impl Ohd {
             .env("RUST_LOG", "ohd_server=debug,info")
             .stdout(Stdio::piped())
             // Server logs only when asked for: OHD_TEST_LOG=1 cargo test
-            .stderr(if std::env::var_os("OHD_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
+            .stderr(match &options.log_file {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None if std::env::var_os("OHD_TEST_LOG").is_some() => Stdio::inherit(),
+                None => Stdio::null(),
             })
             .kill_on_drop(true);
         if !options.agent {

@@ -361,3 +361,50 @@ async fn list_files_and_select_file_show_the_workspace_and_nothing_outside_it() 
         404
     );
 }
+
+#[tokio::test]
+async fn keys_never_reach_the_log_even_at_debug_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ohd.log");
+    let mut options = Options::new();
+    options
+        .env
+        .push(("SESSION_API_KEY".into(), "session-key-in-the-log?".into()));
+    options.env.push(("RUST_LOG".into(), "debug".into()));
+    options
+        .env
+        .push(("LLM_API_KEY".into(), "sk-model-key-in-the-log".into()));
+    options
+        .env
+        .push(("LLM_MODEL".into(), "openai/gpt-4o".into()));
+    options.log_file = Some(log.clone());
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    // The key in a socket's query, in the CONNECT payload, and in a REST header.
+    let mut by_query = RawClient::open(&ohd.ws_url(&format!(
+        "conversation_id={conv}&session_api_key=session-key-in-the-log%3F"
+    )))
+    .await;
+    assert!(by_query.connect("").await.starts_with("40"));
+    let mut by_auth = RawClient::open(&ohd.ws_url(&format!("conversation_id={conv}"))).await;
+    assert!(
+        by_auth
+            .connect("{\"session_api_key\":\"wrong-key-also-secret\"}")
+            .await
+            .starts_with("44")
+    );
+    assert_eq!(ohd.get("/api/conversations").await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("client joined"),
+        "the log is not being written"
+    );
+    for secret in [
+        "session-key-in-the-log",
+        "sk-model-key-in-the-log",
+        "wrong-key-also-secret",
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the log");
+    }
+}
