@@ -35,6 +35,7 @@ impl<D: Default + Send + Sync + 'static> Outbox<D> {
     pub async fn send(&self, text: Str) -> Result<(), Stop> {
         let mut waited_since: Option<Instant> = None;
         let mut pause = Duration::from_millis(1);
+        let mut yields = 0;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Stop::Gone);
@@ -52,6 +53,13 @@ impl<D: Default + Send + Sync + 'static> Outbox<D> {
                         tracing::warn!(sid = %self.socket.id, "client cut off: it stopped reading");
                         self.socket.close(DisconnectReason::TransportError);
                         return Err(Stop::TooSlow);
+                    }
+                    // The client's writer usually frees room within a few scheduler turns: yield
+                    // first, and only then sleep in growing steps.
+                    if yields < 64 {
+                        yields += 1;
+                        tokio::task::yield_now().await;
+                        continue;
                     }
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(Stop::Gone),
