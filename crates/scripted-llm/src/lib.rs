@@ -80,7 +80,6 @@ impl ScriptedLlm {
             next_turn: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             asides: Mutex::new(Vec::new()),
-            answered: Mutex::new(Vec::new()),
             ids: AtomicU64::new(1),
         });
         let app = Router::new()
@@ -127,11 +126,6 @@ impl ScriptedLlmHandle {
             .collect()
     }
 
-    /// When each answer (OpenAI format) was handed to the HTTP server, in order.
-    pub fn answered_at(&self) -> Vec<std::time::Instant> {
-        lock(&self.state.answered).clone()
-    }
-
     /// The side questions answered by the script's `aside`, in order.
     pub fn asides(&self) -> Vec<Value> {
         lock(&self.state.asides)
@@ -175,9 +169,6 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     /// Side questions answered by [`Script::aside`].
     asides: Mutex<Vec<RecordedRequest>>,
-    /// When each turn's answer was handed to the HTTP server, for benchmarks that time what a
-    /// client does after the answer arrives.
-    answered: Mutex<Vec<std::time::Instant>>,
     /// Numbers for response and tool call ids, unique over the server's life.
     ids: AtomicU64,
 }
@@ -326,13 +317,11 @@ async fn chat_completions(
         return error_response(&turn, openai::error_body(turn.status, &message));
     }
     let reply = Reply::new(&shared, &turn, &request);
-    let response = if reply.wants_stream() {
+    if reply.wants_stream() {
         openai::stream(&reply)
     } else {
         Json(openai::completion(&reply)).into_response()
-    };
-    lock(&shared.answered).push(std::time::Instant::now());
-    response
+    }
 }
 
 async fn messages(
