@@ -93,7 +93,10 @@ enum StepEnd {
 /// borrow both at once.
 struct Core {
     ctx: AgentContext,
+    /// The server's secrets, and with them the shell's tokens hidden so far.
+    base_secrets: Secrets,
     secrets: Secrets,
+    tokens_hidden: usize,
     history: BTreeMap<EventId, Event>,
     state: AgentState,
     queue: VecDeque<Control>,
@@ -130,15 +133,15 @@ impl RetryObserver for RetryNotices {
 
 impl Core {
     async fn append(&mut self, mut event: NewEvent) -> Result<Event, StoreError> {
-        let tokens = self
-            .ctx
-            .env
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>();
-        self.secrets.with(tokens).scrub_event(&mut event);
+        {
+            // Provider tokens only ever get added; take in the new ones when there are some.
+            let env = self.ctx.env.lock().unwrap_or_else(|p| p.into_inner());
+            if env.len() != self.tokens_hidden {
+                self.secrets = self.base_secrets.with(env.iter().map(|(_, v)| v.clone()));
+                self.tokens_hidden = env.len();
+            }
+        }
+        self.secrets.scrub_event(&mut event);
         let stored = self.ctx.log.append(&self.ctx.conversation, event).await?;
         let event = stored.decode()?;
         self.history.insert(event.id, event.clone());
@@ -186,6 +189,26 @@ impl Core {
         Ok(control)
     }
 
+    /// Takes an event that arrived during a step: a stop or a pause interrupts the step (its
+    /// state is returned); a terminal command waits for the step to end; a message is in the
+    /// history now, so the next model call sees it.
+    fn take_control(&mut self, followed: Followed) -> Option<AgentState> {
+        match self.absorb(followed) {
+            Ok(Some(Control::State(state @ (AgentState::Stopped | AgentState::Paused)))) => {
+                Some(state)
+            }
+            Ok(Some(control @ Control::Run(..))) => {
+                self.queue.push_back(control);
+                None
+            }
+            Ok(Some(Control::State(_) | Control::Message) | None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "event not read");
+                None
+            }
+        }
+    }
+
     fn llm_metrics(metrics: &Metrics) -> Option<Value> {
         Some(metrics.to_json())
     }
@@ -230,7 +253,9 @@ impl Agent {
         let mut agent = Agent {
             core: Core {
                 ctx,
+                base_secrets: settings.secrets.clone(),
                 secrets: settings.secrets.clone(),
+                tokens_hidden: 0,
                 history,
                 state: AgentState::Loading,
                 queue: VecDeque::new(),
@@ -264,12 +289,13 @@ impl Agent {
             .history
             .values()
             .filter(|e| !answered.contains(&e.id))
-            .filter(|e| match &e.body {
-                EventBody::Action(
-                    Action::Run(_) | Action::Read(_) | Action::Edit(_) | Action::Think(_),
-                ) => {
-                    e.source == Source::Agent || matches!(e.body, EventBody::Action(Action::Run(_)))
-                }
+            // Any terminal command, and the agent's tool actions that get an observation.
+            .filter(|e| match (&e.body, e.source) {
+                (EventBody::Action(Action::Run(_)), _) => true,
+                (
+                    EventBody::Action(Action::Read(_) | Action::Edit(_) | Action::Think(_)),
+                    source,
+                ) => source == Source::Agent,
                 _ => false,
             })
             .cloned()
@@ -600,7 +626,7 @@ impl Agent {
                 }
                 _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted(AgentState::Stopped)),
                 followed = self.follower.next() => {
-                    if let Some(state) = self.take_control(followed?) {
+                    if let Some(state) = self.core.take_control(followed?) {
                         return Ok(StepEnd::Interrupted(state));
                     }
                 }
@@ -620,26 +646,6 @@ impl Agent {
         };
         self.metrics.record(&completion);
         self.act(completion).await
-    }
-
-    /// Takes a control that arrived during a step: stop and pause interrupt, the rest waits.
-    fn take_control(&mut self, followed: Followed) -> Option<AgentState> {
-        match self.core.absorb(followed) {
-            Ok(Some(Control::State(state @ (AgentState::Stopped | AgentState::Paused)))) => {
-                Some(state)
-            }
-            Ok(Some(Control::State(_))) | Ok(None) => None,
-            Ok(Some(control @ Control::Run(..))) => {
-                self.core.queue.push_back(control);
-                None
-            }
-            // A new message is in the history now: the next model call sees it.
-            Ok(Some(Control::Message)) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "event not read");
-                None
-            }
-        }
     }
 
     async fn act(&mut self, completion: Completion) -> Result<StepEnd, AgentFailure> {
@@ -866,11 +872,8 @@ impl Agent {
                     }
                     _ = cancel.cancelled() => break AgentState::Stopped,
                     followed = follower.next() => {
-                        match core.absorb(followed?) {
-                            Ok(Some(Control::State(state @ (AgentState::Stopped | AgentState::Paused)))) => break state,
-                            Ok(Some(control @ Control::Run(..))) => core.queue.push_back(control),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "event not read"),
+                        if let Some(state) = core.take_control(followed?) {
+                            break state;
                         }
                     }
                 }
