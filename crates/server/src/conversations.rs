@@ -114,7 +114,7 @@ impl Conversations {
         if let Some(text) = request.initial_user_msg.filter(|t| !t.trim().is_empty()) {
             let mut message = ohd_protocol::action::MessageArgs::user(text);
             message.image_urls = request.image_urls;
-            self.submit(&record.id, ClientAction::Message(message))
+            self.submit_all(&record.id, vec![ClientAction::Message(message)])
                 .await?;
         }
         self.agents.ensure(&record.id, &[]);
@@ -125,22 +125,8 @@ impl Conversations {
         self.log.store().get_conversation(id).await
     }
 
-    /// Stores what a client sent, as the user's. The agent reads it from the log.
-    pub async fn submit(
-        &self,
-        id: &ConversationId,
-        action: ClientAction,
-    ) -> Result<StoredEvent, StoreError> {
-        let stored = self
-            .log
-            .append(id, NewEvent::action(Source::User, action.into_action()))
-            .await?;
-        // The agent follows the log; this makes sure there is one to follow it.
-        self.agents.ensure(id, &[]);
-        Ok(stored)
-    }
-
-    /// Stores several client actions as one append, in order.
+    /// Stores what a client sent, as the user's, in order and as one append. The agent reads it
+    /// from the log.
     pub async fn submit_all(
         &self,
         id: &ConversationId,
