@@ -25,7 +25,7 @@ const OPEN: &str =
 const CONNECTED: &str = r#"40{"sid":"x"}"#;
 /// Events kept for clients that fall behind; beyond this a client loses events (no store).
 const CAPACITY: usize = 1 << 16;
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 /// Messages written before one flush.
 const BATCH: usize = 64;
 
@@ -68,7 +68,7 @@ pub async fn run(args: Args) -> Result<()> {
 
 async fn serve(stream: TcpStream, hub: Arc<Hub>) -> Result<()> {
     stream.set_nodelay(true)?;
-    // The read buffer engineioxide (under ohd) uses too, instead of tungstenite's 128 KiB.
+    // The read buffer ohd uses too, instead of tungstenite's 128 KiB.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
     ws.send(Message::text(OPEN)).await?;

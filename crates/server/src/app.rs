@@ -13,9 +13,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
+use axum::routing::any;
 use axum::response::Response;
-use engineioxide::config::EngineIoConfig;
-use engineioxide::layer::EngineIoLayer;
+use ohd_engineio::Engine;
 use ohd_store::sqlite::SqliteStore;
 use ohd_store::{EventLog, LocalNotifier};
 use std::net::SocketAddr;
@@ -26,9 +26,8 @@ use tower_http::trace::TraceLayer;
 
 /// Events a live subscriber may fall behind by before it reads from the store instead.
 const LIVE_CHANNEL_CAPACITY: usize = 1024;
-/// Packets waiting per client in the transport's buffer. Small on purpose: the transport's write
-/// buffer grows to hold what is queued and keeps that size, so 512 here cost about 165 KiB per busy
-/// client; 64 halves a 1,000-client fan-out's peak memory for about 7% more time.
+/// Packets waiting per client to be written. A client further behind than this waits in its
+/// delivery task, which reads from the shared log, not in a queue of its own.
 const CLIENT_BUFFER_PACKETS: usize = 64;
 /// How long shutdown waits for open requests (long polls) before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -73,39 +72,51 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+pub type SocketEngine = Engine<SocketIoHandler>;
+
+pub fn router(state: AppState) -> (Router, Arc<SocketEngine>) {
     let config = state.config.clone();
     // Messages up to twice the limit are read and answered with an error event; beyond that
     // the transport itself refuses them, so no client can make the server buffer without end.
     let transport_cap = config.max_payload_bytes.saturating_mul(2);
-    let engine = EngineIoConfig::builder()
-        .req_path("/socket.io")
-        .max_payload(transport_cap as u64)
-        .ws_max_message_size(transport_cap)
-        .ws_max_frame_size(transport_cap)
-        .max_buffer_size(CLIENT_BUFFER_PACKETS)
-        // Clients send small messages; a larger one is read in more steps. 4 KiB (the default)
-        // per idle connection adds up at 10,000 clients.
-        .ws_read_buffer_size(1024)
-        .build();
-    let socket_layer =
-        EngineIoLayer::from_config(Arc::new(SocketIoHandler::new(state.clone())), engine);
+    let engine = Engine::new(
+        ohd_engineio::Config {
+            max_payload: transport_cap,
+            queue_capacity: CLIENT_BUFFER_PACKETS,
+            // Clients send small messages; a larger one is read in more steps.
+            ws_read_buffer: 1024,
+            // The socket's session key may come in a header; nothing else is needed after the
+            // handshake.
+            keep_headers: vec![
+                http::HeaderName::from_static(auth::SESSION_KEY_HEADER),
+                http::header::AUTHORIZATION,
+            ],
+            ..Default::default()
+        },
+        SocketIoHandler::new(state.clone()),
+    );
+    let sockets = {
+        let engine = engine.clone();
+        any(move |request: Request| engine.clone().handle(request))
+    };
 
     let protected = api::protected().route_layer(middleware::from_fn_with_state(
         state.clone(),
         require_session_key,
     ));
-    Router::new()
+    let router = Router::new()
         .merge(protected)
         .merge(api::open())
         // ohd's page or a built OpenHands frontend; unknown `/api/*` paths still get JSON 404s.
         .merge(web::routes(config.web_ui.as_deref()))
         .layer(DefaultBodyLimit::max(config.max_payload_bytes))
         .with_state(state.clone())
-        .layer(socket_layer)
+        .route("/socket.io/", sockets.clone())
+        .route("/socket.io", sockets)
         .layer(middleware::from_fn_with_state(state, check_socket_origin))
         .layer(cors(&config))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span));
+    (router, engine)
 }
 
 /// The span of a request: its method and path only. The query is left out because a socket may
@@ -213,6 +224,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     app: Router,
     state: AppState,
+    sockets: Arc<SocketEngine>,
 }
 
 impl Server {
@@ -232,10 +244,12 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let (app, sockets) = router(state.clone());
         Ok(Server {
             listener,
-            app: router(state.clone()),
+            app,
             state,
+            sockets,
         })
     }
 
@@ -250,9 +264,12 @@ impl Server {
     ) -> anyhow::Result<()> {
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
+        let sockets = self.sockets.clone();
         let graceful = async move {
             shutdown.await;
             tracing::info!("shutting down");
+            // Ends websockets and answers pending long-polls, so they do not hold shutdown up.
+            sockets.shut_down();
             notify.notify_one();
         };
         let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(graceful);

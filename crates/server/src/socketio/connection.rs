@@ -3,11 +3,11 @@
 
 use super::handshake::{self, Join, Refusal};
 use super::packet::{self, Packet};
-use super::{ConnectionSlot, Inbound};
+use super::Inbound;
 use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::{self, Outbox};
-use engineioxide::{DisconnectReason, Socket};
+use ohd_engineio::{DisconnectReason, Message, Socket};
 use futures::FutureExt;
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
@@ -26,7 +26,7 @@ const BATCH: usize = 256;
 
 pub struct Connection {
     state: AppState,
-    socket: Arc<Socket<ConnectionSlot>>,
+    socket: Arc<Socket>,
     session: Option<Session>,
 }
 
@@ -43,7 +43,7 @@ impl Drop for Session {
 }
 
 impl Connection {
-    pub fn new(state: AppState, socket: Arc<Socket<ConnectionSlot>>) -> Self {
+    pub fn new(state: AppState, socket: Arc<Socket>) -> Self {
         Connection {
             state,
             socket,
@@ -70,8 +70,8 @@ impl Connection {
                 }
                 _ = self.socket.closed() => break,
                 _ = &mut connect_deadline, if !ever_joined => {
-                    tracing::debug!(sid = %self.socket.id, "no CONNECT in time; closing");
-                    self.socket.close(DisconnectReason::TransportClose);
+                    tracing::debug!(sid = self.socket.id(), "no CONNECT in time; closing");
+                    self.socket.close(DisconnectReason::ServerClose);
                     break;
                 }
             }
@@ -86,7 +86,7 @@ impl Connection {
         {
             self.handle_all(batch.drain(..)).await;
         }
-        tracing::debug!(sid = %self.socket.id, "connection ended");
+        tracing::debug!(sid = self.socket.id(), "connection ended");
     }
 
     /// Handles messages in order. Consecutive actions are stored as one append, so a client
@@ -106,6 +106,13 @@ impl Connection {
                 self.send_error(
                     "BINARY_NOT_SUPPORTED",
                     "binary messages are not accepted; send JSON text",
+                );
+                return;
+            }
+            Inbound::Malformed(problem) => {
+                self.send_error(
+                    "INVALID_PACKET",
+                    format!("malformed Engine.IO packet: {problem}"),
                 );
                 return;
             }
@@ -224,8 +231,8 @@ impl Connection {
     }
 
     async fn join(&mut self, auth: Option<&Value>) {
-        let query = self.socket.req_parts.uri.query().unwrap_or("");
-        let headers = &self.socket.req_parts.headers;
+        let query = self.socket.query();
+        let headers = self.socket.headers();
         match handshake::authorize(&self.state, query, headers, auth).await {
             Ok(join) => self.start_session(join),
             Err(refusal) => self.refuse(&refusal),
@@ -233,7 +240,7 @@ impl Connection {
     }
 
     fn refuse(&self, refusal: &Refusal) {
-        tracing::debug!(sid = %self.socket.id, message = %refusal.message, "connect refused");
+        tracing::debug!(sid = self.socket.id(), message = %refusal.message, "connect refused");
         self.send(packet::connect_error("/", &refusal.message, refusal.data()));
     }
 
@@ -250,9 +257,9 @@ impl Connection {
         self.state
             .agents
             .ensure(&join.conversation, &join.providers);
-        self.send(packet::connect_ok(&self.socket.id.to_string()));
+        self.send(packet::connect_ok(self.socket.id()));
         tracing::info!(
-            sid = %self.socket.id,
+            sid = self.socket.id(),
             conversation = %join.conversation,
             after = ?join.after,
             "client joined"
@@ -287,7 +294,7 @@ impl Connection {
 
     /// Control packets and errors skip the delivery queue's patience: if the buffer is full the
     /// client is already being cut off by its delivery task.
-    fn send(&self, text: impl Into<String>) {
-        let _ = self.socket.emit(text.into());
+    fn send(&self, text: impl AsRef<str>) {
+        let _ = self.socket.try_send(Message::text(text.as_ref()));
     }
 }

@@ -4,7 +4,7 @@
 //! protocol layer cannot: put a `data` object in CONNECT_ERROR (the web UI reads
 //! `data.msg_id`), take an EVENT that arrives before CONNECT as an implicit connect (the user's
 //! `websocat` one-liner does that), and answer a malformed packet with an error event instead of
-//! closing the connection. The transport (Engine.IO, polling and websocket) is engineioxide's.
+//! closing the connection. The transport (Engine.IO, polling and websocket) is `ohd-engineio`.
 
 use serde_json::Value;
 

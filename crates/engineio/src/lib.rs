@@ -1,0 +1,116 @@
+//! Engine.IO v4, the transport under Socket.IO: a handshake, a heartbeat, and messages over a
+//! websocket or HTTP long-polling, with the upgrade from polling to websocket.
+//!
+//! Written for ohd instead of using engineioxide, because ohd's memory goal (a few KiB per idle
+//! client at 10,000 clients, see docs/BENCHMARKS.md) is out of reach with it and no setting
+//! changes that: engineioxide keeps each connection's whole HTTP request (whose header values
+//! pin hyper's 8–16 KiB read buffer), runs three tasks and an eagerly allocated channel per
+//! socket, and feeds all queued packets into the websocket before one flush, so its write
+//! buffers grow to the queue's size during a burst and keep it. Here a websocket connection is
+//! one task; a socket keeps only its query string and the headers the application asks for;
+//! its send queue grows only while something is queued; and writes are flushed in small
+//! batches. The wire protocol is the one python-engineio and engine.io speak
+//! (<https://socket.io/docs/v4/engine-io-protocol/>).
+
+mod engine;
+mod packet;
+mod polling;
+mod socket;
+mod websocket;
+
+pub use axum::extract::ws::Utf8Bytes;
+pub use engine::Engine;
+pub use socket::{SendError, Socket};
+
+use bytes::Bytes;
+use http::HeaderName;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the engine behaves. `Default` is Engine.IO's usual values.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the server pings each client.
+    pub ping_interval: Duration,
+    /// How long a client has to answer a ping before it is dropped.
+    pub ping_timeout: Duration,
+    /// The largest message (websocket) or request body (polling) accepted, in bytes.
+    pub max_payload: usize,
+    /// Messages that may wait to be written to one client; beyond that sending waits
+    /// ([`Socket::send`]) or fails ([`Socket::try_send`]).
+    pub queue_capacity: usize,
+    /// The websocket read buffer per connection. Clients send small messages; a larger one is
+    /// read in more steps.
+    pub ws_read_buffer: usize,
+    /// Request headers kept with each socket for the application (the rest are dropped after
+    /// the handshake, so they hold no memory).
+    pub keep_headers: Vec<HeaderName>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            queue_capacity: 64,
+            ws_read_buffer: 1024,
+            keep_headers: Vec::new(),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client closed it (a close packet, or a websocket close).
+    ClientClose,
+    /// The connection dropped or failed.
+    TransportError,
+    /// The client did not answer a ping in time.
+    HeartbeatTimeout,
+    /// The client broke the transport protocol (for example two long-polls at once).
+    ProtocolError,
+    /// The application closed it ([`Socket::close`]).
+    ServerClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// The application on top of the engine: told of each connection, its messages and its end.
+/// Callbacks run on the transport's task and must not block.
+pub trait Handler: Send + Sync + 'static {
+    /// What the application keeps for each connection.
+    type Session: Send + Sync + 'static;
+
+    fn on_connect(&self, socket: &Arc<Socket>) -> Self::Session;
+    fn on_message(&self, session: &Self::Session, socket: &Arc<Socket>, text: Utf8Bytes);
+    fn on_binary(&self, session: &Self::Session, socket: &Arc<Socket>, data: Bytes);
+    /// A frame that is not an Engine.IO packet. The connection stays open.
+    fn on_malformed(&self, session: &Self::Session, socket: &Arc<Socket>, problem: &str);
+    fn on_disconnect(&self, session: &Self::Session, socket: &Arc<Socket>, reason: DisconnectReason);
+}
+
+/// A message to send: an Engine.IO message packet, encoded once, so one event sent to many
+/// clients is one shared buffer.
+#[derive(Debug, Clone)]
+pub struct Message(Utf8Bytes);
+
+impl Message {
+    /// A text message carrying `text` (for Socket.IO, one encoded Socket.IO packet).
+    pub fn text(text: &str) -> Self {
+        let mut packet = String::with_capacity(text.len() + 1);
+        packet.push(packet::MESSAGE);
+        packet.push_str(text);
+        Message(Utf8Bytes::from(packet))
+    }
+
+    /// The message's payload, without the Engine.IO packet type.
+    pub fn payload(&self) -> &str {
+        self.0.as_str().get(1..).unwrap_or("")
+    }
+
+    fn frame(&self) -> &Utf8Bytes {
+        &self.0
+    }
+}

@@ -1,0 +1,180 @@
+//! HTTP long-polling: the client GETs to receive (held until there is something to send) and
+//! POSTs to send. One of each at a time per session; a second concurrent one is a protocol error.
+
+use crate::engine::{Conn, Engine, Refusal};
+use crate::packet::{self, Inbound, Outbound};
+use crate::socket::{Socket, State, Transport};
+use crate::{DisconnectReason, Handler, Utf8Bytes};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header;
+use std::sync::Arc;
+
+/// A long-poll: waits until packets are queued, then answers with all of them.
+pub async fn poll<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H>>,
+) -> Result<Response, Refusal> {
+    let socket = &conn.socket;
+    let _active = claim(&engine, &conn, |s| &mut s.polling_get)?;
+    let mut packets = Vec::new();
+    loop {
+        let woken = socket.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if socket.lock().transport == Transport::Websocket {
+            // Upgraded while this poll waited: the websocket carries everything from now on.
+            return Ok(text_response(packet::NOOP.to_string()));
+        }
+        socket.take(usize::MAX, &mut packets);
+        if !packets.is_empty() {
+            break;
+        }
+        if socket.is_closed() {
+            return Ok(text_response(packet::CLOSE.to_string()));
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = socket.closed() => {}
+        }
+    }
+    let mut body = String::new();
+    for (i, p) in packets.iter().enumerate() {
+        if i > 0 {
+            body.push(char::from(packet::SEPARATOR));
+        }
+        body.push_str(p.text().as_str());
+    }
+    Ok(text_response(body))
+}
+
+/// Packets the client sends, one or more in the body.
+pub async fn post<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H>>,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let socket = &conn.socket;
+    let _active = claim(&engine, &conn, |s| &mut s.polling_post)?;
+    let Ok(body) = axum::body::to_bytes(body, engine.config.max_payload).await else {
+        // Too large, or the client left halfway: either way this session is over.
+        drop(_active);
+        engine.end(&conn, DisconnectReason::ProtocolError);
+        return Err(Refusal::TOO_LARGE);
+    };
+    for part in split(&body) {
+        let parsed = match Utf8Bytes::try_from(part) {
+            Ok(text) => packet::parse(text),
+            Err(_) => Err("packet is not UTF-8".to_owned()),
+        };
+        match parsed {
+            Ok(Inbound::Message(text)) => engine.handler.on_message(&conn.session, socket, text),
+            Ok(Inbound::Binary(data)) => engine.handler.on_binary(&conn.session, socket, data),
+            Ok(Inbound::Pong) => {
+                socket.lock().awaiting_pong = false;
+                socket.pong.notify_one();
+            }
+            Ok(Inbound::Ping { .. }) => socket.push_control(Outbound::Pong),
+            Ok(Inbound::Close) => {
+                engine.end(&conn, DisconnectReason::ClientClose);
+                break;
+            }
+            Ok(Inbound::Upgrade | Inbound::Noop) => {}
+            Err(problem) => engine.handler.on_malformed(&conn.session, socket, &problem),
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/html")], "ok").into_response())
+}
+
+/// Pings a polling session and ends it when the client stops answering. Once the session
+/// moves to a websocket, the websocket task takes over the heartbeat and the end.
+pub async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>) {
+    let socket = &conn.socket;
+    let config = &engine.config;
+    let reason = loop {
+        tokio::select! {
+            _ = socket.closed() => break DisconnectReason::ServerClose,
+            _ = tokio::time::sleep(config.ping_interval) => {}
+        }
+        match socket.lock().transport {
+            Transport::Websocket => return,
+            Transport::Upgrading => continue,
+            Transport::Polling => {}
+        }
+        let pong = socket.pong.notified();
+        tokio::pin!(pong);
+        pong.as_mut().enable();
+        socket.lock().awaiting_pong = true;
+        socket.push_control(Outbound::Ping);
+        tokio::select! {
+            _ = socket.closed() => break DisconnectReason::ServerClose,
+            _ = pong => continue,
+            _ = tokio::time::sleep(config.ping_timeout) => {
+                let state = socket.lock();
+                if state.transport == Transport::Polling && state.awaiting_pong {
+                    break DisconnectReason::HeartbeatTimeout;
+                }
+            }
+        }
+    };
+    if socket.lock().transport != Transport::Websocket {
+        engine.end(&conn, reason);
+    }
+}
+
+pub fn text_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+/// Marks a GET or POST as in progress until the guard drops (also when the client goes away
+/// and the request's future is dropped). A second one at the same time ends the session.
+fn claim<'a, H: Handler>(
+    engine: &Engine<H>,
+    conn: &'a Arc<Conn<H>>,
+    flag: fn(&mut State) -> &mut bool,
+) -> Result<Active<'a>, Refusal> {
+    let mut state = conn.socket.lock();
+    if state.transport == Transport::Websocket {
+        return Err(Refusal::BAD_REQUEST);
+    }
+    if *flag(&mut state) {
+        drop(state);
+        engine.end(conn, DisconnectReason::ProtocolError);
+        return Err(Refusal::BAD_REQUEST);
+    }
+    *flag(&mut state) = true;
+    Ok(Active {
+        socket: &conn.socket,
+        flag,
+    })
+}
+
+struct Active<'a> {
+    socket: &'a Socket,
+    flag: fn(&mut State) -> &mut bool,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        *(self.flag)(&mut self.socket.lock()) = false;
+    }
+}
+
+/// The packets of a polling body.
+fn split(body: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    body.split(|b| *b == packet::SEPARATOR)
+        .map(move |part| body.slice_ref(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_a_body_on_the_record_separator() {
+        let body = Bytes::from_static(b"42[\"a\"]\x1e3\x1e42[\"b\"]");
+        let parts: Vec<_> = split(&body).collect();
+        assert_eq!(parts, vec![&b"42[\"a\"]"[..], b"3", b"42[\"b\"]"]);
+    }
+}

@@ -1,0 +1,253 @@
+//! One client's session: what it was opened with, and the queue of packets waiting to be
+//! written to it by whichever transport holds it (the websocket task, or a pending long-poll).
+
+use crate::packet::Outbound;
+use crate::{DisconnectReason, Message};
+use http::HeaderMap;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The client's queue is full: it is not reading fast enough.
+    Full,
+    /// The connection has ended.
+    Closed,
+}
+
+/// The transport that currently carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Polling,
+    /// A websocket is being probed; polling still carries the packets.
+    Upgrading,
+    Websocket,
+}
+
+pub struct Socket {
+    id: Box<str>,
+    query: Box<str>,
+    headers: HeaderMap,
+    capacity: usize,
+    state: Mutex<State>,
+    /// Whoever writes to the client has packets to write, or the session closed.
+    pub(crate) wake: Notify,
+    /// Room was made in the queue.
+    room: Notify,
+    /// A polling client answered a ping.
+    pub(crate) pong: Notify,
+    closed: CancellationToken,
+}
+
+pub(crate) struct State {
+    queue: VecDeque<Outbound>,
+    /// Application messages in `queue` (control packets do not count against the capacity).
+    messages: usize,
+    pub transport: Transport,
+    pub close_reason: Option<DisconnectReason>,
+    pub awaiting_pong: bool,
+    pub polling_get: bool,
+    pub polling_post: bool,
+}
+
+/// A queue that has grown beyond this is given back once it empties.
+const KEEP_QUEUE_CAPACITY: usize = 8;
+
+impl Socket {
+    pub(crate) fn new(
+        id: Box<str>,
+        query: Box<str>,
+        headers: HeaderMap,
+        capacity: usize,
+        transport: Transport,
+    ) -> Self {
+        Socket {
+            id,
+            query,
+            headers,
+            capacity,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                messages: 0,
+                transport,
+                close_reason: None,
+                awaiting_pong: false,
+                polling_get: false,
+                polling_post: false,
+            }),
+            wake: Notify::new(),
+            room: Notify::new(),
+            pong: Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The session id the client was given.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The query string of the request that opened the session.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The headers of the opening request that the engine was told to keep.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Queues a message if there is room.
+    pub fn try_send(&self, message: Message) -> Result<(), SendError> {
+        self.push(message).map_err(|(e, _)| e)
+    }
+
+    /// Queues a message, waiting for room. Bound the wait with a timeout: a client that stops
+    /// reading never makes room.
+    pub async fn send(&self, mut message: Message) -> Result<(), SendError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so room made in between is not missed.
+            room.as_mut().enable();
+            match self.push(message) {
+                Ok(()) => return Ok(()),
+                Err((SendError::Closed, _)) => return Err(SendError::Closed),
+                Err((SendError::Full, back)) => message = back,
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.closed.cancelled() => return Err(SendError::Closed),
+            }
+        }
+    }
+
+    fn push(&self, message: Message) -> Result<(), (SendError, Message)> {
+        let mut state = self.lock();
+        if state.close_reason.is_some() {
+            return Err((SendError::Closed, message));
+        }
+        if state.messages >= self.capacity {
+            return Err((SendError::Full, message));
+        }
+        state.queue.push_back(Outbound::Message(message));
+        state.messages += 1;
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a transport packet (ping, pong, noop), which does not wait for room.
+    pub(crate) fn push_control(&self, packet: Outbound) {
+        let mut state = self.lock();
+        if state.close_reason.is_some() {
+            return;
+        }
+        state.queue.push_back(packet);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Takes up to `max` queued packets, oldest first, into `out`.
+    pub(crate) fn take(&self, max: usize, out: &mut Vec<Outbound>) {
+        let mut state = self.lock();
+        let n = max.min(state.queue.len());
+        let mut messages = 0;
+        for packet in state.queue.drain(..n) {
+            messages += usize::from(packet.is_message());
+            out.push(packet);
+        }
+        state.messages -= messages;
+        if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE_CAPACITY {
+            state.queue = VecDeque::new();
+        }
+        drop(state);
+        if messages > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Ends the session (idempotent): the transport stops, senders are refused, and the
+    /// application hears of it once, with the first reason given.
+    pub fn close(&self, reason: DisconnectReason) {
+        let mut state = self.lock();
+        if state.close_reason.is_none() {
+            state.close_reason = Some(reason);
+        }
+        drop(state);
+        self.closed.cancel();
+        self.wake.notify_one();
+        self.room.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the session has ended.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind, still consistent enough to
+        // close the session with.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn socket(capacity: usize) -> Socket {
+        Socket::new(
+            "s".into(),
+            "".into(),
+            HeaderMap::new(),
+            capacity,
+            Transport::Websocket,
+        )
+    }
+
+    #[test]
+    fn control_packets_do_not_count_against_the_capacity() {
+        let s = socket(1);
+        assert_eq!(s.try_send(Message::text("a")), Ok(()));
+        assert_eq!(s.try_send(Message::text("b")), Err(SendError::Full));
+        s.push_control(Outbound::Ping);
+        let mut out = Vec::new();
+        s.take(10, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.try_send(Message::text("c")), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_and_is_refused_once_closed() {
+        let s = Arc::new(socket(1));
+        s.try_send(Message::text("a")).unwrap_or_default();
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.send(Message::text("b")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        let mut out = Vec::new();
+        s.take(1, &mut out);
+        assert_eq!(waiting.await.ok(), Some(Ok(())));
+        s.close(DisconnectReason::ServerClose);
+        assert_eq!(s.send(Message::text("c")).await, Err(SendError::Closed));
+        assert_eq!(s.lock().close_reason, Some(DisconnectReason::ServerClose));
+    }
+}

@@ -1,0 +1,162 @@
+//! The websocket transport: one task per connection reads the client's frames, writes what is
+//! queued for it in small flushed batches, and keeps the heartbeat.
+
+use crate::engine::{Conn, Engine, new_sid};
+use crate::packet::{self, Inbound, Outbound};
+use crate::socket::{Socket, Transport};
+use crate::{DisconnectReason, Handler};
+use axum::extract::ws::{Message as Frame, WebSocket};
+use futures::SinkExt;
+use http::HeaderMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Packets written before one flush: enough to save system calls when a client is behind,
+/// few enough that the websocket's write buffer stays small.
+const WRITE_BATCH: usize = 16;
+/// How long a closing handshake may take before the connection is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A session opened directly over a websocket.
+pub async fn open<H: Handler>(
+    engine: Arc<Engine<H>>,
+    query: Box<str>,
+    headers: HeaderMap,
+    mut ws: WebSocket,
+) {
+    let sid = new_sid();
+    let open = packet::open(&sid, false, &engine.config);
+    if ws.send(Frame::Text(open.into())).await.is_err() {
+        return;
+    }
+    let socket = Arc::new(Socket::new(
+        sid,
+        query,
+        headers,
+        engine.config.queue_capacity,
+        Transport::Websocket,
+    ));
+    let conn = engine.connect(socket);
+    run(engine, conn, ws).await;
+}
+
+/// A polling session moving to a websocket: the probe, then the switch.
+pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: WebSocket) {
+    let probed = tokio::time::timeout(engine.config.ping_timeout, probe(&conn.socket, &mut ws));
+    if let Ok(Ok(())) = probed.await {
+        conn.socket.lock().transport = Transport::Websocket;
+        // Whatever was queued while the probe ran goes out on the websocket now.
+        conn.socket.wake.notify_one();
+        run(engine, conn, ws).await;
+        return;
+    }
+    tracing::debug!(sid = conn.socket.id(), "websocket upgrade failed; staying on polling");
+    let mut state = conn.socket.lock();
+    if state.transport == Transport::Upgrading {
+        state.transport = Transport::Polling;
+    }
+}
+
+/// `2probe` → `3probe`, a noop to end the client's pending poll, then its `5` (upgrade).
+async fn probe(socket: &Socket, ws: &mut WebSocket) -> Result<(), ()> {
+    let mut probed = false;
+    loop {
+        match ws.recv().await {
+            Some(Ok(Frame::Text(text))) => match (probed, text.as_str()) {
+                (false, "2probe") => {
+                    ws.send(Frame::Text("3probe".into()))
+                        .await
+                        .map_err(|_| ())?;
+                    socket.push_control(Outbound::Noop);
+                    probed = true;
+                }
+                (true, "5") => return Ok(()),
+                _ => return Err(()),
+            },
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+            _ => return Err(()),
+        }
+    }
+}
+
+/// Serves a websocket session until it ends, then tells the application.
+async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: WebSocket) {
+    let socket = &conn.socket;
+    let config = &engine.config;
+    let heartbeat = tokio::time::sleep(config.ping_interval);
+    tokio::pin!(heartbeat);
+    let mut awaiting_pong = false;
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = socket.closed() => break DisconnectReason::ServerClose,
+            _ = engine.shutdown.cancelled() => break DisconnectReason::ServerShutdown,
+            frame = ws.recv() => match frame {
+                Some(Ok(Frame::Text(text))) => match packet::parse(text) {
+                    Ok(Inbound::Message(text)) => {
+                        engine.handler.on_message(&conn.session, socket, text);
+                    }
+                    Ok(Inbound::Pong) => {
+                        awaiting_pong = false;
+                        heartbeat.as_mut().reset(tokio::time::Instant::now() + config.ping_interval);
+                    }
+                    Ok(Inbound::Ping { probe }) => {
+                        let pong = if probe { "3probe" } else { "3" };
+                        if ws.send(Frame::Text(pong.into())).await.is_err() {
+                            break DisconnectReason::TransportError;
+                        }
+                    }
+                    Ok(Inbound::Close) => break DisconnectReason::ClientClose,
+                    Ok(Inbound::Binary(data)) => {
+                        engine.handler.on_binary(&conn.session, socket, data);
+                    }
+                    Ok(Inbound::Upgrade | Inbound::Noop) => {}
+                    Err(problem) => engine.handler.on_malformed(&conn.session, socket, &problem),
+                },
+                Some(Ok(Frame::Binary(data))) => engine.handler.on_binary(&conn.session, socket, data),
+                Some(Ok(Frame::Close(_))) => break DisconnectReason::ClientClose,
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                Some(Err(_)) | None => break DisconnectReason::TransportError,
+            },
+            _ = socket.wake.notified() => {
+                // A client that stops reading blocks this write; its sender then times out
+                // and closes the socket, which must still end the connection.
+                tokio::select! {
+                    written = write_queued(socket, &mut ws) => if written.is_err() {
+                        break DisconnectReason::TransportError;
+                    },
+                    _ = socket.closed() => break DisconnectReason::ServerClose,
+                }
+            }
+            _ = &mut heartbeat => {
+                if awaiting_pong {
+                    break DisconnectReason::HeartbeatTimeout;
+                }
+                if ws.send(Frame::Text(packet::PING.to_string().into())).await.is_err() {
+                    break DisconnectReason::TransportError;
+                }
+                awaiting_pong = true;
+                heartbeat.as_mut().reset(tokio::time::Instant::now() + config.ping_timeout);
+            }
+        }
+    };
+    engine.end(&conn, reason);
+    if reason != DisconnectReason::TransportError {
+        let _ = tokio::time::timeout(CLOSE_GRACE, ws.close()).await;
+    }
+}
+
+/// Writes everything queued, flushing every few packets.
+async fn write_queued(socket: &Socket, ws: &mut WebSocket) -> Result<(), axum::Error> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        socket.take(WRITE_BATCH, &mut batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for packet in batch.drain(..) {
+            ws.feed(Frame::Text(packet.text())).await?;
+        }
+        ws.flush().await?;
+    }
+}
