@@ -14,7 +14,7 @@
 //
 // Usage:
 //   node seed_client.mjs --url http://127.0.0.1:3000 [--conversation ID] [--latest N]
-//     [--providers LIST] [--transport websocket|polling] [--api-key KEY] [--query-key KEY]
+//     [--providers LIST] [--transport websocket|polling|default] [--api-key KEY] [--query-key KEY]
 //     [--emit-event NAME] [--send JSON|@FILE]... [--until-id N] [--until-state S1,S2] [--count N] [--idle-ms N]
 //     [--timeout-ms N] [--no-reconnect] [--track-latest]
 //
@@ -71,7 +71,8 @@ function parseArgs(argv) {
       case "--latest": opts.latest = v; break; // passed through as given, may be non-numeric
       case "--providers": opts.providers = v; break;
       case "--transport":
-        if (v !== "websocket" && v !== "polling") usage("--transport is websocket or polling");
+        // "default" is socket.io-client's own choice: long-polling first, then the upgrade.
+        if (!["websocket", "polling", "default"].includes(v)) usage("--transport is websocket, polling or default");
         opts.transport = v;
         break;
       case "--api-key": opts.apiKey = v; break;
@@ -111,13 +112,16 @@ if (opts.providers !== null) query.providers_set = opts.providers;
 if (opts.queryKey !== null) query.session_api_key = opts.queryKey;
 
 const socketOptions = {
-  transports: [opts.transport],
   query,
   reconnection: opts.reconnect,
 };
+if (opts.transport !== "default") socketOptions.transports = [opts.transport];
 if (opts.apiKey !== null) socketOptions.auth = { session_api_key: opts.apiKey };
 
 const socket = io(opts.url, socketOptions);
+socket.io.on("open", () => {
+  socket.io.engine.on("upgrade", (transport) => out({ kind: "upgrade", transport: transport.name }));
+});
 
 let finished = false;
 let received = 0;
@@ -129,9 +133,10 @@ function finish(reason, code) {
   finished = true;
   clearTimeout(idleTimer);
   clearTimeout(timeoutTimer);
+  const transport = socket.io.engine?.transport?.name ?? null;
   socket.disconnect();
   // Exit once stdout is flushed, giving the disconnect packet a moment to leave too.
-  out({ kind: "done", reason }, () => setTimeout(() => process.exit(code), 20));
+  out({ kind: "done", reason, transport }, () => setTimeout(() => process.exit(code), 20));
 }
 
 function armIdle() {

@@ -88,7 +88,12 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, session: &Self::Session, socket: &Arc<Socket>, data: Bytes);
     /// A frame that is not an Engine.IO packet. The connection stays open.
     fn on_malformed(&self, session: &Self::Session, socket: &Arc<Socket>, problem: &str);
-    fn on_disconnect(&self, session: &Self::Session, socket: &Arc<Socket>, reason: DisconnectReason);
+    fn on_disconnect(
+        &self,
+        session: &Self::Session,
+        socket: &Arc<Socket>,
+        reason: DisconnectReason,
+    );
 }
 
 /// A message to send: an Engine.IO message packet, encoded once, so one event sent to many

@@ -102,7 +102,10 @@ mod tests {
             parse("2probe".into()),
             Ok(Inbound::Ping { probe: true })
         ));
-        assert!(matches!(parse("2".into()), Ok(Inbound::Ping { probe: false })));
+        assert!(matches!(
+            parse("2".into()),
+            Ok(Inbound::Ping { probe: false })
+        ));
         assert!(matches!(parse("3".into()), Ok(Inbound::Pong)));
         assert!(matches!(parse("5".into()), Ok(Inbound::Upgrade)));
         assert!(matches!(parse("6".into()), Ok(Inbound::Noop)));

@@ -50,7 +50,10 @@ pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut
         run(engine, conn, ws).await;
         return;
     }
-    tracing::debug!(sid = conn.socket.id(), "websocket upgrade failed; staying on polling");
+    tracing::debug!(
+        sid = conn.socket.id(),
+        "websocket upgrade failed; staying on polling"
+    );
     let mut state = conn.socket.lock();
     if state.transport == Transport::Upgrading {
         state.transport = Transport::Polling;

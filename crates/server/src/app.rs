@@ -13,8 +13,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::routing::any;
 use axum::response::Response;
+use axum::routing::any;
 use ohd_engineio::Engine;
 use ohd_store::sqlite::SqliteStore;
 use ohd_store::{EventLog, LocalNotifier};
@@ -81,6 +81,8 @@ pub fn router(state: AppState) -> (Router, Arc<SocketEngine>) {
     let transport_cap = config.max_payload_bytes.saturating_mul(2);
     let engine = Engine::new(
         ohd_engineio::Config {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
             max_payload: transport_cap,
             queue_capacity: CLIENT_BUFFER_PACKETS,
             // Clients send small messages; a larger one is read in more steps.

@@ -31,6 +31,9 @@ pub struct Config {
     pub durability: Durability,
     /// How long a client may leave its send buffer full before it is cut off.
     pub slow_client_timeout: Duration,
+    /// Engine.IO heartbeat: how often clients are pinged, and how long they have to answer.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub sandbox: SandboxSettings,
@@ -128,6 +131,8 @@ struct ServerSection {
     max_payload_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
     slow_client_timeout_secs: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +223,13 @@ impl Config {
             durability: file.store.durability.unwrap_or_default(),
             slow_client_timeout: Duration::from_secs(
                 file.server.slow_client_timeout_secs.unwrap_or(10),
+            ),
+            // Engine.IO's and the original's 25 s and 20 s.
+            ping_interval: Duration::from_millis(
+                file.server.ping_interval_ms.unwrap_or(25_000).max(1),
+            ),
+            ping_timeout: Duration::from_millis(
+                file.server.ping_timeout_ms.unwrap_or(20_000).max(1),
             ),
             llm: LlmConfig {
                 model: non_empty(overrides.llm_model).or(file.llm.model),

@@ -50,11 +50,7 @@ impl Outbox {
 }
 
 /// Streams the followed conversation to the client, then live, until stopped.
-pub async fn deliver(
-    mut follower: Follower,
-    conversation: ConversationId,
-    outbox: Outbox,
-) -> Stop {
+pub async fn deliver(mut follower: Follower, conversation: ConversationId, outbox: Outbox) -> Stop {
     loop {
         let item = tokio::select! {
             _ = outbox.cancel.cancelled() => return Stop::Gone,

@@ -26,6 +26,9 @@ async fn every_bad_input_gets_an_error_and_disturbs_no_one() {
         ("42not json".into(), "INVALID_PACKET"),
         ("42[\"oh_user_action\",{bad".into(), "INVALID_PACKET"),
         ("4X".into(), "INVALID_PACKET"),
+        // Not even Engine.IO: an unknown packet type, and an empty frame.
+        ("9oops".into(), "INVALID_PACKET"),
+        ("".into(), "INVALID_PACKET"),
         ("42{\"a\":1}".into(), "INVALID_PACKET"),
         ("42[\"oh_user_action\",\"just a string\"]".into(), "INVALID_ACTION"),
         ("42[\"oh_user_action\"]".into(), "INVALID_ACTION"),

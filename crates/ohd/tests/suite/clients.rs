@@ -133,6 +133,35 @@ async fn socket_io_client_over_long_polling_and_the_legacy_event_name() {
 }
 
 #[tokio::test]
+async fn socket_io_client_upgrades_from_long_polling_to_websocket_without_loss() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut extra = vec!["--transport".to_owned(), "default".to_owned()];
+    for i in 0..6 {
+        extra.push("--send".to_owned());
+        extra.push(json!({"action":"message","args":{"content":format!("m{i}")}}).to_string());
+    }
+    extra.extend(["--until-id".to_owned(), "5".to_owned()]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let run = run("node", "seed_client.mjs", &args(&ohd, &conv, &extra)).await;
+    assert_eq!(run.code, 0, "{:?}", run.lines);
+    assert_eq!(
+        run.first("upgrade").map(|l| l["transport"].clone()),
+        Some(json!("websocket")),
+        "{:?}",
+        run.lines
+    );
+    assert_eq!(
+        run.first("done").map(|l| l["transport"].clone()),
+        Some(json!("websocket"))
+    );
+    // Whichever transport carried each event, each came once and in order.
+    let events = run.events();
+    assert_eq!(ids(&events), (0..6).collect::<Vec<u64>>());
+    assert_eq!(ohd.events(&conv).await, events);
+}
+
+#[tokio::test]
 async fn socket_io_client_sees_connect_error_data_for_an_unknown_conversation() {
     let ohd = Ohd::start().await;
     let run = run(

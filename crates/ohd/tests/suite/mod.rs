@@ -6,4 +6,5 @@ mod rest;
 mod restart;
 mod seed_websocat;
 mod streams;
+mod transport;
 mod web_ui_routes;

@@ -1,14 +1,14 @@
 //! One client connection: its Socket.IO session on the `/` namespace, the actions it sends, and
 //! the delivery of its conversation's events.
 
+use super::Inbound;
 use super::handshake::{self, Join, Refusal};
 use super::packet::{self, Packet};
-use super::Inbound;
 use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::{self, Outbox};
-use ohd_engineio::{DisconnectReason, Message, Socket};
 use futures::FutureExt;
+use ohd_engineio::{DisconnectReason, Message, Socket};
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
 use ohd_store::StoreError;

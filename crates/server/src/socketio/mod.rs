@@ -57,7 +57,12 @@ impl Handler for SocketIoHandler {
         enqueue(inbox, socket, Inbound::Malformed(problem.to_owned()));
     }
 
-    fn on_disconnect(&self, _inbox: &Self::Session, socket: &Arc<Socket>, reason: DisconnectReason) {
+    fn on_disconnect(
+        &self,
+        _inbox: &Self::Session,
+        socket: &Arc<Socket>,
+        reason: DisconnectReason,
+    ) {
         tracing::debug!(sid = socket.id(), ?reason, "engine.io disconnected");
     }
 }
