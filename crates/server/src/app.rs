@@ -93,7 +93,6 @@ pub fn router(state: AppState) -> (Router, Arc<SocketEngine>) {
                 http::HeaderName::from_static(auth::SESSION_KEY_HEADER),
                 http::header::AUTHORIZATION,
             ],
-            ..Default::default()
         },
         SocketIoHandler::new(state.clone()),
     );
