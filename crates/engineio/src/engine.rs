@@ -12,15 +12,13 @@ use http::{HeaderMap, Method, StatusCode, header};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
 
 pub struct Engine<H: Handler> {
     pub(crate) config: Config,
     pub(crate) handler: H,
-    /// Sessions opened over polling, found again by id for their next request or upgrade.
-    /// Websocket-only sessions are never looked up, so they are not kept here.
+    /// Every open session: polling ones are found here by id for their next request or
+    /// upgrade, and shutdown closes them all.
     sessions: Mutex<HashMap<Box<str>, Arc<Conn<H>>>>,
-    pub(crate) shutdown: CancellationToken,
 }
 
 /// A session and what the application keeps with it.
@@ -76,13 +74,11 @@ impl<H: Handler> Engine<H> {
             config,
             handler,
             sessions: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
         })
     }
 
     /// Ends every session (server shutdown).
     pub fn shut_down(&self) {
-        self.shutdown.cancel();
         let sessions: Vec<_> = self.lock_sessions().values().cloned().collect();
         for conn in sessions {
             conn.socket.close(DisconnectReason::ServerShutdown);
@@ -165,7 +161,7 @@ impl<H: Handler> Engine<H> {
         ));
         let open = packet::open(&sid, true, &self.config);
         let conn = self.connect(socket);
-        self.lock_sessions().insert(sid, conn.clone());
+        self.register(&conn);
         tokio::spawn(polling::heartbeat(self.clone(), conn));
         polling::text_response(open)
     }
@@ -178,6 +174,11 @@ impl<H: Handler> Engine<H> {
             session,
             ended: AtomicBool::new(false),
         })
+    }
+
+    pub(crate) fn register(&self, conn: &Arc<Conn<H>>) {
+        self.lock_sessions()
+            .insert(conn.socket.id().into(), conn.clone());
     }
 
     /// Ends a session once, whoever notices first: the application hears of it with the

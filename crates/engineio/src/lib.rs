@@ -15,11 +15,13 @@
 mod engine;
 mod packet;
 mod polling;
+mod signal;
 mod socket;
 mod websocket;
 
 pub use axum::extract::ws::Utf8Bytes;
 pub use engine::Engine;
+pub use signal::Signal;
 pub use socket::{SendError, Socket};
 
 use bytes::Bytes;
@@ -99,7 +101,7 @@ pub trait Handler: Send + Sync + 'static {
 /// A message to send: an Engine.IO message packet, encoded once, so one event sent to many
 /// clients is one shared buffer.
 #[derive(Debug, Clone)]
-pub struct Message(Utf8Bytes);
+pub struct Message(pub(crate) Utf8Bytes);
 
 impl Message {
     /// A text message carrying `text` (for Socket.IO, one encoded Socket.IO packet).

@@ -74,6 +74,14 @@ impl Outbound {
         }
     }
 
+    /// The packet's text, taken without touching the shared buffer's reference count twice.
+    pub fn into_text(self) -> Utf8Bytes {
+        match self {
+            Outbound::Message(m) => m.0,
+            other => other.text(),
+        }
+    }
+
     pub fn is_message(&self) -> bool {
         matches!(self, Outbound::Message(_))
     }

@@ -20,9 +20,6 @@ pub async fn poll<H: Handler>(
     let _active = claim(&engine, &conn, |s| &mut s.polling_get)?;
     let mut packets = Vec::new();
     loop {
-        let woken = socket.wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
         if socket.lock().transport == Transport::Websocket {
             // Upgraded while this poll waited: the websocket carries everything from now on.
             return Ok(text_response(packet::NOOP.to_string()));
@@ -34,8 +31,9 @@ pub async fn poll<H: Handler>(
         if socket.is_closed() {
             return Ok(text_response(packet::CLOSE.to_string()));
         }
+        // A wake since the last look is kept, so nothing queued in between is missed.
         tokio::select! {
-            _ = woken => {}
+            _ = socket.wake.wait() => {}
             _ = socket.closed() => {}
         }
     }

@@ -2,12 +2,12 @@
 //! written to it by whichever transport holds it (the websocket task, or a pending long-poll).
 
 use crate::packet::Outbound;
+use crate::signal::{Signal, Wake};
 use crate::{DisconnectReason, Message};
 use http::HeaderMap;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +34,20 @@ pub struct Socket {
     capacity: usize,
     state: Mutex<State>,
     /// Whoever writes to the client has packets to write, or the session closed.
-    pub(crate) wake: Notify,
-    /// Room was made in the queue.
+    pub(crate) wake: Wake,
+    /// Room was made in the queue (only told when a sender waits for it).
     room: Notify,
     /// A polling client answered a ping.
     pub(crate) pong: Notify,
-    closed: CancellationToken,
+    closed: Signal,
 }
 
 pub(crate) struct State {
     queue: VecDeque<Outbound>,
     /// Application messages in `queue` (control packets do not count against the capacity).
     messages: usize,
+    /// Senders waiting in [`Socket::send`] for room.
+    waiting_senders: usize,
     pub transport: Transport,
     pub close_reason: Option<DisconnectReason>,
     pub awaiting_pong: bool,
@@ -72,16 +74,17 @@ impl Socket {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 messages: 0,
+                waiting_senders: 0,
                 transport,
                 close_reason: None,
                 awaiting_pong: false,
                 polling_get: false,
                 polling_post: false,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
             room: Notify::new(),
             pong: Notify::new(),
-            closed: CancellationToken::new(),
+            closed: Signal::new(),
         }
     }
 
@@ -105,9 +108,22 @@ impl Socket {
         self.push(message).map_err(|(e, _)| e)
     }
 
+    /// Queues a message if there is room, or hands it back.
+    pub fn try_send_or_return(&self, message: Message) -> Result<(), (SendError, Message)> {
+        self.push(message)
+    }
+
     /// Queues a message, waiting for room. Bound the wait with a timeout: a client that stops
     /// reading never makes room.
-    pub async fn send(&self, mut message: Message) -> Result<(), SendError> {
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        // The common case, room at once, registers no waiter.
+        let mut message = match self.push(message) {
+            Ok(()) => return Ok(()),
+            Err((SendError::Closed, _)) => return Err(SendError::Closed),
+            Err((SendError::Full, back)) => back,
+        };
+        self.lock().waiting_senders += 1;
+        let _waiting = Waiting(self);
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -120,7 +136,7 @@ impl Socket {
             }
             tokio::select! {
                 _ = room => {}
-                _ = self.closed.cancelled() => return Err(SendError::Closed),
+                _ = self.closed.raised() => return Err(SendError::Closed),
             }
         }
     }
@@ -136,7 +152,7 @@ impl Socket {
         state.queue.push_back(Outbound::Message(message));
         state.messages += 1;
         drop(state);
-        self.wake.notify_one();
+        self.wake.notify();
         Ok(())
     }
 
@@ -148,7 +164,7 @@ impl Socket {
         }
         state.queue.push_back(packet);
         drop(state);
-        self.wake.notify_one();
+        self.wake.notify();
     }
 
     /// Takes up to `max` queued packets, oldest first, into `out`.
@@ -164,8 +180,9 @@ impl Socket {
         if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE_CAPACITY {
             state.queue = VecDeque::new();
         }
+        let tell = messages > 0 && state.waiting_senders > 0;
         drop(state);
-        if messages > 0 {
+        if tell {
             self.room.notify_waiters();
         }
     }
@@ -178,24 +195,32 @@ impl Socket {
             state.close_reason = Some(reason);
         }
         drop(state);
-        self.closed.cancel();
-        self.wake.notify_one();
-        self.room.notify_waiters();
+        self.closed.raise();
+        self.wake.notify();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.is_raised()
     }
 
     /// Resolves when the session has ended.
     pub async fn closed(&self) {
-        self.closed.cancelled().await
+        self.closed.raised().await
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain data behind, still consistent enough to
         // close the session with.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts a sender in [`Socket::send`] while it waits (also if its future is dropped).
+struct Waiting<'a>(&'a Socket);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting_senders -= 1;
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn open<H: Handler>(
         Transport::Websocket,
     ));
     let conn = engine.connect(socket);
+    engine.register(&conn);
     run(engine, conn, ws).await;
 }
 
@@ -46,7 +47,7 @@ pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut
     if let Ok(Ok(())) = probed.await {
         conn.socket.lock().transport = Transport::Websocket;
         // Whatever was queued while the probe ran goes out on the websocket now.
-        conn.socket.wake.notify_one();
+        conn.socket.wake.notify();
         run(engine, conn, ws).await;
         return;
     }
@@ -90,10 +91,13 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     tokio::pin!(heartbeat);
     let mut awaiting_pong = false;
     let reason = loop {
+        // Closing (also at shutdown) wakes this task, so a flag check each turn is enough: no
+        // waiter to register per event.
+        if socket.is_closed() {
+            break DisconnectReason::ServerClose;
+        }
         tokio::select! {
             biased;
-            _ = socket.closed() => break DisconnectReason::ServerClose,
-            _ = engine.shutdown.cancelled() => break DisconnectReason::ServerShutdown,
             frame = ws.recv() => match frame {
                 Some(Ok(Frame::Text(text))) => match packet::parse(text) {
                     Ok(Inbound::Message(text)) => {
@@ -121,7 +125,7 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
                 Some(Err(_)) | None => break DisconnectReason::TransportError,
             },
-            _ = socket.wake.notified() => {
+            _ = socket.wake.wait() => {
                 // A client that stops reading blocks this write; its sender then times out
                 // and closes the socket, which must still end the connection.
                 tokio::select! {
@@ -158,7 +162,7 @@ async fn write_queued(socket: &Socket, ws: &mut WebSocket) -> Result<(), axum::E
             return Ok(());
         }
         for packet in batch.drain(..) {
-            ws.feed(Frame::Text(packet.text())).await?;
+            ws.feed(Frame::Text(packet.into_text())).await?;
         }
         ws.flush().await?;
     }

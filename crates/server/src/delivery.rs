@@ -6,12 +6,11 @@
 //! only so long: a client that stops reading is cut off and resumes with `latest_event_id`.
 
 use crate::socketio::packet;
-use ohd_engineio::{DisconnectReason, Message, Socket};
+use ohd_engineio::{DisconnectReason, Message, SendError, Signal, Socket};
 use ohd_protocol::ConversationId;
 use ohd_store::{Followed, Follower};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Why delivery stopped early.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,13 +27,23 @@ pub enum Stop {
 pub struct Outbox {
     pub socket: Arc<Socket>,
     pub slow_client_timeout: Duration,
-    pub cancel: CancellationToken,
+    /// Raised when the client leaves the conversation.
+    pub cancel: Arc<Signal>,
 }
 
 impl Outbox {
     pub async fn send(&self, message: Message) -> Result<(), Stop> {
+        if self.cancel.is_raised() {
+            return Err(Stop::Gone);
+        }
+        // Room at once is the common case: no timer, no waiter.
+        let message = match self.socket.try_send_or_return(message) {
+            Ok(()) => return Ok(()),
+            Err((SendError::Closed, _)) => return Err(Stop::Gone),
+            Err((SendError::Full, back)) => back,
+        };
         let sent = tokio::select! {
-            _ = self.cancel.cancelled() => return Err(Stop::Gone),
+            _ = self.cancel.raised() => return Err(Stop::Gone),
             sent = tokio::time::timeout(self.slow_client_timeout, self.socket.send(message)) => sent,
         };
         match sent {
@@ -52,10 +61,15 @@ impl Outbox {
 /// Streams the followed conversation to the client, then live, until stopped.
 pub async fn deliver(mut follower: Follower, conversation: ConversationId, outbox: Outbox) -> Stop {
     loop {
+        // Flags first: cheap, and the waits below are polled only when no event is ready.
+        if outbox.cancel.is_raised() || outbox.socket.is_closed() {
+            return Stop::Gone;
+        }
         let item = tokio::select! {
-            _ = outbox.cancel.cancelled() => return Stop::Gone,
-            _ = outbox.socket.closed() => return Stop::Gone,
+            biased;
             item = follower.next() => item,
+            _ = outbox.cancel.raised() => return Stop::Gone,
+            _ = outbox.socket.closed() => return Stop::Gone,
         };
         let sent = match item {
             Ok(Followed::Event(event)) => {

@@ -8,7 +8,7 @@ use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::{self, Outbox};
 use futures::FutureExt;
-use ohd_engineio::{DisconnectReason, Message, Socket};
+use ohd_engineio::{DisconnectReason, Message, Signal, Socket};
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
 use ohd_store::StoreError;
@@ -16,7 +16,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// A client that opens the transport but never joins is closed after this long, as socket.io
 /// servers do.
@@ -32,13 +31,13 @@ pub struct Connection {
 
 struct Session {
     conversation: ConversationId,
-    delivery: CancellationToken,
+    delivery: Arc<Signal>,
     _counted: ConnectionGuard,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.delivery.cancel();
+        self.delivery.raise();
     }
 }
 
@@ -51,7 +50,7 @@ impl Connection {
         }
     }
 
-    pub async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Box<Inbound>>) {
         let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
         tokio::pin!(connect_deadline);
         let mut ever_joined = false;
@@ -91,7 +90,7 @@ impl Connection {
 
     /// Handles messages in order. Consecutive actions are stored as one append, so a client
     /// that sends many at once costs one commit, not one each.
-    async fn handle_all(&mut self, messages: impl Iterator<Item = Inbound>) {
+    async fn handle_all(&mut self, messages: impl Iterator<Item = Box<Inbound>>) {
         let mut actions = Vec::new();
         for message in messages {
             self.handle(message, &mut actions).await;
@@ -99,8 +98,12 @@ impl Connection {
         self.store_actions(&mut actions).await;
     }
 
-    async fn handle(&mut self, message: Inbound, actions: &mut Vec<(Option<u64>, ClientAction)>) {
-        let text = match message {
+    async fn handle(
+        &mut self,
+        message: Box<Inbound>,
+        actions: &mut Vec<(Option<u64>, ClientAction)>,
+    ) {
+        let text = match *message {
             Inbound::Text(text) => text,
             Inbound::Binary => {
                 self.send_error(
@@ -245,7 +248,7 @@ impl Connection {
     }
 
     fn start_session(&mut self, join: Join) {
-        let cancel = CancellationToken::new();
+        let cancel = Arc::new(Signal::new());
         // Subscribed before the client hears it joined: a live-only notice (a title change)
         // published from then on reaches it; stored events it would get anyway.
         let follower = ohd_store::Follower::new(

@@ -20,7 +20,9 @@ pub enum Inbound {
     Malformed(String),
 }
 
-/// Packets a client may have waiting before it is told to slow down.
+/// Packets a client may have waiting before it is told to slow down. They are boxed so that the
+/// channel's first block, allocated with every connection, holds pointers (32 × 8 bytes) rather
+/// than messages (32 × 40): 1 KiB less per idle client.
 const INBOX_CAPACITY: usize = 1024;
 
 #[derive(Clone)]
@@ -36,7 +38,7 @@ impl SocketIoHandler {
 
 impl Handler for SocketIoHandler {
     /// The way into the connection's task.
-    type Session = mpsc::Sender<Inbound>;
+    type Session = mpsc::Sender<Box<Inbound>>;
 
     fn on_connect(&self, socket: &Arc<Socket>) -> Self::Session {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
@@ -67,8 +69,8 @@ impl Handler for SocketIoHandler {
     }
 }
 
-fn enqueue(inbox: &mpsc::Sender<Inbound>, socket: &Socket, message: Inbound) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = inbox.try_send(message) {
+fn enqueue(inbox: &mpsc::Sender<Box<Inbound>>, socket: &Socket, message: Inbound) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = inbox.try_send(Box::new(message)) {
         // The client sends faster than its actions can be stored: tell it, drop this one.
         let notice = ohd_protocol::notice::ErrorNotice::new(
             "RATE_LIMITED",
