@@ -149,7 +149,12 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     };
     engine.end(&conn, reason);
     if reason != DisconnectReason::TransportError {
-        let _ = tokio::time::timeout(CLOSE_GRACE, ws.close()).await;
+        // What the server said last (an error, a refusal) still goes out, briefly.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = write_queued(socket, &mut ws).await;
+            let _ = ws.close().await;
+        })
+        .await;
     }
 }
 
