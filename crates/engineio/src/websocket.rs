@@ -128,8 +128,9 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
             _ = socket.wake.wait() => {
                 // A client that stops reading blocks this write; its sender then times out
                 // and closes the socket, which must still end the connection.
+                // Boxed, like the close below: only a connection being written to needs it.
                 tokio::select! {
-                    written = write_queued(socket, &mut ws) => if written.is_err() {
+                    written = Box::pin(write_queued(socket, &mut ws)) => if written.is_err() {
                         break DisconnectReason::TransportError;
                     },
                     _ = socket.closed() => break DisconnectReason::ServerClose,
@@ -150,10 +151,10 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     engine.end(&conn, reason);
     if reason != DisconnectReason::TransportError {
         // What the server said last (an error, a refusal) still goes out, briefly.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
             let _ = write_queued(socket, &mut ws).await;
             let _ = ws.close().await;
-        })
+        }))
         .await;
     }
 }

@@ -38,7 +38,13 @@ impl Outbox {
             Err((SendError::Closed, _)) => return Err(Stop::Gone),
             Err((SendError::Full, back)) => back,
         };
-        match tokio::time::timeout(self.slow_client_timeout, self.socket.send(message)).await {
+        // Boxed: the wait (and its timer) is rare, and would otherwise sit in every
+        // connection's task.
+        let wait = Box::pin(tokio::time::timeout(
+            self.slow_client_timeout,
+            self.socket.send(message),
+        ));
+        match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Stop::Gone),
             Err(_) => {

@@ -75,7 +75,9 @@ impl Connection {
                     if received == 0 {
                         break;
                     }
-                    self.handle_all(batch.drain(..)).await;
+                    // Boxed: handling is rare next to waiting, and its future (the store's, the
+                    // handshake's) would otherwise sit in every idle connection's task.
+                    Box::pin(self.handle_all(batch.drain(..))).await;
                     batch.shrink_to(8);
                     ever_joined |= self.session.is_some();
                 }
@@ -96,7 +98,7 @@ impl Connection {
             .unwrap_or(0)
             > 0
         {
-            self.handle_all(batch.drain(..)).await;
+            Box::pin(self.handle_all(batch.drain(..))).await;
         }
         tracing::debug!(sid = self.socket.id(), "connection ended");
     }
