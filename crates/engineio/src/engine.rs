@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Bytes the websocket gathers before it writes to the socket (tungstenite's default is 128 KiB).
+/// The buffer keeps its size after a burst, so this bounds what a busy client holds.
+const WS_WRITE_BUFFER: usize = 8 * 1024;
+
 pub struct Engine<H: Handler> {
     pub(crate) config: Config,
     pub(crate) handler: H,
@@ -124,6 +128,7 @@ impl<H: Handler> Engine<H> {
                     .await
                     .map_err(|_| Refusal::BAD_REQUEST)?
                     .read_buffer_size(self.config.ws_read_buffer)
+                    .write_buffer_size(WS_WRITE_BUFFER)
                     .max_message_size(self.config.max_payload)
                     .max_frame_size(self.config.max_payload);
                 match sid {

@@ -11,9 +11,9 @@ use http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Packets written before one flush: enough to save system calls when a client is behind,
-/// few enough that the websocket's write buffer stays small.
-const WRITE_BATCH: usize = 16;
+/// Packets taken from the queue before one flush. The websocket also writes whenever it has
+/// gathered `WS_WRITE_BUFFER` bytes, which is what bounds a busy client's write buffer.
+const WRITE_BATCH: usize = 64;
 /// How long a closing handshake may take before the connection is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
