@@ -41,6 +41,9 @@ pub struct Config {
     /// Messages that may wait to be written to one client; beyond that sending waits
     /// ([`Socket::send`]) or fails ([`Socket::try_send`]).
     pub queue_capacity: usize,
+    /// How long one write to a client may stay blocked (it is not reading) before the client is
+    /// cut off.
+    pub write_timeout: Duration,
     /// The websocket read buffer per connection. Clients send small messages; a larger one is
     /// read in more steps.
     pub ws_read_buffer: usize,
@@ -56,6 +59,7 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             queue_capacity: 64,
+            write_timeout: Duration::from_secs(10),
             ws_read_buffer: 1024,
             keep_headers: Vec::new(),
         }
@@ -75,6 +79,8 @@ pub enum DisconnectReason {
     ProtocolError,
     /// The application closed it ([`Socket::close`]).
     ServerClose,
+    /// The client stopped reading: a write stayed blocked past `write_timeout`.
+    TooSlow,
     /// The server is shutting down.
     ServerShutdown,
 }
@@ -96,6 +102,13 @@ pub trait Handler: Send + Sync + 'static {
         socket: &Arc<Socket>,
         reason: DisconnectReason,
     );
+}
+
+/// Where a socket's messages come from when the application would rather be asked than push:
+/// the transport takes the next one only when it can write it, so nothing waits per client in
+/// between, and a client that reads slowly slows only its own feed. `Ready(None)` ends the feed.
+pub trait Feed: Send + 'static {
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Message>>;
 }
 
 /// A message to send: an Engine.IO message packet, encoded once, so one event sent to many

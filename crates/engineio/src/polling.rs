@@ -9,7 +9,12 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
+
+/// Messages taken from a feed into one long-poll answer.
+const POLL_BATCH: usize = 256;
 
 /// A long-poll: waits until packets are queued, then answers with all of them.
 pub async fn poll<H: Handler>(
@@ -25,6 +30,12 @@ pub async fn poll<H: Handler>(
             return Ok(text_response(packet::NOOP.to_string()));
         }
         socket.take(usize::MAX, &mut packets);
+        while packets.len() < POLL_BATCH {
+            match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
+                Poll::Ready(Some(message)) => packets.push(Outbound::Message(message)),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
         if !packets.is_empty() {
             break;
         }
@@ -35,6 +46,7 @@ pub async fn poll<H: Handler>(
         tokio::select! {
             _ = socket.wake.wait() => {}
             _ = socket.closed() => {}
+            message = poll_fn(|cx| socket.poll_feed(cx)) => packets.extend(message.map(Outbound::Message)),
         }
     }
     let mut body = String::new();

@@ -3,7 +3,7 @@
 
 use crate::packet::Outbound;
 use crate::signal::{Signal, Wake};
-use crate::{DisconnectReason, Message};
+use crate::{DisconnectReason, Feed, Message};
 use http::HeaderMap;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -40,6 +40,8 @@ pub struct Socket {
     /// A polling client answered a ping.
     pub(crate) pong: Notify,
     closed: Signal,
+    /// Messages the transport asks for when it can write them (see [`Feed`]).
+    feed: Mutex<Option<Box<dyn Feed>>>,
 }
 
 pub(crate) struct State {
@@ -85,6 +87,7 @@ impl Socket {
             room: Notify::new(),
             pong: Notify::new(),
             closed: Signal::new(),
+            feed: Mutex::new(None),
         }
     }
 
@@ -187,6 +190,55 @@ impl Socket {
         }
     }
 
+    /// Gives the socket a feed to write from, replacing any other. Messages queued with `send`
+    /// still go first.
+    pub fn set_feed(&self, feed: Box<dyn Feed>) {
+        if self.is_closed() {
+            return;
+        }
+        let old = self.lock_feed().replace(feed);
+        drop(old);
+        self.wake.notify();
+    }
+
+    /// Stops the feed (the client left what it was following).
+    pub fn clear_feed(&self) {
+        let old = self.lock_feed().take();
+        drop(old);
+    }
+
+    /// The feed's next message. Pending (and woken through `wake` when a feed is set) if there
+    /// is no feed.
+    pub(crate) fn poll_feed(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        use std::task::Poll;
+        let mut slot = self.lock_feed();
+        let Some(feed) = slot.as_mut() else {
+            return Poll::Pending;
+        };
+        match feed.poll_next(cx) {
+            Poll::Ready(None) => {
+                let ended = slot.take();
+                drop(slot);
+                drop(ended);
+                Poll::Pending
+            }
+            _ if self.is_closed() => {
+                let ended = slot.take();
+                drop(slot);
+                drop(ended);
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn lock_feed(&self) -> MutexGuard<'_, Option<Box<dyn Feed>>> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Ends the session (idempotent): the transport stops, senders are refused, and the
     /// application hears of it once, with the first reason given.
     pub fn close(&self, reason: DisconnectReason) {
@@ -197,6 +249,13 @@ impl Socket {
         drop(state);
         self.closed.raise();
         self.wake.notify();
+        // What the feed holds is of no more use. `try_lock`: a feed may close its own socket
+        // from inside `poll_feed`, which then drops it.
+        if let Ok(mut slot) = self.feed.try_lock() {
+            let old = slot.take();
+            drop(slot);
+            drop(old);
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -4,11 +4,13 @@
 use crate::engine::{Conn, Engine, new_sid};
 use crate::packet::{self, Inbound, Outbound};
 use crate::socket::{Socket, Transport};
-use crate::{DisconnectReason, Handler};
+use crate::{DisconnectReason, Handler, Message};
 use axum::extract::ws::{Message as Frame, WebSocket};
 use futures::SinkExt;
 use http::HeaderMap;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Packets taken from the queue before one flush. The websocket also writes whenever it has
@@ -126,14 +128,13 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
                 Some(Err(_)) | None => break DisconnectReason::TransportError,
             },
             _ = socket.wake.wait() => {
-                // A client that stops reading blocks this write; its sender then times out
-                // and closes the socket, which must still end the connection.
-                // Boxed, like the close below: only a connection being written to needs it.
-                tokio::select! {
-                    written = Box::pin(write_queued(socket, &mut ws)) => if written.is_err() {
-                        break DisconnectReason::TransportError;
-                    },
-                    _ = socket.closed() => break DisconnectReason::ServerClose,
+                if let Err(stop) = write_guarded(socket, &mut ws, None, config.write_timeout).await {
+                    break stop;
+                }
+            }
+            message = poll_fn(|cx| socket.poll_feed(cx)) => {
+                if let Err(stop) = write_guarded(socket, &mut ws, message, config.write_timeout).await {
+                    break stop;
                 }
             }
             _ = &mut heartbeat => {
@@ -148,28 +149,89 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
             }
         }
     };
+    if reason == DisconnectReason::TooSlow {
+        tracing::warn!(sid = socket.id(), "client cut off: it stopped reading");
+        socket.close(reason);
+    }
     engine.end(&conn, reason);
-    if reason != DisconnectReason::TransportError {
+    if !matches!(
+        reason,
+        DisconnectReason::TransportError | DisconnectReason::TooSlow
+    ) {
         // What the server said last (an error, a refusal) still goes out, briefly.
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = write_queued(socket, &mut ws).await;
+            let _ = write_pending(socket, &mut ws, None, CLOSE_GRACE).await;
             let _ = ws.close().await;
         }))
         .await;
     }
 }
 
-/// Writes everything queued, flushing every few packets.
-async fn write_queued(socket: &Socket, ws: &mut WebSocket) -> Result<(), axum::Error> {
+/// Writes what is pending, unless the socket is closed meanwhile: a client that stops reading
+/// blocks the write, and closing must still end the connection.
+async fn write_guarded(
+    socket: &Socket,
+    ws: &mut WebSocket,
+    first: Option<Message>,
+    limit: Duration,
+) -> Result<(), DisconnectReason> {
+    // Boxed: only a connection being written to needs this future's room.
+    tokio::select! {
+        written = Box::pin(write_pending(socket, ws, first, limit)) => written,
+        _ = socket.closed() => Err(DisconnectReason::ServerClose),
+    }
+}
+
+/// Writes everything queued, then up to a batch from the feed, flushing after each batch. One
+/// batch from the feed per call, so a long replay still lets the connection read and ping.
+async fn write_pending(
+    socket: &Socket,
+    ws: &mut WebSocket,
+    mut first: Option<Message>,
+    limit: Duration,
+) -> Result<(), DisconnectReason> {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         socket.take(WRITE_BATCH, &mut batch);
-        if batch.is_empty() {
+        let mut written = 0;
+        for packet in batch.drain(..) {
+            timed(limit, ws.feed(Frame::Text(packet.into_text()))).await?;
+            written += 1;
+        }
+        let from_feed = written == 0;
+        if from_feed {
+            if let Some(message) = first.take() {
+                timed(limit, ws.feed(Frame::Text(message.0))).await?;
+                written += 1;
+            }
+            while written < WRITE_BATCH {
+                match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
+                    Poll::Ready(Some(message)) => {
+                        timed(limit, ws.feed(Frame::Text(message.0))).await?;
+                        written += 1;
+                    }
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+        }
+        if written == 0 {
             return Ok(());
         }
-        for packet in batch.drain(..) {
-            ws.feed(Frame::Text(packet.into_text())).await?;
+        timed(limit, ws.flush()).await?;
+        if from_feed {
+            return Ok(());
         }
-        ws.flush().await?;
+    }
+}
+
+/// One write step, bounded: blocked past `limit` means the client stopped reading.
+async fn timed(
+    limit: Duration,
+    step: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), DisconnectReason> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(DisconnectReason::TransportError),
+        Err(_) => Err(DisconnectReason::TooSlow),
     }
 }

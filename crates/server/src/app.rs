@@ -26,8 +26,8 @@ use tower_http::trace::TraceLayer;
 
 /// Events a live subscriber may fall behind by before it reads from the store instead.
 const LIVE_CHANNEL_CAPACITY: usize = 1024;
-/// Packets waiting per client to be written. A client further behind than this waits in its
-/// delivery task, which reads from the shared log, not in a queue of its own.
+/// Packets (replies, errors) waiting per client to be written. The conversation's events are not
+/// queued: the transport takes them from the client's feed when it can write them.
 const CLIENT_BUFFER_PACKETS: usize = 64;
 /// How long shutdown waits for open requests (long polls) before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> (Router, Arc<SocketEngine>) {
             ping_timeout: config.ping_timeout,
             max_payload: transport_cap,
             queue_capacity: CLIENT_BUFFER_PACKETS,
+            write_timeout: config.slow_client_timeout,
             // Clients send small messages; a larger one is read in more steps.
             ws_read_buffer: 1024,
             // The socket's session key may come in a header; nothing else is needed after the

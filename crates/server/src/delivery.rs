@@ -1,81 +1,73 @@
 //! The one place that decides what a client is sent, and in what order.
 //!
 //! A client follows its conversation's log ([`Follower`]: every event once, in id order, then
-//! live; its connection task asks it for the next item) and is sent every stored event exactly
-//! as stored, so live and replayed events are the same JSON, plus the live-only notices.
-//! Sending waits for room in the client's queue, but only so long: a client that stops reading
-//! is cut off and resumes with `latest_event_id`.
+//! live) and is sent every stored event exactly as stored, so live and replayed events are the
+//! same JSON, plus the live-only notices. The follower is the socket's feed: the transport asks
+//! it for the next packet only when it can write one, so nothing piles up per client, and a
+//! client that stops reading is cut off by the transport and resumes with `latest_event_id`.
 
 use crate::socketio::packet;
-use ohd_engineio::{DisconnectReason, Message, SendError, Socket};
+use ohd_engineio::{Feed, Message};
 use ohd_protocol::ConversationId;
-use ohd_store::{Followed, StoreError};
-use std::sync::Arc;
-use std::time::Duration;
+use ohd_protocol::notice::ErrorNotice;
+use ohd_store::{Followed, Follower, StoreError};
+use std::task::{Context, Poll, ready};
+use tokio_util::sync::ReusableBoxFuture;
 
-/// Why delivery stopped.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// The socket closed.
-    Gone,
-    /// The client did not take what it was sent in time and was cut off.
-    TooSlow,
-    /// The store could not be read.
-    StoreFailed,
+type Next = (Follower, Result<Followed, StoreError>);
+
+/// A conversation's log as a socket's feed.
+pub struct FollowFeed {
+    /// The follower's `next`, in one allocation reused for every item.
+    next: ReusableBoxFuture<'static, Next>,
+    /// The follower between two items.
+    idle: Option<Follower>,
+    conversation: ConversationId,
+    failed: bool,
 }
 
-/// Sends packets to one client, waiting for room in its queue, but not forever.
-pub struct Outbox {
-    pub socket: Arc<Socket>,
-    pub slow_client_timeout: Duration,
+async fn next_of(mut follower: Follower) -> Next {
+    let item = follower.next().await;
+    (follower, item)
 }
 
-impl Outbox {
-    pub async fn send(&self, message: Message) -> Result<(), Stop> {
-        // Room at once is the common case: no timer, no waiter.
-        let message = match self.socket.try_send_or_return(message) {
-            Ok(()) => return Ok(()),
-            Err((SendError::Closed, _)) => return Err(Stop::Gone),
-            Err((SendError::Full, back)) => back,
-        };
-        // Boxed: the wait (and its timer) is rare, and would otherwise sit in every
-        // connection's task.
-        let wait = Box::pin(tokio::time::timeout(
-            self.slow_client_timeout,
-            self.socket.send(message),
-        ));
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Stop::Gone),
-            Err(_) => {
-                tracing::warn!(sid = self.socket.id(), "client cut off: it stopped reading");
-                self.socket.close(DisconnectReason::ServerClose);
-                Err(Stop::TooSlow)
-            }
+impl FollowFeed {
+    pub fn new(follower: Follower, conversation: ConversationId) -> Self {
+        FollowFeed {
+            next: ReusableBoxFuture::new(next_of(follower)),
+            idle: None,
+            conversation,
+            failed: false,
         }
     }
 }
 
-/// Sends the client the next item of its conversation: a stored event (its packet built once
-/// for every client), or a live-only notice.
-pub async fn send_followed(
-    outbox: &Outbox,
-    conversation: &ConversationId,
-    item: Result<Followed, StoreError>,
-) -> Result<(), Stop> {
-    match item {
-        Ok(Followed::Event(event)) => {
-            let packet = event.encoded(|json| Message::text(&packet::event("oh_event", json)));
-            outbox.send(packet).await
+impl Feed for FollowFeed {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.failed {
+            return Poll::Ready(None);
         }
-        Ok(Followed::Notice(json)) => {
-            outbox
-                .send(Message::text(&packet::event("oh_event", &json)))
-                .await
+        if let Some(follower) = self.idle.take() {
+            self.next.set(next_of(follower));
         }
-        Err(e) => {
-            tracing::error!(%conversation, error = %e, "cannot read the log for a client");
-            Err(Stop::StoreFailed)
-        }
+        let (follower, item) = ready!(self.next.poll(cx));
+        self.idle = Some(follower);
+        Poll::Ready(Some(match item {
+            // The packet is built once for every client of the event.
+            Ok(Followed::Event(event)) => {
+                event.encoded(|json| Message::text(&packet::event("oh_event", json)))
+            }
+            Ok(Followed::Notice(json)) => Message::text(&packet::event("oh_event", &json)),
+            Err(e) => {
+                tracing::error!(conversation = %self.conversation, error = %e, "cannot read the log for a client");
+                self.failed = true;
+                let notice = ErrorNotice::new(
+                    "STORE_FAILED",
+                    "the conversation could not be read; reconnect to resume",
+                );
+                let json = serde_json::to_string(&notice).unwrap_or_default();
+                Message::text(&packet::event("oh_event", &json))
+            }
+        }))
     }
 }

@@ -6,12 +6,12 @@ use super::handshake::{self, Join, Refusal};
 use super::packet::{self, Packet};
 use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
-use crate::delivery::{self, Outbox};
+use crate::delivery::FollowFeed;
 use futures::FutureExt;
 use ohd_engineio::{DisconnectReason, Message, Socket};
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
-use ohd_store::{Followed, Follower, StoreError};
+use ohd_store::{Follower, StoreError};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,35 +26,20 @@ const BATCH: usize = 256;
 pub struct Connection {
     state: AppState,
     socket: Arc<Socket>,
-    outbox: Outbox,
     session: Option<Session>,
 }
 
-/// A joined conversation: the client follows its log until it leaves or the socket ends.
+/// A joined conversation. Its log is the socket's feed until the client leaves.
 struct Session {
     conversation: ConversationId,
-    follower: Follower,
     _counted: ConnectionGuard,
-}
-
-/// The next item for the client, or never if it has not joined.
-async fn next_delivery(session: &mut Option<Session>) -> Result<Followed, StoreError> {
-    match session {
-        Some(session) => session.follower.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Connection {
     pub fn new(state: AppState, socket: Arc<Socket>) -> Self {
-        let outbox = Outbox {
-            socket: socket.clone(),
-            slow_client_timeout: state.config.slow_client_timeout,
-        };
         Connection {
             state,
             socket,
-            outbox,
             session: None,
         }
     }
@@ -65,9 +50,8 @@ impl Connection {
         let mut ever_joined = false;
         // Grows only when a client sends in bursts: an idle connection keeps no buffer.
         let mut batch = Vec::new();
-        // One task per connection does both directions: what the client sends, in order, and
-        // the delivery of its conversation. It ends when the transport drops the inbox's sender
-        // (the session is over), so it waits on nothing else per event.
+        // Handles what the client sends, in order (the transport writes the conversation to it
+        // from the socket's feed). Ends when the transport drops the inbox's sender.
         loop {
             tokio::select! {
                 biased;
@@ -81,8 +65,6 @@ impl Connection {
                     batch.shrink_to(8);
                     ever_joined |= self.session.is_some();
                 }
-                // Cancel-safe: `Follower::next` changes nothing until it has an item.
-                item = next_delivery(&mut self.session) => self.deliver(item).await,
                 _ = &mut connect_deadline, if !ever_joined => {
                     tracing::debug!(sid = self.socket.id(), "no CONNECT in time; closing");
                     self.socket.close(DisconnectReason::ServerClose);
@@ -168,6 +150,7 @@ impl Connection {
             Packet::Disconnect { .. } => {
                 self.store_actions(actions).await;
                 self.session = None;
+                self.socket.clear_feed();
             }
             Packet::Event {
                 ack, name, args, ..
@@ -262,26 +245,6 @@ impl Connection {
         self.send(packet::connect_error("/", &refusal.message, refusal.data()));
     }
 
-    /// Sends one followed item; a client that cannot take it is done with this session.
-    async fn deliver(&mut self, item: Result<Followed, StoreError>) {
-        let Some(session) = &self.session else {
-            return;
-        };
-        match delivery::send_followed(&self.outbox, &session.conversation, item).await {
-            Ok(()) => {}
-            Err(delivery::Stop::Gone | delivery::Stop::TooSlow) => self.session = None,
-            Err(delivery::Stop::StoreFailed) => {
-                // Better a reconnect that resumes with `latest_event_id` than a silent stop.
-                self.session = None;
-                self.send_error(
-                    "STORE_FAILED",
-                    "the conversation could not be read; reconnect",
-                );
-                self.socket.close(DisconnectReason::ServerClose);
-            }
-        }
-    }
-
     fn start_session(&mut self, join: Join) {
         // Subscribed before the client hears it joined: a live-only notice (a title change)
         // published from then on reaches it; stored events it would get anyway.
@@ -301,9 +264,12 @@ impl Connection {
             after = ?join.after,
             "client joined"
         );
+        self.socket.set_feed(Box::new(FollowFeed::new(
+            follower,
+            join.conversation.clone(),
+        )));
         self.session = Some(Session {
             conversation: join.conversation,
-            follower,
             _counted: counted,
         });
     }
