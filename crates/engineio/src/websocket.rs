@@ -160,7 +160,7 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     ) {
         // What the server said last (an error, a refusal) still goes out, briefly.
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = write_pending(socket, &mut ws, None, CLOSE_GRACE).await;
+            let _ = write_pending(socket, &mut ws, None).await;
             let _ = ws.close().await;
         }))
         .await;
@@ -175,9 +175,12 @@ async fn write_guarded(
     first: Option<Message>,
     limit: Duration,
 ) -> Result<(), DisconnectReason> {
-    // Boxed: only a connection being written to needs this future's room.
+    // Boxed: only a connection being written to needs this future's room. One timer for the
+    // whole batch: a batch is at most a queue and 64 packets, so a batch blocked past `limit`
+    // means the client stopped reading.
+    let write = tokio::time::timeout(limit, write_pending(socket, ws, first));
     tokio::select! {
-        written = Box::pin(write_pending(socket, ws, first, limit)) => written,
+        written = Box::pin(write) => written.unwrap_or(Err(DisconnectReason::TooSlow)),
         _ = socket.closed() => Err(DisconnectReason::ServerClose),
     }
 }
@@ -188,26 +191,25 @@ async fn write_pending(
     socket: &Socket,
     ws: &mut WebSocket,
     mut first: Option<Message>,
-    limit: Duration,
 ) -> Result<(), DisconnectReason> {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         socket.take(WRITE_BATCH, &mut batch);
         let mut written = 0;
         for packet in batch.drain(..) {
-            timed(limit, ws.feed(Frame::Text(packet.into_text()))).await?;
+            failed(ws.feed(Frame::Text(packet.into_text())).await)?;
             written += 1;
         }
         let from_feed = written == 0;
         if from_feed {
             if let Some(message) = first.take() {
-                timed(limit, ws.feed(Frame::Text(message.0))).await?;
+                failed(ws.feed(Frame::Text(message.0)).await)?;
                 written += 1;
             }
             while written < WRITE_BATCH {
                 match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
                     Poll::Ready(Some(message)) => {
-                        timed(limit, ws.feed(Frame::Text(message.0))).await?;
+                        failed(ws.feed(Frame::Text(message.0)).await)?;
                         written += 1;
                     }
                     Poll::Ready(None) | Poll::Pending => break,
@@ -217,21 +219,13 @@ async fn write_pending(
         if written == 0 {
             return Ok(());
         }
-        timed(limit, ws.flush()).await?;
+        failed(ws.flush().await)?;
         if from_feed {
             return Ok(());
         }
     }
 }
 
-/// One write step, bounded: blocked past `limit` means the client stopped reading.
-async fn timed(
-    limit: Duration,
-    step: impl std::future::Future<Output = Result<(), axum::Error>>,
-) -> Result<(), DisconnectReason> {
-    match tokio::time::timeout(limit, step).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(DisconnectReason::TransportError),
-        Err(_) => Err(DisconnectReason::TooSlow),
-    }
+fn failed(result: Result<(), axum::Error>) -> Result<(), DisconnectReason> {
+    result.map_err(|_| DisconnectReason::TransportError)
 }

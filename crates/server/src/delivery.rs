@@ -47,11 +47,18 @@ impl Feed for FollowFeed {
         if self.failed {
             return Poll::Ready(None);
         }
-        if let Some(follower) = self.idle.take() {
-            self.next.set(next_of(follower));
-        }
-        let (follower, item) = ready!(self.next.poll(cx));
-        self.idle = Some(follower);
+        let item = match self.idle.as_mut().and_then(Follower::try_next) {
+            // In a busy stream the next event is usually already here.
+            Some(item) => Ok(item),
+            None => {
+                if let Some(follower) = self.idle.take() {
+                    self.next.set(next_of(follower));
+                }
+                let (follower, item) = ready!(self.next.poll(cx));
+                self.idle = Some(follower);
+                item
+            }
+        };
         Poll::Ready(Some(match item {
             // The packet is built once for every client of the event.
             Ok(Followed::Event(event)) => {

@@ -67,6 +67,40 @@ impl Follower {
     }
 
     /// The next event or notice. Only errors of the store end following.
+    /// The next item if it is at hand (queued, or already in the live channel), without
+    /// waiting or reading the store: the fast path of a busy stream. `None` means "call
+    /// [`Follower::next`]", which takes it from exactly here.
+    pub fn try_next(&mut self) -> Option<Followed> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            if self.pending.is_empty() && self.behind {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if event.id >= self.expected() {
+                    self.cursor = Some(event.id);
+                    return Some(Followed::Event(event));
+                }
+                continue;
+            }
+            match self.live.try_recv() {
+                Ok(LogItem::Event(event)) => {
+                    let expected = self.expected();
+                    if event.id == expected {
+                        self.cursor = Some(event.id);
+                        return Some(Followed::Event(event));
+                    }
+                    if event.id > expected {
+                        self.behind = true;
+                    }
+                }
+                Ok(LogItem::Notice(json)) => return Some(Followed::Notice(json)),
+                Err(TryRecvError::Lagged(_)) => self.behind = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            }
+        }
+    }
+
     pub async fn next(&mut self) -> Result<Followed, StoreError> {
         loop {
             if self.pending.is_empty() && self.behind {

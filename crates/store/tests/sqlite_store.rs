@@ -155,3 +155,52 @@ async fn conversations_list_newest_first_in_pages_and_delete_removes_events() {
     );
     assert!(store.get_conversation(&ids[0]).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_follower_taking_items_with_and_without_waiting_sees_every_event_once_in_order() {
+    use ohd_store::{EventLog, Followed, Follower, LocalNotifier};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let conv = ConversationId::generate();
+    store
+        .create_conversation(ConversationRecord::new(conv.clone()))
+        .await
+        .unwrap();
+    // A live channel of 4: a writer far ahead makes the follower lag and read the store.
+    let log = EventLog::new(Arc::new(store), Arc::new(LocalNotifier::new(4)));
+    for i in 0..10 {
+        log.append(&conv, message(&format!("before {i}")))
+            .await
+            .unwrap();
+    }
+    let mut follower = Follower::new(log.clone(), conv.clone(), Some(EventId(2)));
+    let writer = tokio::spawn({
+        let (log, conv) = (log.clone(), conv.clone());
+        async move {
+            for i in 0..60 {
+                let batch = (0..5).map(|j| message(&format!("live {i}.{j}"))).collect();
+                log.append_all(&conv, batch).await.unwrap();
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    });
+    let (mut ids, mut fast) = (Vec::new(), 0);
+    while ids.last() != Some(&309) {
+        let item = match follower.try_next() {
+            Some(item) => {
+                fast += 1;
+                item
+            }
+            None => follower.next().await.unwrap(),
+        };
+        if let Followed::Event(event) = item {
+            ids.push(event.id.0);
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(ids, (3..=309).collect::<Vec<_>>());
+    assert!(fast > 0, "some items were at hand without waiting");
+    assert!(follower.try_next().is_none());
+}
