@@ -175,12 +175,17 @@ async fn write_guarded(
     first: Option<Message>,
     limit: Duration,
 ) -> Result<(), DisconnectReason> {
-    // Boxed: only a connection being written to needs this future's room. One timer for the
-    // whole batch: a batch is at most a queue and 64 packets, so a batch blocked past `limit`
-    // means the client stopped reading.
-    let write = tokio::time::timeout(limit, write_pending(socket, ws, first));
+    // Boxed: only a connection being written to needs this future's room.
+    let mut write = Box::pin(write_pending(socket, ws, first));
+    // Most batches go straight into the socket's buffer: try once before arming a timer, since
+    // reading the clock costs a system call on some virtual machines.
+    if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
+        return written;
+    }
+    // One timer for the rest of the batch: a batch is at most a queue and 64 packets, so one
+    // blocked past `limit` means the client stopped reading.
     tokio::select! {
-        written = Box::pin(write) => written.unwrap_or(Err(DisconnectReason::TooSlow)),
+        written = tokio::time::timeout(limit, write) => written.unwrap_or(Err(DisconnectReason::TooSlow)),
         _ = socket.closed() => Err(DisconnectReason::ServerClose),
     }
 }
