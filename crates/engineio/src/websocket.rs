@@ -197,7 +197,8 @@ async fn write_pending(
     ws: &mut WebSocket,
     mut first: Option<Message>,
 ) -> Result<(), DisconnectReason> {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    // Allocated only if something is queued (replies, errors: rare next to events).
+    let mut batch = Vec::new();
     loop {
         socket.take(WRITE_BATCH, &mut batch);
         let mut written = 0;
