@@ -8,8 +8,9 @@
 //! socket, and feeds all queued packets into the websocket before one flush, so its write
 //! buffers grow to the queue's size during a burst and keep it. Here a websocket connection is
 //! one task; a socket keeps only its query string and the headers the application asks for;
-//! its send queue grows only while something is queued; and writes are flushed in small
-//! batches. The wire protocol is the one python-engineio and engine.io speak
+//! its send queue grows only while something is queued; writes are flushed in small batches;
+//! and a socket can be given a [`Feed`] that the transport pulls from only when it can write,
+//! so a stream of events waits in no queue per client. The wire protocol is the one python-engineio and engine.io speak
 //! (<https://socket.io/docs/v4/engine-io-protocol/>).
 
 mod engine;
