@@ -87,16 +87,21 @@ impl Outbound {
     }
 }
 
-/// The open packet that starts every session.
+/// The open packet that starts every session, its fields in the order engine.io servers send
+/// them.
 pub fn open(sid: &str, can_upgrade: bool, config: &Config) -> String {
-    let body = serde_json::json!({
-        "sid": sid,
-        "upgrades": if can_upgrade { vec!["websocket"] } else { vec![] },
-        "pingInterval": config.ping_interval.as_millis() as u64,
-        "pingTimeout": config.ping_timeout.as_millis() as u64,
-        "maxPayload": config.max_payload,
-    });
-    format!("0{body}")
+    let sid = serde_json::Value::from(sid);
+    let upgrades = if can_upgrade {
+        r#"["websocket"]"#
+    } else {
+        "[]"
+    };
+    format!(
+        r#"0{{"sid":{sid},"upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+        config.ping_interval.as_millis(),
+        config.ping_timeout.as_millis(),
+        config.max_payload,
+    )
 }
 
 #[cfg(test)]
@@ -144,6 +149,9 @@ mod tests {
         assert_eq!(v["sid"], "abc");
         assert_eq!(v["upgrades"][0], "websocket");
         assert_eq!(v["pingInterval"], 25000);
+        assert!(
+            polling.starts_with(r#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"#)
+        );
         let ws = open("abc", false, &config);
         let v: serde_json::Value = serde_json::from_str(&ws[1..]).unwrap_or_default();
         assert_eq!(v["upgrades"].as_array().map(Vec::len), Some(0));
