@@ -22,7 +22,6 @@ mod websocket;
 
 pub use axum::extract::ws::Utf8Bytes;
 pub use engine::Engine;
-pub use signal::Signal;
 pub use socket::{SendError, Socket};
 
 use bytes::Bytes;
@@ -39,8 +38,8 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// The largest message (websocket) or request body (polling) accepted, in bytes.
     pub max_payload: usize,
-    /// Messages that may wait to be written to one client; beyond that sending waits
-    /// ([`Socket::send`]) or fails ([`Socket::try_send`]).
+    /// Messages queued with [`Socket::try_send`] that may wait to be written to one client;
+    /// beyond that sending fails. (A [`Feed`] is not queued.)
     pub queue_capacity: usize,
     /// How long one write to a client may stay blocked (it is not reading) before the client is
     /// cut off.

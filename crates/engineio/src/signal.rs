@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 /// A one-way flag: cheap to check (one atomic load), and awaitable by any number of tasks.
 #[derive(Debug, Default)]
-pub struct Signal {
+pub(crate) struct Signal {
     raised: AtomicBool,
     notify: Notify,
 }

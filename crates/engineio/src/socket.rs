@@ -35,8 +35,6 @@ pub struct Socket {
     state: Mutex<State>,
     /// Whoever writes to the client has packets to write, or the session closed.
     pub(crate) wake: Wake,
-    /// Room was made in the queue (only told when a sender waits for it).
-    room: Notify,
     /// A polling client answered a ping.
     pub(crate) pong: Notify,
     closed: Signal,
@@ -48,8 +46,6 @@ pub(crate) struct State {
     queue: VecDeque<Outbound>,
     /// Application messages in `queue` (control packets do not count against the capacity).
     messages: usize,
-    /// Senders waiting in [`Socket::send`] for room.
-    waiting_senders: usize,
     pub transport: Transport,
     pub close_reason: Option<DisconnectReason>,
     pub awaiting_pong: bool,
@@ -76,7 +72,6 @@ impl Socket {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 messages: 0,
-                waiting_senders: 0,
                 transport,
                 close_reason: None,
                 awaiting_pong: false,
@@ -84,7 +79,6 @@ impl Socket {
                 polling_post: false,
             }),
             wake: Wake::default(),
-            room: Notify::new(),
             pong: Notify::new(),
             closed: Signal::new(),
             feed: Mutex::new(None),
@@ -109,39 +103,6 @@ impl Socket {
     /// Queues a message if there is room.
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
         self.push(message).map_err(|(e, _)| e)
-    }
-
-    /// Queues a message if there is room, or hands it back.
-    pub fn try_send_or_return(&self, message: Message) -> Result<(), (SendError, Message)> {
-        self.push(message)
-    }
-
-    /// Queues a message, waiting for room. Bound the wait with a timeout: a client that stops
-    /// reading never makes room.
-    pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        // The common case, room at once, registers no waiter.
-        let mut message = match self.push(message) {
-            Ok(()) => return Ok(()),
-            Err((SendError::Closed, _)) => return Err(SendError::Closed),
-            Err((SendError::Full, back)) => back,
-        };
-        self.lock().waiting_senders += 1;
-        let _waiting = Waiting(self);
-        loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            // Registered before looking, so room made in between is not missed.
-            room.as_mut().enable();
-            match self.push(message) {
-                Ok(()) => return Ok(()),
-                Err((SendError::Closed, _)) => return Err(SendError::Closed),
-                Err((SendError::Full, back)) => message = back,
-            }
-            tokio::select! {
-                _ = room => {}
-                _ = self.closed.raised() => return Err(SendError::Closed),
-            }
-        }
     }
 
     fn push(&self, message: Message) -> Result<(), (SendError, Message)> {
@@ -183,11 +144,7 @@ impl Socket {
         if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE_CAPACITY {
             state.queue = VecDeque::new();
         }
-        let tell = messages > 0 && state.waiting_senders > 0;
         drop(state);
-        if tell {
-            self.room.notify_waiters();
-        }
     }
 
     /// Gives the socket a feed to write from, replacing any other. Messages queued with `send`
@@ -274,15 +231,6 @@ impl Socket {
     }
 }
 
-/// Counts a sender in [`Socket::send`] while it waits (also if its future is dropped).
-struct Waiting<'a>(&'a Socket);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.lock().waiting_senders -= 1;
-    }
-}
-
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Socket").field("id", &self.id).finish()
@@ -292,8 +240,6 @@ impl std::fmt::Debug for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     fn socket(capacity: usize) -> Socket {
         Socket::new(
@@ -317,21 +263,16 @@ mod tests {
         assert_eq!(s.try_send(Message::text("c")), Ok(()));
     }
 
-    #[tokio::test]
-    async fn send_waits_for_room_and_is_refused_once_closed() {
-        let s = Arc::new(socket(1));
-        s.try_send(Message::text("a")).unwrap_or_default();
-        let waiting = tokio::spawn({
-            let s = s.clone();
-            async move { s.send(Message::text("b")).await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished());
+    #[test]
+    fn taking_makes_room_and_a_closed_socket_refuses() {
+        let s = socket(1);
+        assert_eq!(s.try_send(Message::text("a")), Ok(()));
+        assert_eq!(s.try_send(Message::text("b")), Err(SendError::Full));
         let mut out = Vec::new();
         s.take(1, &mut out);
-        assert_eq!(waiting.await.ok(), Some(Ok(())));
+        assert_eq!(s.try_send(Message::text("b")), Ok(()));
         s.close(DisconnectReason::ServerClose);
-        assert_eq!(s.send(Message::text("c")).await, Err(SendError::Closed));
+        assert_eq!(s.try_send(Message::text("c")), Err(SendError::Closed));
         assert_eq!(s.lock().close_reason, Some(DisconnectReason::ServerClose));
     }
 }
