@@ -140,13 +140,12 @@ impl<H: Handler> Engine<H> {
                     }
                     Some(sid) => {
                         let conn = self.find(&sid)?;
-                        {
-                            let mut state = conn.socket.lock();
-                            if state.transport != Transport::Polling {
-                                return Err(Refusal::BAD_REQUEST);
-                            }
-                            state.transport = Transport::Upgrading;
+                        if conn.socket.lock().transport != Transport::Polling {
+                            return Err(Refusal::BAD_REQUEST);
                         }
+                        // The session becomes `Upgrading` only once the websocket exists: an
+                        // upgrade whose connection drops first leaves it on polling, heartbeat
+                        // and all.
                         Ok(upgrade.on_upgrade(move |ws| websocket::upgrade(self, conn, ws)))
                     }
                 }

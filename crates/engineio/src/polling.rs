@@ -24,12 +24,18 @@ pub async fn poll<H: Handler>(
     let socket = &conn.socket;
     let _active = claim(&engine, &conn, |s| &mut s.polling_get)?;
     let mut packets = Vec::new();
+    // A message the wait below took from the feed: it goes after what is queued (the queue
+    // holds the CONNECT reply, which must come first).
+    let mut held = None;
     loop {
-        if socket.lock().transport == Transport::Websocket {
-            // Upgraded while this poll waited: the websocket carries everything from now on.
+        if socket.lock().transport == Transport::Websocket && held.is_none() {
+            // Upgraded while this poll waited: the websocket carries everything from now on,
+            // and gets the wake-up this poll may have taken.
+            socket.wake.notify();
             return Ok(text_response(packet::NOOP.to_string()));
         }
         socket.take(usize::MAX, &mut packets);
+        packets.extend(held.take().map(Outbound::Message));
         while packets.len() < POLL_BATCH {
             match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
                 Poll::Ready(Some(message)) => packets.push(Outbound::Message(message)),
@@ -46,8 +52,11 @@ pub async fn poll<H: Handler>(
         tokio::select! {
             _ = socket.wake.wait() => {}
             _ = socket.closed() => {}
-            message = poll_fn(|cx| socket.poll_feed(cx)) => packets.extend(message.map(Outbound::Message)),
+            message = poll_fn(|cx| socket.poll_feed(cx)) => held = message,
         }
+    }
+    if socket.lock().transport == Transport::Websocket {
+        socket.wake.notify();
     }
     let mut body = String::new();
     for (i, p) in packets.iter().enumerate() {
@@ -67,7 +76,17 @@ pub async fn post<H: Handler>(
 ) -> Result<Response, Refusal> {
     let socket = &conn.socket;
     let _active = claim(&engine, &conn, |s| &mut s.polling_post)?;
-    let Ok(body) = axum::body::to_bytes(body, engine.config.max_payload).await else {
+    // A body that never finishes must not hold the session: bounded by the heartbeat's period,
+    // and dropped if the session ends meanwhile.
+    let read = tokio::time::timeout(
+        engine.config.ping_interval + engine.config.ping_timeout,
+        axum::body::to_bytes(body, engine.config.max_payload),
+    );
+    let body = tokio::select! {
+        read = read => read.ok().and_then(Result::ok),
+        _ = socket.closed() => return Err(Refusal::SESSION_UNKNOWN),
+    };
+    let Some(body) = body else {
         // Too large, or the client left halfway: either way this session is over.
         drop(_active);
         engine.end(&conn, DisconnectReason::ProtocolError);
@@ -102,7 +121,7 @@ pub async fn post<H: Handler>(
 pub async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>) {
     let socket = &conn.socket;
     let config = &engine.config;
-    let reason = loop {
+    let reason = 'beats: loop {
         tokio::select! {
             _ = socket.closed() => break DisconnectReason::ServerClose,
             _ = tokio::time::sleep(config.ping_interval) => {}
@@ -112,18 +131,23 @@ pub async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>) {
             Transport::Upgrading => continue,
             Transport::Polling => {}
         }
-        let pong = socket.pong.notified();
-        tokio::pin!(pong);
-        pong.as_mut().enable();
         socket.lock().awaiting_pong = true;
         socket.push_control(Outbound::Ping);
-        tokio::select! {
-            _ = socket.closed() => break DisconnectReason::ServerClose,
-            _ = pong => continue,
-            _ = tokio::time::sleep(config.ping_timeout) => {
-                let state = socket.lock();
-                if state.transport == Transport::Polling && state.awaiting_pong {
-                    break DisconnectReason::HeartbeatTimeout;
+        let deadline = tokio::time::sleep(config.ping_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = socket.closed() => break 'beats DisconnectReason::ServerClose,
+                // The flag decides, not the wake-up: a pong sent unasked leaves a stale one.
+                _ = socket.pong.notified() => if !socket.lock().awaiting_pong {
+                    continue 'beats;
+                },
+                _ = &mut deadline => {
+                    let state = socket.lock();
+                    if state.transport == Transport::Polling && state.awaiting_pong {
+                        break 'beats DisconnectReason::HeartbeatTimeout;
+                    }
+                    continue 'beats;
                 }
             }
         }

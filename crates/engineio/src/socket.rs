@@ -120,10 +120,18 @@ impl Socket {
         Ok(())
     }
 
-    /// Queues a transport packet (ping, pong, noop), which does not wait for room.
+    /// Queues a transport packet (ping, pong, noop), which does not count against the capacity.
+    /// The same packet twice in a row is kept once, so a client that sends pings without
+    /// reading (over polling) cannot grow the queue.
     pub(crate) fn push_control(&self, packet: Outbound) {
         let mut state = self.lock();
         if state.close_reason.is_some() {
+            return;
+        }
+        if let Some(last) = state.queue.back()
+            && !last.is_message()
+            && std::mem::discriminant(last) == std::mem::discriminant(&packet)
+        {
             return;
         }
         state.queue.push_back(packet);
@@ -261,6 +269,20 @@ mod tests {
         s.take(10, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(s.try_send(Message::text("c")), Ok(()));
+    }
+
+    #[test]
+    fn repeated_control_packets_are_queued_once() {
+        let s = socket(4);
+        for _ in 0..1000 {
+            s.push_control(Outbound::Pong);
+        }
+        s.try_send(Message::text("a")).unwrap_or_default();
+        s.push_control(Outbound::Pong);
+        s.push_control(Outbound::Pong);
+        let mut out = Vec::new();
+        s.take(usize::MAX, &mut out);
+        assert_eq!(out.len(), 3);
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub async fn open<H: Handler>(
 
 /// A polling session moving to a websocket: the probe, then the switch.
 pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: WebSocket) {
+    {
+        let mut state = conn.socket.lock();
+        if state.transport != Transport::Polling {
+            // Another upgrade got there first.
+            return;
+        }
+        state.transport = Transport::Upgrading;
+    }
     let probed = tokio::time::timeout(engine.config.ping_timeout, probe(&conn.socket, &mut ws));
     if let Ok(Ok(())) = probed.await {
         conn.socket.lock().transport = Transport::Websocket;

@@ -26,9 +26,11 @@ use tower_http::trace::TraceLayer;
 
 /// Events a live subscriber may fall behind by before it reads from the store instead.
 const LIVE_CHANNEL_CAPACITY: usize = 1024;
-/// Packets (replies, errors) waiting per client to be written. The conversation's events are not
-/// queued: the transport takes them from the client's feed when it can write them.
-const CLIENT_BUFFER_PACKETS: usize = 64;
+/// Packets (acks, errors) waiting per client to be written. The conversation's events are not
+/// queued: the transport takes them from the client's feed when it can write them. Enough for the
+/// replies to a full inbox (an ack and an error per message); the queue only grows while it
+/// holds something, so the room costs nothing when unused.
+const CLIENT_BUFFER_PACKETS: usize = 2048;
 /// How long shutdown waits for open requests (long polls) before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -183,3 +183,33 @@ async fn a_rename_is_sent_live_as_a_title_status_update_and_not_stored() {
     assert_eq!(notice["message"], conv.as_str());
     assert!(ohd.events(&conv).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_burst_of_acked_actions_gets_every_ack_and_every_event() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let n = 300u64;
+    for i in 0..n {
+        client
+            .send(&format!(
+                "42{i}[\"oh_user_action\",{{\"action\":\"message\",\"args\":{{\"content\":\"m{i}\"}}}}]"
+            ))
+            .await;
+    }
+    let mut acks = std::collections::BTreeSet::new();
+    let mut events = Vec::new();
+    while (acks.len() as u64) < n || (events.len() as u64) < n {
+        let text = client
+            .next_text()
+            .await
+            .expect("an ack or an event is missing");
+        if let Some(id) = text.strip_prefix("43").and_then(|t| t.strip_suffix("[]")) {
+            assert!(acks.insert(id.parse::<u64>().unwrap()), "ack {id} twice");
+        } else if let Some(event) = parse_oh_event(&text) {
+            events.push(event);
+        }
+    }
+    assert_eq!(acks, (0..n).collect());
+    assert_eq!(ids(&events), (0..n).collect::<Vec<_>>());
+}

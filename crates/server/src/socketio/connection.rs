@@ -285,8 +285,9 @@ impl Connection {
         }
     }
 
-    /// Control packets and errors skip the delivery queue's patience: if the buffer is full the
-    /// client is already being cut off by its delivery task.
+    /// Replies and errors. The queue holds the replies to a full inbox, so it fills only for a
+    /// client that stops reading; the excess is dropped, and the transport cuts that client off
+    /// when its writes block.
     fn send(&self, text: impl AsRef<str>) {
         let _ = self.socket.try_send(Message::text(text.as_ref()));
     }
