@@ -156,33 +156,35 @@ impl<H: Handler> Engine<H> {
 
     fn open_polling(self: Arc<Self>, query: String, headers: HeaderMap) -> Response {
         let sid = new_sid();
-        let socket = Arc::new(Socket::new(
-            sid.clone(),
-            query.into_boxed_str(),
-            headers,
-            self.config.queue_capacity,
-            Transport::Polling,
-        ));
         let open = packet::open(&sid, true, &self.config);
-        let conn = self.connect(socket);
-        self.register(&conn);
+        let conn = self.start_session(sid, query.into_boxed_str(), headers, Transport::Polling);
         tokio::spawn(polling::heartbeat(self.clone(), conn));
         polling::text_response(open)
     }
 
-    /// Creates the session's application side.
-    pub(crate) fn connect(&self, socket: Arc<Socket>) -> Arc<Conn<H>> {
+    /// A new session: its socket, its application side, and its place among the open sessions.
+    pub(crate) fn start_session(
+        &self,
+        sid: Box<str>,
+        query: Box<str>,
+        headers: HeaderMap,
+        transport: Transport,
+    ) -> Arc<Conn<H>> {
+        let socket = Arc::new(Socket::new(
+            sid.clone(),
+            query,
+            headers,
+            self.config.queue_capacity,
+            transport,
+        ));
         let session = self.handler.on_connect(&socket);
-        Arc::new(Conn {
+        let conn = Arc::new(Conn {
             socket,
             session,
             ended: AtomicBool::new(false),
-        })
-    }
-
-    pub(crate) fn register(&self, conn: &Arc<Conn<H>>) {
-        self.lock_sessions()
-            .insert(conn.socket.id().into(), conn.clone());
+        });
+        self.lock_sessions().insert(sid, conn.clone());
+        conn
     }
 
     /// Ends a session once, whoever notices first: the application hears of it with the

@@ -102,16 +102,12 @@ impl Socket {
 
     /// Queues a message if there is room.
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
-        self.push(message).map_err(|(e, _)| e)
-    }
-
-    fn push(&self, message: Message) -> Result<(), (SendError, Message)> {
         let mut state = self.lock();
         if state.close_reason.is_some() {
-            return Err((SendError::Closed, message));
+            return Err(SendError::Closed);
         }
         if state.messages >= self.capacity {
-            return Err((SendError::Full, message));
+            return Err(SendError::Full);
         }
         state.queue.push_back(Outbound::Message(message));
         state.messages += 1;
@@ -152,11 +148,10 @@ impl Socket {
         if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE_CAPACITY {
             state.queue = VecDeque::new();
         }
-        drop(state);
     }
 
-    /// Gives the socket a feed to write from, replacing any other. Messages queued with `send`
-    /// still go first.
+    /// Gives the socket a feed to write from, replacing any other. Messages queued with
+    /// `try_send` still go first.
     pub fn set_feed(&self, feed: Box<dyn Feed>) {
         if self.is_closed() {
             return;
@@ -183,21 +178,15 @@ impl Socket {
         let Some(feed) = slot.as_mut() else {
             return Poll::Pending;
         };
-        match feed.poll_next(cx) {
-            Poll::Ready(None) => {
-                let ended = slot.take();
-                drop(slot);
-                drop(ended);
-                Poll::Pending
-            }
-            _ if self.is_closed() => {
-                let ended = slot.take();
-                drop(slot);
-                drop(ended);
-                Poll::Pending
-            }
-            other => other,
+        let polled = feed.poll_next(cx);
+        if matches!(polled, Poll::Ready(None)) || self.is_closed() {
+            // The feed ended, or the session did: it is dropped outside the lock.
+            let ended = slot.take();
+            drop(slot);
+            drop(ended);
+            return Poll::Pending;
         }
+        polled
     }
 
     fn lock_feed(&self) -> MutexGuard<'_, Option<Box<dyn Feed>>> {

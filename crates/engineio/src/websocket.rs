@@ -31,15 +31,7 @@ pub async fn open<H: Handler>(
     if ws.send(Frame::Text(open.into())).await.is_err() {
         return;
     }
-    let socket = Arc::new(Socket::new(
-        sid,
-        query,
-        headers,
-        engine.config.queue_capacity,
-        Transport::Websocket,
-    ));
-    let conn = engine.connect(socket);
-    engine.register(&conn);
+    let conn = engine.start_session(sid, query, headers, Transport::Websocket);
     run(engine, conn, ws).await;
 }
 
@@ -159,7 +151,6 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     };
     if reason == DisconnectReason::TooSlow {
         tracing::warn!(sid = socket.id(), "client cut off: it stopped reading");
-        socket.close(reason);
     }
     engine.end(&conn, reason);
     if !matches!(
