@@ -72,8 +72,7 @@ impl Feed for FollowFeed {
                     "STORE_FAILED",
                     "the conversation could not be read; reconnect to resume",
                 );
-                let json = serde_json::to_string(&notice).unwrap_or_default();
-                Message::text(&packet::event("oh_event", &json))
+                Message::text(&packet::error_event(&notice).unwrap_or_default())
             }
         }))
     }

@@ -279,8 +279,8 @@ impl Connection {
     }
 
     fn send_notice(&self, notice: &ErrorNotice) {
-        match serde_json::to_string(notice) {
-            Ok(json) => self.send(packet::event("oh_event", &json)),
+        match packet::error_event(notice) {
+            Ok(event) => self.send(event),
             Err(e) => tracing::error!(error = %e, "error notice not serializable"),
         }
     }

@@ -76,8 +76,8 @@ fn enqueue(inbox: &mpsc::Sender<Box<Inbound>>, socket: &Socket, message: Inbound
             "RATE_LIMITED",
             "too many messages at once; this one was dropped, send it again later",
         );
-        if let Ok(json) = serde_json::to_string(&notice) {
-            let _ = socket.try_send(Message::text(&packet::event("oh_event", &json)));
+        if let Ok(event) = packet::error_event(&notice) {
+            let _ = socket.try_send(Message::text(&event));
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `websocat` one-liner does that), and answer a malformed packet with an error event instead of
 //! closing the connection. The transport (Engine.IO, polling and websocket) is `ohd-engineio`.
 
+use ohd_protocol::notice::ErrorNotice;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +141,11 @@ pub fn event(name: &str, json: &str) -> String {
     out.push_str(json);
     out.push(']');
     out
+}
+
+/// An `oh_event` carrying an error notice, for the client it concerns.
+pub fn error_event(notice: &ErrorNotice) -> serde_json::Result<String> {
+    serde_json::to_string(notice).map(|json| event("oh_event", &json))
 }
 
 pub fn ack(id: u64, json_args: &str) -> String {
