@@ -18,15 +18,22 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
         .unwrap()
 }
 
-#[tokio::test]
-async fn concurrent_appends_get_dense_unique_ids_that_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(&dir).await);
+/// A store with one empty conversation in it.
+async fn open_with_conversation(dir: &tempfile::TempDir) -> (SqliteStore, ConversationId) {
+    let store = open(dir).await;
     let conv = ConversationId::generate();
     store
         .create_conversation(ConversationRecord::new(conv.clone()))
         .await
         .unwrap();
+    (store, conv)
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_dense_unique_ids_that_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, conv) = open_with_conversation(&dir).await;
+    let store = Arc::new(store);
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (store, conv) = (store.clone(), conv.clone());
@@ -69,12 +76,7 @@ async fn appending_to_an_unknown_conversation_is_refused() {
 #[tokio::test]
 async fn pages_walk_forward_and_backward_and_say_whether_there_is_more() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let conv = ConversationId::generate();
-    store
-        .create_conversation(ConversationRecord::new(conv.clone()))
-        .await
-        .unwrap();
+    let (store, conv) = open_with_conversation(&dir).await;
     let batch = (0..10).map(|i| message(&i.to_string())).collect();
     store.append(&conv, batch).await.unwrap();
     let page = |start_id, end_id, reverse, limit| EventPage {
@@ -160,12 +162,7 @@ async fn conversations_list_newest_first_in_pages_and_delete_removes_events() {
 async fn a_follower_taking_items_with_and_without_waiting_sees_every_event_once_in_order() {
     use ohd_store::{EventLog, Followed, Follower, LocalNotifier};
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let conv = ConversationId::generate();
-    store
-        .create_conversation(ConversationRecord::new(conv.clone()))
-        .await
-        .unwrap();
+    let (store, conv) = open_with_conversation(&dir).await;
     // A live channel of 4: a writer far ahead makes the follower lag and read the store.
     let log = EventLog::new(Arc::new(store), Arc::new(LocalNotifier::new(4)));
     for i in 0..10 {
