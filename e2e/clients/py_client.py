@@ -16,6 +16,10 @@ One JSON object per line on stdout:
   {"kind":"done","reason":"until-id"|"count"|"idle"|"timeout"|"connect_error"}   (last)
 Exit codes: 0 done normally, 1 usage error, 2 connect_error, 3 timeout.
 
+--until-id N stops once every id from latest+1 through N has arrived, not at the first id >= N:
+the engine.io client runs each message's handler in a thread of its own, so the handler of a
+later event can run (and exit) before an earlier one has printed.
+
 The query (conversation_id, latest_event_id, providers_set, session_api_key) goes in the URL;
 --api-key goes in the CONNECT auth payload {"session_api_key": KEY}.
 --track-latest: on reconnection, send latest_event_id = the id of the last oh_event received with a
@@ -23,6 +27,7 @@ numeric id, instead of --latest.
 """
 
 import json
+import math
 import os
 import sys
 import threading
@@ -143,6 +148,12 @@ REASONS = {
 def main():
     opts = parse_args(sys.argv[1:])
     out_lock = threading.Lock()
+    try:
+        first_id = max(int(opts["latest"]) + 1, 0)
+    except ValueError:
+        first_id = 0  # the server reads a non-numeric latest_event_id as -1
+    seen_lock = threading.Lock()
+    seen_ids = set()
     state = {
         "finished": False,
         "received": 0,
@@ -221,8 +232,13 @@ def main():
         numeric_id = isinstance(ev_id, (int, float)) and not isinstance(ev_id, bool)
         if opts["track_latest"] and numeric_id:
             opts["latest"] = str(ev_id)  # build_url runs again on each (re)connection attempt
-        if opts["until_id"] is not None and numeric_id and ev_id >= opts["until_id"]:
-            finish("until-id", 0)
+        if opts["until_id"] is not None and numeric_id:
+            with seen_lock:
+                seen_ids.add(int(ev_id))
+                last = math.floor(opts["until_id"])  # numeric options are read as floats
+                done = all(i in seen_ids for i in range(first_id, last + 1))
+            if done:
+                finish("until-id", 0)
         elif opts["count"] is not None and state["received"] >= opts["count"]:
             finish("count", 0)
 
