@@ -1,7 +1,8 @@
 //! The reference: a plain tokio-tungstenite broadcast server, no persistence, no Socket.IO
 //! library. It speaks just enough Engine.IO/Socket.IO framing for the same benchmark clients:
-//! the open packet, the CONNECT reply, and for every `oh_user_action` one `oh_event` with the
-//! next id, serialized once and sent to every joined client (the sender included).
+//! the open packet, the CONNECT reply, and for every `oh_user_action` message one `oh_event` with
+//! the next id, serialized once and sent to every joined client (the sender included). The event
+//! is the one ohd and the python baseline send for that message, byte for byte in size.
 
 use anyhow::Result;
 use futures::{SinkExt, StreamExt};
@@ -35,17 +36,37 @@ struct Hub {
 }
 
 impl Hub {
+    /// Stores nothing: numbers the message and broadcasts it as the same event ohd and the
+    /// python baseline send for it (the OpenHands message event: the text twice, as `message`
+    /// and `args.content`, with a timestamp and the same fields), so that every server puts the
+    /// same bytes on the wire.
     fn publish(&self, action: &str) {
-        let Some(fields) = action.strip_prefix('{') else {
+        let Some(text) = message_text(action) else {
             return;
         };
+        let text = serde_json::Value::String(text).to_string();
         let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
         let id = *next;
         *next += 1;
-        let text = format!("42[\"oh_event\",{{\"id\":{id},\"source\":\"user\",{fields}]");
+        let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00");
+        let event = format!(
+            "42[\"oh_event\",{{\"id\":{id},\"timestamp\":\"{timestamp}\",\"source\":\"user\",\
+             \"message\":{text},\"type\":\"message\",\"action\":\"message\",\"args\":{{\
+             \"content\":{text},\"file_urls\":null,\"image_urls\":null,\
+             \"wait_for_response\":false,\"security_risk\":-1}}}}]"
+        );
         // Sent under the lock, so ids go out in order.
-        let _ = self.tx.send(Message::text(text));
+        let _ = self.tx.send(Message::text(event));
     }
+}
+
+/// The text of a message action, in either form the benchmark clients send.
+fn message_text(action: &str) -> Option<String> {
+    let action: serde_json::Value = serde_json::from_str(action).ok()?;
+    let text = action
+        .pointer("/args/content")
+        .or_else(|| action.get("message"))?;
+    text.as_str().map(str::to_owned)
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -118,5 +139,22 @@ async fn serve(stream: TcpStream, hub: Arc<Hub>) -> Result<()> {
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_text_of_both_message_forms() {
+        let openhands = r#"{"action":"message","args":{"content":"hi \"there\""}}"#;
+        assert_eq!(message_text(openhands).as_deref(), Some("hi \"there\""));
+        assert_eq!(
+            message_text(r#"{"type":"message","message":"x"}"#).as_deref(),
+            Some("x")
+        );
+        assert_eq!(message_text(r#"{"action":"run","args":{}}"#), None);
+        assert_eq!(message_text("not json"), None);
     }
 }
