@@ -3,19 +3,13 @@
 
 use crate::socket::{Socket, Transport};
 use crate::{Config, DisconnectReason, Handler, packet, polling, websocket};
-use axum::extract::FromRequestParts;
 use axum::extract::Request;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http::{HeaderMap, Method, StatusCode, header};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Bytes the websocket gathers before it writes to the socket (tungstenite's default is 128 KiB).
-/// The buffer keeps its size after a burst, so this bounds what a busy client holds.
-const WS_WRITE_BUFFER: usize = 8 * 1024;
 
 pub struct Engine<H: Handler> {
     pub(crate) config: Config,
@@ -124,17 +118,12 @@ impl<H: Handler> Engine<H> {
                 if parts.method != Method::GET {
                     return Err(Refusal::BAD_HANDSHAKE_METHOD);
                 }
-                let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-                    .await
-                    .map_err(|_| Refusal::BAD_REQUEST)?
-                    .read_buffer_size(self.config.ws_read_buffer)
-                    .write_buffer_size(WS_WRITE_BUFFER)
-                    .max_message_size(self.config.max_payload)
-                    .max_frame_size(self.config.max_payload);
+                let accepted = websocket::accept(&mut parts)?;
                 match sid {
                     None => {
                         let headers = self.kept_headers(&parts.headers);
-                        Ok(upgrade.on_upgrade(move |ws| {
+                        let config = websocket::config(&self.config);
+                        Ok(accepted.respond(config, move |ws| {
                             websocket::open(self, query.into_boxed_str(), headers, ws)
                         }))
                     }
@@ -146,7 +135,8 @@ impl<H: Handler> Engine<H> {
                         // The session becomes `Upgrading` only once the websocket exists: an
                         // upgrade whose connection drops first leaves it on polling, heartbeat
                         // and all.
-                        Ok(upgrade.on_upgrade(move |ws| websocket::upgrade(self, conn, ws)))
+                        let config = websocket::config(&self.config);
+                        Ok(accepted.respond(config, move |ws| websocket::upgrade(self, conn, ws)))
                     }
                 }
             }

@@ -8,9 +8,10 @@
 //! socket, and feeds all queued packets into the websocket before one flush, so its write
 //! buffers grow to the queue's size during a burst and keep it. Here a websocket connection is
 //! one task; a socket keeps only its query string and the headers the application asks for;
-//! its send queue grows only while something is queued; writes are flushed in small batches;
-//! and a socket can be given a [`Feed`] that the transport pulls from only when it can write,
-//! so a stream of events waits in no queue per client. The wire protocol is the one python-engineio and engine.io speak
+//! its send queue grows only while something is queued; frames are written into a buffer that
+//! is given back after each flush (`wsio`); and a socket can be given a [`Feed`] that the
+//! transport pulls from only when it can write, so a stream of events waits in no queue per
+//! client. The wire protocol is the one python-engineio and engine.io speak
 //! (<https://socket.io/docs/v4/engine-io-protocol/>).
 
 mod engine;
@@ -19,10 +20,11 @@ mod polling;
 mod signal;
 mod socket;
 mod websocket;
+mod wsio;
 
-pub use axum::extract::ws::Utf8Bytes;
 pub use engine::Engine;
 pub use socket::{SendError, Socket};
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use bytes::Bytes;
 use http::HeaderName;
@@ -106,9 +108,16 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Where a socket's messages come from when the application would rather be asked than push:
 /// the transport takes the next one only when it can write it, so nothing waits per client in
-/// between, and a client that reads slowly slows only its own feed. `Ready(None)` ends the feed.
+/// between, and a client that reads slowly slows only its own feed. A message is lent to the
+/// transport, which writes it straight into the connection's output, so one event shared by
+/// many clients is never copied or reference-counted per client.
 pub trait Feed: Send + 'static {
-    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Message>>;
+    /// `Ready(true)` once a message is at hand for [`Feed::take`], `Ready(false)` once the feed
+    /// has ended (it is then dropped); `Pending`, and `cx` woken later, otherwise.
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool>;
+    /// Lends the message at hand, if there is one, to `write` and says whether there was. Never
+    /// waits. The text is one Engine.IO message's payload (for Socket.IO, one encoded packet).
+    fn take(&mut self, write: &mut dyn FnMut(&str)) -> bool;
 }
 
 /// A message to send: an Engine.IO message packet, encoded once, so one event sent to many
@@ -128,9 +137,5 @@ impl Message {
     /// The message's payload, without the Engine.IO packet type.
     pub fn payload(&self) -> &str {
         self.0.as_str().get(1..).unwrap_or("")
-    }
-
-    fn frame(&self) -> &Utf8Bytes {
-        &self.0
     }
 }

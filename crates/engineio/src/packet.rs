@@ -9,6 +9,8 @@ pub const CLOSE: char = '1';
 pub const PING: char = '2';
 pub const PONG: char = '3';
 pub const MESSAGE: char = '4';
+/// [`MESSAGE`] as a string, to put before a message's payload.
+pub const MESSAGE_STR: &str = "4";
 pub const UPGRADE: char = '5';
 pub const NOOP: char = '6';
 /// Separates packets in a long-polling body.
@@ -65,20 +67,12 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    pub fn text(&self) -> Utf8Bytes {
+    pub fn as_str(&self) -> &str {
         match self {
-            Outbound::Message(m) => m.frame().clone(),
-            Outbound::Ping => Utf8Bytes::from_static("2"),
-            Outbound::Pong => Utf8Bytes::from_static("3"),
-            Outbound::Noop => Utf8Bytes::from_static("6"),
-        }
-    }
-
-    /// The packet's text, taken without touching the shared buffer's reference count twice.
-    pub fn into_text(self) -> Utf8Bytes {
-        match self {
-            Outbound::Message(m) => m.0,
-            other => other.text(),
+            Outbound::Message(m) => m.0.as_str(),
+            Outbound::Ping => "2",
+            Outbound::Pong => "3",
+            Outbound::Noop => "6",
         }
     }
 

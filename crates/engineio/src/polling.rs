@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header;
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
 
 /// Messages taken from a feed into one long-poll answer.
 const POLL_BATCH: usize = 256;
@@ -24,25 +23,26 @@ pub async fn poll<H: Handler>(
     let socket = &conn.socket;
     let _active = claim(&engine, &conn, |s| &mut s.polling_get)?;
     let mut packets = Vec::new();
-    // A message the wait below took from the feed: it goes after what is queued (the queue
-    // holds the CONNECT reply, which must come first).
-    let mut held = None;
+    let mut body = String::new();
     loop {
-        if socket.lock().transport == Transport::Websocket && held.is_none() {
+        if socket.lock().transport == Transport::Websocket {
             // Upgraded while this poll waited: the websocket carries everything from now on,
             // and gets the wake-up this poll may have taken.
             socket.wake.notify();
             return Ok(text_response(packet::NOOP.to_string()));
         }
+        // The queue first (it holds the CONNECT reply, which must come first), then the feed.
         socket.take(usize::MAX, &mut packets);
-        packets.extend(held.take().map(Outbound::Message));
-        while packets.len() < POLL_BATCH {
-            match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
-                Poll::Ready(Some(message)) => packets.push(Outbound::Message(message)),
-                Poll::Ready(None) | Poll::Pending => break,
-            }
+        for p in packets.drain(..) {
+            push_packet(&mut body, "", p.as_str());
         }
-        if !packets.is_empty() {
+        let mut room = POLL_BATCH;
+        socket.take_from_feed(&mut |text| {
+            push_packet(&mut body, packet::MESSAGE_STR, text);
+            room -= 1;
+            room > 0
+        });
+        if !body.is_empty() {
             break;
         }
         if socket.is_closed() {
@@ -52,20 +52,22 @@ pub async fn poll<H: Handler>(
         tokio::select! {
             _ = socket.wake.wait() => {}
             _ = socket.closed() => {}
-            message = poll_fn(|cx| socket.poll_feed(cx)) => held = message,
+            () = poll_fn(|cx| socket.poll_feed_ready(cx)) => {}
         }
     }
     if socket.lock().transport == Transport::Websocket {
         socket.wake.notify();
     }
-    let mut body = String::new();
-    for (i, p) in packets.iter().enumerate() {
-        if i > 0 {
-            body.push(char::from(packet::SEPARATOR));
-        }
-        body.push_str(p.text().as_str());
-    }
     Ok(text_response(body))
+}
+
+/// Appends one packet to a polling body, after the separator if it is not the first.
+fn push_packet(body: &mut String, head: &str, text: &str) {
+    if !body.is_empty() {
+        body.push(char::from(packet::SEPARATOR));
+    }
+    body.push_str(head);
+    body.push_str(text);
 }
 
 /// Packets the client sends, one or more in the body.

@@ -167,26 +167,40 @@ impl Socket {
         drop(old);
     }
 
-    /// The feed's next message. Pending (and woken through `wake` when a feed is set) if there
-    /// is no feed.
-    pub(crate) fn poll_feed(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Message>> {
+    /// Ready once the feed has a message at hand. Pending (and woken through `wake` when a feed
+    /// is set) if there is no feed; an ended feed is dropped.
+    pub(crate) fn poll_feed_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         use std::task::Poll;
         let mut slot = self.lock_feed();
         let Some(feed) = slot.as_mut() else {
             return Poll::Pending;
         };
-        let polled = feed.poll_next(cx);
-        if matches!(polled, Poll::Ready(None)) || self.is_closed() {
-            // The feed ended, or the session did: it is dropped outside the lock.
-            let ended = slot.take();
-            drop(slot);
-            drop(ended);
-            return Poll::Pending;
+        match feed.poll_ready(cx) {
+            Poll::Ready(true) if !self.is_closed() => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                // The feed ended, or the session did: it is dropped outside the lock.
+                let ended = slot.take();
+                drop(slot);
+                drop(ended);
+                Poll::Pending
+            }
         }
-        polled
+    }
+
+    /// Lends the feed's messages at hand, one after another, to `write`, for as long as it
+    /// returns true (it wants another). Never waits. Returns how many it was lent.
+    pub(crate) fn take_from_feed(&self, write: &mut dyn FnMut(&str) -> bool) -> usize {
+        let mut slot = self.lock_feed();
+        let Some(feed) = slot.as_mut() else {
+            return 0;
+        };
+        let mut taken = 0;
+        let mut more = true;
+        while more && feed.take(&mut |text| more = write(text)) {
+            taken += 1;
+        }
+        taken
     }
 
     fn lock_feed(&self) -> MutexGuard<'_, Option<Box<dyn Feed>>> {
@@ -204,7 +218,7 @@ impl Socket {
         self.closed.raise();
         self.wake.notify();
         // What the feed holds is of no more use. `try_lock`: a feed may close its own socket
-        // from inside `poll_feed`, which then drops it.
+        // from inside its own methods, and is then dropped by the transport.
         if let Ok(mut slot) = self.feed.try_lock() {
             let old = slot.take();
             drop(slot);

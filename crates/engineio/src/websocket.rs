@@ -1,34 +1,129 @@
 //! The websocket transport: one task per connection reads the client's frames, writes what is
 //! queued for it in small flushed batches, and keeps the heartbeat.
 
-use crate::engine::{Conn, Engine, new_sid};
+use crate::engine::{Conn, Engine, Refusal, new_sid};
 use crate::packet::{self, Inbound, Outbound};
 use crate::socket::{Socket, Transport};
-use crate::{DisconnectReason, Handler, Message};
-use axum::extract::ws::{Message as Frame, WebSocket};
-use futures::SinkExt;
-use http::HeaderMap;
-use std::future::poll_fn;
+use crate::wsio::WsIo;
+use crate::{Config, DisconnectReason, Handler};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-/// Packets taken from the queue before one flush. The websocket also writes whenever it has
-/// gathered `WS_WRITE_BUFFER` bytes, which is what bounds a busy client's write buffer.
+/// Packets taken from the queue before one flush. The connection also flushes whenever it has
+/// gathered [`WsIo::FLUSH_AT`] bytes, which bounds a busy client's write buffer.
 const WRITE_BATCH: usize = 64;
 /// How long a closing handshake may take before the connection is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Io = WsIo<TokioIo<Upgraded>>;
+pub(crate) type Ws = WebSocketStream<Io>;
+
+/// A websocket handshake the server has accepted: answered with `101 Switching Protocols`,
+/// after which the connection is served by `serve`. Done here rather than with axum's
+/// `WebSocketUpgrade` so that the connection's stream is ohd's [`WsIo`].
+pub(crate) struct Accepted {
+    on_upgrade: OnUpgrade,
+    accept_key: String,
+}
+
+/// Checks an HTTP/1.1 websocket handshake (RFC 6455 §4.2.1).
+pub(crate) fn accept(parts: &mut Parts) -> Result<Accepted, Refusal> {
+    let headers = &parts.headers;
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(Refusal::BAD_REQUEST);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Refusal::BAD_REQUEST);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(Refusal::BAD_REQUEST)?;
+    let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or(Refusal::BAD_REQUEST)?;
+    Ok(Accepted {
+        on_upgrade,
+        accept_key,
+    })
+}
+
+impl Accepted {
+    /// The `101` answer; once the client has it, `serve` gets the websocket.
+    pub fn respond<F, Fut>(self, ws_config: WebSocketConfig, serve: F) -> Response
+    where
+        F: FnOnce(Ws) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let io = WsIo::new(TokioIo::new(upgraded));
+            serve(WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await).await;
+        });
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(key) = HeaderValue::from_str(&self.accept_key) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, key);
+        }
+        response
+    }
+}
+
+/// tungstenite's settings for a connection.
+pub(crate) fn config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer)
+        // What tungstenite writes goes straight through to `WsIo`, which buffers it.
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_payload))
+        .max_frame_size(Some(config.max_payload))
+}
+
+/// Writes one text frame and flushes it.
+async fn send(ws: &mut Ws, text: &str) -> Result<(), DisconnectReason> {
+    ws.get_mut().push_text(text, "");
+    failed(ws.flush().await)
+}
 
 /// A session opened directly over a websocket.
 pub async fn open<H: Handler>(
     engine: Arc<Engine<H>>,
     query: Box<str>,
     headers: HeaderMap,
-    mut ws: WebSocket,
+    mut ws: Ws,
 ) {
     let sid = new_sid();
     let open = packet::open(&sid, false, &engine.config);
-    if ws.send(Frame::Text(open.into())).await.is_err() {
+    if send(&mut ws, &open).await.is_err() {
         return;
     }
     let conn = engine.start_session(sid, query, headers, Transport::Websocket);
@@ -36,7 +131,7 @@ pub async fn open<H: Handler>(
 }
 
 /// A polling session moving to a websocket: the probe, then the switch.
-pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: WebSocket) {
+pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Ws) {
     {
         let mut state = conn.socket.lock();
         if state.transport != Transport::Polling {
@@ -64,15 +159,13 @@ pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut
 }
 
 /// `2probe` → `3probe`, a noop to end the client's pending poll, then its `5` (upgrade).
-async fn probe(socket: &Socket, ws: &mut WebSocket) -> Result<(), ()> {
+async fn probe(socket: &Socket, ws: &mut Ws) -> Result<(), ()> {
     let mut probed = false;
     loop {
-        match ws.recv().await {
+        match ws.next().await {
             Some(Ok(Frame::Text(text))) => match (probed, text.as_str()) {
                 (false, "2probe") => {
-                    ws.send(Frame::Text("3probe".into()))
-                        .await
-                        .map_err(|_| ())?;
+                    send(ws, "3probe").await.map_err(|_| ())?;
                     socket.push_control(Outbound::Noop);
                     probed = true;
                 }
@@ -86,7 +179,7 @@ async fn probe(socket: &Socket, ws: &mut WebSocket) -> Result<(), ()> {
 }
 
 /// Serves a websocket session until it ends, then tells the application.
-async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: WebSocket) {
+async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Ws) {
     let socket = &conn.socket;
     let config = &engine.config;
     let heartbeat = tokio::time::sleep(config.ping_interval);
@@ -100,7 +193,7 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
         }
         tokio::select! {
             biased;
-            frame = ws.recv() => match frame {
+            frame = ws.next() => match frame {
                 Some(Ok(Frame::Text(text))) => match packet::parse(text) {
                     Ok(Inbound::Message(text)) => {
                         engine.handler.on_message(&conn.session, socket, text);
@@ -111,8 +204,8 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
                     }
                     Ok(Inbound::Ping { probe }) => {
                         let pong = if probe { "3probe" } else { "3" };
-                        if ws.send(Frame::Text(pong.into())).await.is_err() {
-                            break DisconnectReason::TransportError;
+                        if let Err(stop) = send(&mut ws, pong).await {
+                            break stop;
                         }
                     }
                     Ok(Inbound::Close) => break DisconnectReason::ClientClose,
@@ -124,16 +217,16 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
                 },
                 Some(Ok(Frame::Binary(data))) => engine.handler.on_binary(&conn.session, socket, data),
                 Some(Ok(Frame::Close(_))) => break DisconnectReason::ClientClose,
-                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => {}
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => {}
                 Some(Err(_)) | None => break DisconnectReason::TransportError,
             },
             _ = socket.wake.wait() => {
-                if let Err(stop) = write_guarded(socket, &mut ws, None, config.write_timeout).await {
+                if let Err(stop) = write_guarded(socket, &mut ws, config.write_timeout).await {
                     break stop;
                 }
             }
-            message = poll_fn(|cx| socket.poll_feed(cx)) => {
-                if let Err(stop) = write_guarded(socket, &mut ws, message, config.write_timeout).await {
+            () = poll_fn(|cx| socket.poll_feed_ready(cx)) => {
+                if let Err(stop) = write_guarded(socket, &mut ws, config.write_timeout).await {
                     break stop;
                 }
             }
@@ -141,8 +234,8 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
                 if awaiting_pong {
                     break DisconnectReason::HeartbeatTimeout;
                 }
-                if ws.send(Frame::Text(packet::PING.to_string().into())).await.is_err() {
-                    break DisconnectReason::TransportError;
+                if let Err(stop) = send(&mut ws, "2").await {
+                    break stop;
                 }
                 awaiting_pong = true;
                 heartbeat.as_mut().reset(tokio::time::Instant::now() + config.ping_timeout);
@@ -159,8 +252,8 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
     ) {
         // What the server said last (an error, a refusal) still goes out, briefly.
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = write_pending(socket, &mut ws, None).await;
-            let _ = ws.close().await;
+            let _ = write_pending(socket, &mut ws).await;
+            let _ = ws.close(None).await;
         }))
         .await;
     }
@@ -170,12 +263,11 @@ async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Web
 /// blocks the write, and closing must still end the connection.
 async fn write_guarded(
     socket: &Socket,
-    ws: &mut WebSocket,
-    first: Option<Message>,
+    ws: &mut Ws,
     limit: Duration,
 ) -> Result<(), DisconnectReason> {
     // Boxed: only a connection being written to needs this future's room.
-    let mut write = Box::pin(write_pending(socket, ws, first));
+    let mut write = Box::pin(write_pending(socket, ws));
     // Most batches go straight into the socket's buffer: try once before arming a timer, since
     // reading the clock costs a system call on some virtual machines.
     if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
@@ -189,48 +281,40 @@ async fn write_guarded(
     }
 }
 
-/// Writes everything queued, then up to a batch from the feed, flushing after each batch. One
-/// batch from the feed per call, so a long replay still lets the connection read and ping.
-async fn write_pending(
-    socket: &Socket,
-    ws: &mut WebSocket,
-    mut first: Option<Message>,
-) -> Result<(), DisconnectReason> {
+/// Writes everything queued, then up to a batch from the feed, flushing after each batch and
+/// whenever the buffer is full. One batch from the feed per call, so a long replay still lets
+/// the connection read and ping.
+async fn write_pending(socket: &Socket, ws: &mut Ws) -> Result<(), DisconnectReason> {
     // Allocated only if something is queued (replies, errors: rare next to events).
     let mut batch = Vec::new();
     loop {
         socket.take(WRITE_BATCH, &mut batch);
-        let mut written = 0;
+        if batch.is_empty() {
+            break;
+        }
         for packet in batch.drain(..) {
-            failed(ws.feed(Frame::Text(packet.into_text())).await)?;
-            written += 1;
-        }
-        let from_feed = written == 0;
-        if from_feed {
-            if let Some(message) = first.take() {
-                failed(ws.feed(Frame::Text(message.0)).await)?;
-                written += 1;
+            if ws.get_mut().buffered() >= Io::FLUSH_AT {
+                failed(ws.flush().await)?;
             }
-            while written < WRITE_BATCH {
-                match poll_fn(|cx| Poll::Ready(socket.poll_feed(cx))).await {
-                    Poll::Ready(Some(message)) => {
-                        failed(ws.feed(Frame::Text(message.0)).await)?;
-                        written += 1;
-                    }
-                    Poll::Ready(None) | Poll::Pending => break,
-                }
-            }
-        }
-        if written == 0 {
-            return Ok(());
+            ws.get_mut().push_text(packet.as_str(), "");
         }
         failed(ws.flush().await)?;
-        if from_feed {
-            return Ok(());
-        }
     }
+    let io = ws.get_mut();
+    let mut room = WRITE_BATCH;
+    let taken = socket.take_from_feed(&mut |text| {
+        io.push_text(packet::MESSAGE_STR, text);
+        room -= 1;
+        room > 0 && io.buffered() < Io::FLUSH_AT
+    });
+    if taken > 0 {
+        failed(ws.flush().await)?;
+    }
+    Ok(())
 }
 
-fn failed(result: Result<(), axum::Error>) -> Result<(), DisconnectReason> {
+fn failed(
+    result: Result<(), tokio_tungstenite::tungstenite::Error>,
+) -> Result<(), DisconnectReason> {
     result.map_err(|_| DisconnectReason::TransportError)
 }

@@ -7,7 +7,7 @@
 //! client that stops reading is cut off by the transport and resumes with `latest_event_id`.
 
 use crate::socketio::packet;
-use ohd_engineio::{Feed, Message};
+use ohd_engineio::Feed;
 use ohd_protocol::ConversationId;
 use ohd_protocol::notice::ErrorNotice;
 use ohd_store::{Followed, Follower, StoreError};
@@ -22,6 +22,8 @@ pub struct FollowFeed {
     next: ReusableBoxFuture<'static, Next>,
     /// The follower between two items.
     idle: Option<Follower>,
+    /// An item `next` delivered that the transport has not taken yet.
+    at_hand: Option<Result<Followed, StoreError>>,
     conversation: ConversationId,
     failed: bool,
 }
@@ -36,6 +38,7 @@ impl FollowFeed {
         FollowFeed {
             next: ReusableBoxFuture::new(next_of(follower)),
             idle: None,
+            at_hand: None,
             conversation,
             failed: false,
         }
@@ -43,28 +46,45 @@ impl FollowFeed {
 }
 
 impl Feed for FollowFeed {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if self.failed {
-            return Poll::Ready(None);
+            return Poll::Ready(false);
         }
-        let item = match self.idle.as_mut().and_then(Follower::try_next) {
-            // In a busy stream the next event is usually already here.
-            Some(item) => Ok(item),
-            None => {
-                if let Some(follower) = self.idle.take() {
-                    self.next.set(next_of(follower));
-                }
-                let (follower, item) = ready!(self.next.poll(cx));
-                self.idle = Some(follower);
-                item
-            }
+        if self.at_hand.is_some() {
+            return Poll::Ready(true);
+        }
+        // In a busy stream the next event is usually already here.
+        if let Some(item) = self.idle.as_mut().and_then(Follower::try_next) {
+            self.at_hand = Some(Ok(item));
+            return Poll::Ready(true);
+        }
+        if let Some(follower) = self.idle.take() {
+            self.next.set(next_of(follower));
+        }
+        let (follower, item) = ready!(self.next.poll(cx));
+        self.idle = Some(follower);
+        self.at_hand = Some(item);
+        Poll::Ready(true)
+    }
+
+    fn take(&mut self, write: &mut dyn FnMut(&str)) -> bool {
+        if self.failed {
+            return false;
+        }
+        let item = match self.at_hand.take() {
+            Some(item) => item,
+            None => match self.idle.as_mut().and_then(Follower::try_next) {
+                Some(item) => Ok(item),
+                None => return false,
+            },
         };
-        Poll::Ready(Some(match item {
-            // The packet is built once for every client of the event.
-            Ok(Followed::Event(event)) => {
-                event.encoded(|json| Message::text(&packet::event("oh_event", json)))
-            }
-            Ok(Followed::Notice(json)) => Message::text(&packet::event("oh_event", &json)),
+        match item {
+            // The packet is encoded once for every client of the event, and lent, not copied.
+            Ok(Followed::Event(event)) => event.with_encoded(
+                |json| packet::event("oh_event", json),
+                |packet: &String| write(packet),
+            ),
+            Ok(Followed::Notice(json)) => write(&packet::event("oh_event", &json)),
             Err(e) => {
                 tracing::error!(conversation = %self.conversation, error = %e, "cannot read the log for a client");
                 self.failed = true;
@@ -72,8 +92,9 @@ impl Feed for FollowFeed {
                     "STORE_FAILED",
                     "the conversation could not be read; reconnect to resume",
                 );
-                Message::text(&packet::error_event(&notice).unwrap_or_default())
+                write(&packet::error_event(&notice).unwrap_or_default());
             }
-        }))
+        }
+        true
     }
 }

@@ -42,15 +42,20 @@ impl StoredEvent {
         }
     }
 
-    /// The event encoded by `encode`, computed once for all clones of this event. A caller
-    /// that asks for another type than the slot holds gets a fresh encoding.
-    pub fn encoded<T: Any + Clone + Send + Sync>(&self, encode: impl Fn(&str) -> T) -> T {
+    /// Lends `read` the event encoded by `encode`, which is computed once for all clones of
+    /// this event. A caller that asks for another type than the slot holds gets a fresh
+    /// encoding.
+    pub fn with_encoded<T: Any + Send + Sync, R>(
+        &self,
+        encode: impl Fn(&str) -> T,
+        read: impl FnOnce(&T) -> R,
+    ) -> R {
         let slot = self
             .encoded
             .get_or_init(|| Arc::new(encode(&self.json)) as Arc<dyn Any + Send + Sync>);
         match slot.downcast_ref::<T>() {
-            Some(value) => value.clone(),
-            None => encode(&self.json),
+            Some(value) => read(value),
+            None => read(&encode(&self.json)),
         }
     }
 

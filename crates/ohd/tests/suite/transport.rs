@@ -105,6 +105,28 @@ async fn requests_that_break_the_engine_io_protocol_get_its_json_errors() {
 }
 
 #[tokio::test]
+async fn a_large_event_reaches_websocket_and_polling_clients_whole() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut ws = joined(&ohd, &conv, "-1").await;
+    let polling = Polling::open(&ohd, &conv).await;
+    assert_eq!(polling.post("40").await.0, 200);
+    // Two bytes a character, about 1.2 MB of JSON: a frame with a 64-bit length, far beyond
+    // the transport's write buffer; then a small one after it.
+    let large = "é".repeat(600_000);
+    ws.send(&user_message(&large)).await;
+    ws.send(&user_message("after")).await;
+    for expected in [large.as_str(), "after"] {
+        let event = ws.next_event().await.unwrap();
+        assert_eq!(event["args"]["content"].as_str(), Some(expected));
+    }
+    let events = polling.events(2).await;
+    assert_eq!(ids(&events), vec![0, 1]);
+    assert_eq!(events[0]["args"]["content"].as_str(), Some(large.as_str()));
+    assert_eq!(events[1]["args"]["content"], "after");
+}
+
+#[tokio::test]
 async fn long_polling_carries_a_session_and_a_second_concurrent_poll_ends_it() {
     let ohd = Ohd::start().await;
     let conv = ohd.create_conversation().await;
