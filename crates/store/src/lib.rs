@@ -23,23 +23,34 @@ use std::sync::{Arc, OnceLock};
 
 /// An event as committed: its id and the exact JSON every client is sent.
 ///
-/// Clones share one slot where a transport may keep its own encoding of the event (a Socket.IO
-/// packet, say), so that an event fanned out to a thousand subscribers is encoded once, and
-/// their send queues hold references to one buffer instead of a thousand copies.
+/// Clones share one allocation, which also holds a slot where a transport may keep its own
+/// encoding of the event (a Socket.IO packet, say), so that an event fanned out to a thousand
+/// subscribers is encoded once and handing it to each costs one reference count.
 #[derive(Clone)]
-pub struct StoredEvent {
+pub struct StoredEvent(Arc<Committed>);
+
+/// What a [`StoredEvent`] shares among its clones.
+pub struct Committed {
     pub id: EventId,
-    pub json: Arc<str>,
-    encoded: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
+    pub json: Box<str>,
+    encoded: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::ops::Deref for StoredEvent {
+    type Target = Committed;
+
+    fn deref(&self) -> &Committed {
+        &self.0
+    }
 }
 
 impl StoredEvent {
-    pub fn new(id: EventId, json: Arc<str>) -> Self {
-        StoredEvent {
+    pub fn new(id: EventId, json: impl Into<Box<str>>) -> Self {
+        StoredEvent(Arc::new(Committed {
             id,
-            json,
-            encoded: Arc::new(OnceLock::new()),
-        }
+            json: json.into(),
+            encoded: OnceLock::new(),
+        }))
     }
 
     /// Lends `read` the event encoded by `encode`, which is computed once for all clones of
@@ -52,7 +63,7 @@ impl StoredEvent {
     ) -> R {
         let slot = self
             .encoded
-            .get_or_init(|| Arc::new(encode(&self.json)) as Arc<dyn Any + Send + Sync>);
+            .get_or_init(|| Box::new(encode(&self.json)) as Box<dyn Any + Send + Sync>);
         match slot.downcast_ref::<T>() {
             Some(value) => read(value),
             None => read(&encode(&self.json)),

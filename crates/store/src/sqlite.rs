@@ -19,7 +19,6 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -107,7 +106,7 @@ fn stored(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let json: String = row.try_get(1)?;
     Ok(StoredEvent::new(
         EventId(u64::try_from(id).unwrap_or_default()),
-        Arc::from(json),
+        json,
     ))
 }
 
@@ -462,7 +461,7 @@ impl Writer {
                         let id = EventId(first + offset as u64);
                         let json = serde_json::to_string(&event.clone().into_event(id, now))
                             .map_err(|e| StoreError::Setup(e.to_string()))?;
-                        out.push(StoredEvent::new(id, Arc::from(json)));
+                        out.push(StoredEvent::new(id, json));
                     }
                     let next = first + append.events.len() as u64;
                     self.next_ids.insert(append.conversation.clone(), next);
