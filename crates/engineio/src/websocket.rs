@@ -7,7 +7,8 @@ use crate::socket::{Socket, Transport};
 use crate::wsio::WsIo;
 use crate::{Config, DisconnectReason, Handler};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
+use futures::future::OptionFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -79,13 +80,14 @@ impl Accepted {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
+        let connect = async move {
+            let upgraded = on_upgrade.await.ok()?;
             let io = WsIo::new(TokioIo::new(upgraded));
-            serve(WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await).await;
-        });
+            Some(WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await)
+        };
+        // Chained rather than awaited in one async block, so that the task holds either the
+        // handshake's future or the session's, never both: it lives as long as the client.
+        tokio::spawn(connect.then(move |ws| OptionFuture::from(ws.map(serve))));
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -108,45 +110,66 @@ pub(crate) fn config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(config.max_payload))
 }
 
+/// What a websocket session does next.
+enum Turn {
+    Read(Option<Result<Frame, tokio_tungstenite::tungstenite::Error>>),
+    Write,
+    Beat,
+}
+
 /// Writes one text frame and flushes it.
 async fn send(ws: &mut Ws, text: &str) -> Result<(), DisconnectReason> {
     ws.get_mut().push_text(text, "");
     failed(ws.flush().await)
 }
 
-/// A session opened directly over a websocket.
-pub async fn open<H: Handler>(
+/// A session opened directly over a websocket. Not an `async fn`: what it is given is moved
+/// into the session's future rather than kept beside it, which would cost every connection
+/// that much more for as long as it lasts.
+pub fn open<H: Handler>(
     engine: Arc<Engine<H>>,
     query: Box<str>,
     headers: HeaderMap,
     mut ws: Ws,
-) {
+) -> impl Future<Output = ()> {
     let sid = new_sid();
-    let open = packet::open(&sid, false, &engine.config);
-    if send(&mut ws, &open).await.is_err() {
-        return;
-    }
+    // Written out by the session's first flush.
+    ws.get_mut()
+        .push_text(&packet::open(&sid, false, &engine.config), "");
     let conn = engine.start_session(sid, query, headers, Transport::Websocket);
-    run(engine, conn, ws).await;
+    run(engine, conn, ws)
 }
 
 /// A polling session moving to a websocket: the probe, then the switch.
-pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Ws) {
+pub fn upgrade<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H>>,
+    mut ws: Ws,
+) -> impl Future<Output = ()> {
+    async move {
+        let switched = switch(&engine, &conn, &mut ws).await;
+        switched.then_some((engine, conn, ws))
+    }
+    .then(|switched| OptionFuture::from(switched.map(|(engine, conn, ws)| run(engine, conn, ws))))
+    .map(drop)
+}
+
+/// Whether the session moved to the websocket.
+async fn switch<H: Handler>(engine: &Engine<H>, conn: &Conn<H>, ws: &mut Ws) -> bool {
     {
         let mut state = conn.socket.lock();
         if state.transport != Transport::Polling {
             // Another upgrade got there first.
-            return;
+            return false;
         }
         state.transport = Transport::Upgrading;
     }
-    let probed = tokio::time::timeout(engine.config.ping_timeout, probe(&conn.socket, &mut ws));
+    let probed = tokio::time::timeout(engine.config.ping_timeout, probe(&conn.socket, ws));
     if let Ok(Ok(())) = probed.await {
         conn.socket.lock().transport = Transport::Websocket;
         // Whatever was queued while the probe ran goes out on the websocket now.
         conn.socket.wake.notify();
-        run(engine, conn, ws).await;
-        return;
+        return true;
     }
     tracing::debug!(
         sid = conn.socket.id(),
@@ -156,6 +179,7 @@ pub async fn upgrade<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut
     if state.transport == Transport::Upgrading {
         state.transport = Transport::Polling;
     }
+    false
 }
 
 /// `2probe` → `3probe`, a noop to end the client's pending poll, then its `5` (upgrade).
@@ -178,84 +202,104 @@ async fn probe(socket: &Socket, ws: &mut Ws) -> Result<(), ()> {
     }
 }
 
-/// Serves a websocket session until it ends, then tells the application.
-async fn run<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>, mut ws: Ws) {
-    let socket = &conn.socket;
-    let config = &engine.config;
-    let heartbeat = tokio::time::sleep(config.ping_interval);
-    tokio::pin!(heartbeat);
-    let mut awaiting_pong = false;
-    let reason = loop {
-        // Closing (also at shutdown) wakes this task, so a flag check each turn is enough: no
-        // waiter to register per event.
-        if socket.is_closed() {
-            break DisconnectReason::ServerClose;
-        }
-        tokio::select! {
-            biased;
-            frame = ws.next() => match frame {
-                Some(Ok(Frame::Text(text))) => match packet::parse(text) {
-                    Ok(Inbound::Message(text)) => {
-                        engine.handler.on_message(&conn.session, socket, text);
-                    }
-                    Ok(Inbound::Pong) => {
-                        awaiting_pong = false;
-                        heartbeat.as_mut().reset(tokio::time::Instant::now() + config.ping_interval);
-                    }
-                    Ok(Inbound::Ping { probe }) => {
-                        let pong = if probe { "3probe" } else { "3" };
-                        if let Err(stop) = send(&mut ws, pong).await {
-                            break stop;
+/// Serves a websocket session until it ends, then tells the application. An `async` block
+/// rather than an `async fn`, whose arguments rustc stores twice in the future (as given, and
+/// moved into the body), which every connection would hold for as long as it lasts.
+#[allow(clippy::manual_async_fn)]
+fn run<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H>>,
+    mut ws: Ws,
+) -> impl Future<Output = ()> {
+    async move {
+        let socket = &conn.socket;
+        let config = &engine.config;
+        let heartbeat = tokio::time::sleep(config.ping_interval);
+        tokio::pin!(heartbeat);
+        let mut awaiting_pong = false;
+        // What was buffered before the session started (its open packet) goes out with the first
+        // write, before anything else.
+        socket.wake.notify();
+        let reason = loop {
+            // Closing (also at shutdown) wakes this task, so a flag check each turn is enough: no
+            // waiter to register per event.
+            if socket.is_closed() {
+                break DisconnectReason::ServerClose;
+            }
+            // What to do is decided first and done after, so that each kind of write is one
+            // await point: the task's future, which every connection holds, stays small.
+            let turn = tokio::select! {
+                biased;
+                frame = ws.next() => Turn::Read(frame),
+                _ = socket.wake.wait() => Turn::Write,
+                () = poll_fn(|cx| socket.poll_feed_ready(cx)) => Turn::Write,
+                _ = &mut heartbeat => Turn::Beat,
+            };
+            let stop = match turn {
+                Turn::Read(frame) => match frame {
+                    Some(Ok(Frame::Text(text))) => match packet::parse(text) {
+                        Ok(Inbound::Message(text)) => {
+                            engine.handler.on_message(&conn.session, socket, text);
+                            Ok(())
                         }
-                    }
-                    Ok(Inbound::Close) => break DisconnectReason::ClientClose,
-                    Ok(Inbound::Binary(data)) => {
+                        Ok(Inbound::Pong) => {
+                            awaiting_pong = false;
+                            heartbeat
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + config.ping_interval);
+                            Ok(())
+                        }
+                        Ok(Inbound::Ping { probe }) => {
+                            send(&mut ws, if probe { "3probe" } else { "3" }).await
+                        }
+                        Ok(Inbound::Close) => Err(DisconnectReason::ClientClose),
+                        Ok(Inbound::Binary(data)) => {
+                            engine.handler.on_binary(&conn.session, socket, data);
+                            Ok(())
+                        }
+                        Ok(Inbound::Upgrade | Inbound::Noop) => Ok(()),
+                        Err(problem) => {
+                            engine.handler.on_malformed(&conn.session, socket, &problem);
+                            Ok(())
+                        }
+                    },
+                    Some(Ok(Frame::Binary(data))) => {
                         engine.handler.on_binary(&conn.session, socket, data);
+                        Ok(())
                     }
-                    Ok(Inbound::Upgrade | Inbound::Noop) => {}
-                    Err(problem) => engine.handler.on_malformed(&conn.session, socket, &problem),
+                    Some(Ok(Frame::Close(_))) => Err(DisconnectReason::ClientClose),
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => Ok(()),
+                    Some(Err(_)) | None => Err(DisconnectReason::TransportError),
                 },
-                Some(Ok(Frame::Binary(data))) => engine.handler.on_binary(&conn.session, socket, data),
-                Some(Ok(Frame::Close(_))) => break DisconnectReason::ClientClose,
-                Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => {}
-                Some(Err(_)) | None => break DisconnectReason::TransportError,
-            },
-            _ = socket.wake.wait() => {
-                if let Err(stop) = write_guarded(socket, &mut ws, config.write_timeout).await {
-                    break stop;
+                Turn::Write => write_guarded(socket, &mut ws, config.write_timeout).await,
+                Turn::Beat if awaiting_pong => Err(DisconnectReason::HeartbeatTimeout),
+                Turn::Beat => {
+                    awaiting_pong = true;
+                    heartbeat
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + config.ping_timeout);
+                    send(&mut ws, "2").await
                 }
+            };
+            if let Err(reason) = stop {
+                break reason;
             }
-            () = poll_fn(|cx| socket.poll_feed_ready(cx)) => {
-                if let Err(stop) = write_guarded(socket, &mut ws, config.write_timeout).await {
-                    break stop;
-                }
-            }
-            _ = &mut heartbeat => {
-                if awaiting_pong {
-                    break DisconnectReason::HeartbeatTimeout;
-                }
-                if let Err(stop) = send(&mut ws, "2").await {
-                    break stop;
-                }
-                awaiting_pong = true;
-                heartbeat.as_mut().reset(tokio::time::Instant::now() + config.ping_timeout);
-            }
+        };
+        if reason == DisconnectReason::TooSlow {
+            tracing::warn!(sid = socket.id(), "client cut off: it stopped reading");
         }
-    };
-    if reason == DisconnectReason::TooSlow {
-        tracing::warn!(sid = socket.id(), "client cut off: it stopped reading");
-    }
-    engine.end(&conn, reason);
-    if !matches!(
-        reason,
-        DisconnectReason::TransportError | DisconnectReason::TooSlow
-    ) {
-        // What the server said last (an error, a refusal) still goes out, briefly.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = write_pending(socket, &mut ws).await;
-            let _ = ws.close(None).await;
-        }))
-        .await;
+        engine.end(&conn, reason);
+        if !matches!(
+            reason,
+            DisconnectReason::TransportError | DisconnectReason::TooSlow
+        ) {
+            // What the server said last (an error, a refusal) still goes out, briefly.
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = write_pending(socket, &mut ws).await;
+                let _ = ws.close(None).await;
+            }))
+            .await;
+        }
     }
 }
 
@@ -273,8 +317,17 @@ async fn write_guarded(
     if let Poll::Ready(written) = futures::poll!(write.as_mut()) {
         return written;
     }
-    // One timer for the rest of the batch: a batch is at most a queue and 64 packets, so one
-    // blocked past `limit` means the client stopped reading.
+    // Boxed: a connection holds this room only while a write of its is blocked.
+    Box::pin(write_blocked(socket, write, limit)).await
+}
+
+/// The rest of a blocked write, bounded by one timer for the rest of the batch: a batch is at
+/// most a queue and 64 packets, so one blocked past `limit` means the client stopped reading.
+async fn write_blocked(
+    socket: &Socket,
+    write: impl Future<Output = Result<(), DisconnectReason>>,
+    limit: Duration,
+) -> Result<(), DisconnectReason> {
     tokio::select! {
         written = tokio::time::timeout(limit, write) => written.unwrap_or(Err(DisconnectReason::TooSlow)),
         _ = socket.closed() => Err(DisconnectReason::ServerClose),
@@ -307,7 +360,9 @@ async fn write_pending(socket: &Socket, ws: &mut Ws) -> Result<(), DisconnectRea
         room -= 1;
         room > 0 && io.buffered() < Io::FLUSH_AT
     });
-    if taken > 0 {
+    // Also what was buffered outside a batch (the open packet; a pong tungstenite could not
+    // write at once).
+    if taken > 0 || ws.get_mut().buffered() > 0 {
         failed(ws.flush().await)?;
     }
     Ok(())
