@@ -98,6 +98,9 @@ pub trait Handler: Send + Sync + 'static {
     fn on_binary(&self, session: &Self::Session, socket: &Arc<Socket>, data: Bytes);
     /// A frame that is not an Engine.IO packet. The connection stays open.
     fn on_malformed(&self, session: &Self::Session, socket: &Arc<Socket>, problem: &str);
+    /// Called at each heartbeat (every ping interval), for checks that need no timer of their
+    /// own per connection.
+    fn on_heartbeat(&self, _session: &Self::Session, _socket: &Arc<Socket>) {}
     fn on_disconnect(
         &self,
         session: &Self::Session,

@@ -133,6 +133,7 @@ pub async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Conn<H>>) {
             Transport::Upgrading => continue,
             Transport::Polling => {}
         }
+        engine.handler.on_heartbeat(&conn.session, socket);
         socket.lock().awaiting_pong = true;
         socket.push_control(Outbound::Ping);
         let deadline = tokio::time::sleep(config.ping_timeout);

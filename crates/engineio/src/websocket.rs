@@ -274,6 +274,7 @@ fn run<H: Handler>(
                 Turn::Write => write_guarded(socket, &mut ws, config.write_timeout).await,
                 Turn::Beat if awaiting_pong => Err(DisconnectReason::HeartbeatTimeout),
                 Turn::Beat => {
+                    engine.handler.on_heartbeat(&conn.session, socket);
                     awaiting_pong = true;
                     heartbeat
                         .as_mut()

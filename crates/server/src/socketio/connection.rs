@@ -7,21 +7,136 @@ use super::packet::{self, Packet};
 use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::FollowFeed;
-use futures::FutureExt;
-use ohd_engineio::{DisconnectReason, Message, Socket};
+use ohd_engineio::{Message, Socket};
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
 use ohd_store::{Follower, StoreError};
 use serde_json::Value;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// A client that opens the transport but never joins is closed after this long, as socket.io
-/// servers do.
+/// A client that opens the transport but never joins is closed after this long (checked at each
+/// heartbeat, so up to one ping interval later), as socket.io servers do.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 /// Messages taken from the inbox at once.
 const BATCH: usize = 256;
+/// Messages a client may have waiting before it is told to slow down.
+const INBOX_CAPACITY: usize = 1024;
+/// An inbox queue that has grown beyond this is given back once it empties.
+const KEEP_QUEUE: usize = 16;
+
+/// What a client has sent and its connection has not handled yet. A task handles it only while
+/// there is something to handle, one at a time and in order, so an idle connection has no task
+/// (nor channel) of its own: those were a fifth of an idle client's memory.
+pub struct Inbox {
+    opened: Instant,
+    joined: AtomicBool,
+    shared: Mutex<Shared>,
+}
+
+struct Shared {
+    queue: VecDeque<Inbound>,
+    /// The connection, while no task is handling messages (the task holds it meanwhile).
+    idle: Option<Connection>,
+    working: bool,
+    /// The transport has ended: once the queue is handled, the connection is dropped.
+    closed: bool,
+}
+
+impl Inbox {
+    pub fn new(connection: Connection) -> Arc<Self> {
+        Arc::new(Inbox {
+            opened: Instant::now(),
+            joined: AtomicBool::new(false),
+            shared: Mutex::new(Shared {
+                queue: VecDeque::new(),
+                idle: Some(connection),
+                working: false,
+                closed: false,
+            }),
+        })
+    }
+
+    /// Queues a message, and starts a task to handle it unless one is at work.
+    pub fn push(self: &Arc<Self>, socket: &Socket, message: Inbound) {
+        let mut shared = self.lock();
+        if shared.queue.len() >= INBOX_CAPACITY {
+            drop(shared);
+            // The client sends faster than its actions can be stored: tell it, drop this one.
+            let notice = ErrorNotice::new(
+                "RATE_LIMITED",
+                "too many messages at once; this one was dropped, send it again later",
+            );
+            if let Ok(event) = packet::error_event(&notice) {
+                let _ = socket.try_send(Message::text(&event));
+            }
+            return;
+        }
+        shared.queue.push_back(message);
+        if shared.working {
+            return;
+        }
+        // No connection here means the transport ended and it was dropped: nobody to handle
+        // this for.
+        if let Some(connection) = shared.idle.take() {
+            shared.working = true;
+            tokio::spawn(self.clone().work(connection));
+        }
+    }
+
+    /// Handles the queue until it is empty, then leaves the connection for the next task (or
+    /// drops it, if the transport has ended meanwhile).
+    async fn work(self: Arc<Self>, mut connection: Connection) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut shared = self.lock();
+                let n = shared.queue.len().min(BATCH);
+                batch.extend(shared.queue.drain(..n));
+                if batch.is_empty() {
+                    if shared.queue.capacity() > KEEP_QUEUE {
+                        shared.queue = VecDeque::new();
+                    }
+                    shared.working = false;
+                    if !shared.closed {
+                        shared.idle = Some(connection);
+                        return;
+                    }
+                    drop(shared);
+                    tracing::debug!(sid = connection.socket.id(), "connection ended");
+                    return;
+                }
+            }
+            connection.handle_all(batch.drain(..)).await;
+            if connection.session.is_some() {
+                self.joined.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The transport has ended. What was received before still gets handled (the user's
+    /// `echo ... | websocat` sends and closes), then the connection is dropped.
+    pub fn close(&self) {
+        let mut shared = self.lock();
+        shared.closed = true;
+        let idle = shared.idle.take();
+        drop(shared);
+        if let Some(connection) = idle {
+            tracing::debug!(sid = connection.socket.id(), "connection ended");
+        }
+    }
+
+    /// Whether the client has been connected too long without joining.
+    pub fn overdue(&self) -> bool {
+        !self.joined.load(Ordering::Relaxed) && self.opened.elapsed() >= CONNECT_TIMEOUT
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 pub struct Connection {
     state: AppState,
@@ -44,50 +159,9 @@ impl Connection {
         }
     }
 
-    pub async fn run(mut self, mut inbox: mpsc::Receiver<Box<Inbound>>) {
-        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
-        tokio::pin!(connect_deadline);
-        let mut ever_joined = false;
-        // Grows only when a client sends in bursts: an idle connection keeps no buffer.
-        let mut batch = Vec::new();
-        // Handles what the client sends, in order (the transport writes the conversation to it
-        // from the socket's feed). Ends when the transport drops the inbox's sender.
-        loop {
-            tokio::select! {
-                biased;
-                received = inbox.recv_many(&mut batch, BATCH) => {
-                    if received == 0 {
-                        break;
-                    }
-                    // Boxed: handling is rare next to waiting, and its future (the store's, the
-                    // handshake's) would otherwise sit in every idle connection's task.
-                    Box::pin(self.handle_all(batch.drain(..))).await;
-                    batch.shrink_to(8);
-                    ever_joined |= self.session.is_some();
-                }
-                _ = &mut connect_deadline, if !ever_joined => {
-                    tracing::debug!(sid = self.socket.id(), "no CONNECT in time; closing");
-                    self.socket.close(DisconnectReason::ServerClose);
-                    break;
-                }
-            }
-        }
-        // The transport is gone, but what the client sent before it left still counts: store
-        // any actions already received (the user's `echo ... | websocat` sends and closes).
-        while inbox
-            .recv_many(&mut batch, BATCH)
-            .now_or_never()
-            .unwrap_or(0)
-            > 0
-        {
-            Box::pin(self.handle_all(batch.drain(..))).await;
-        }
-        tracing::debug!(sid = self.socket.id(), "connection ended");
-    }
-
     /// Handles messages in order. Consecutive actions are stored as one append, so a client
     /// that sends many at once costs one commit, not one each.
-    async fn handle_all(&mut self, messages: impl Iterator<Item = Box<Inbound>>) {
+    async fn handle_all(&mut self, messages: impl Iterator<Item = Inbound>) {
         let mut actions = Vec::new();
         for message in messages {
             self.handle(message, &mut actions).await;
@@ -95,12 +169,8 @@ impl Connection {
         self.store_actions(&mut actions).await;
     }
 
-    async fn handle(
-        &mut self,
-        message: Box<Inbound>,
-        actions: &mut Vec<(Option<u64>, ClientAction)>,
-    ) {
-        let text = match *message {
+    async fn handle(&mut self, message: Inbound, actions: &mut Vec<(Option<u64>, ClientAction)>) {
+        let text = match message {
             Inbound::Text(text) => text,
             Inbound::Binary => {
                 self.send_error(

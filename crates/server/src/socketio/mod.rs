@@ -1,5 +1,5 @@
-//! Socket.IO (v5) on Engine.IO (v4): the engine handler that gives each client connection its
-//! own task.
+//! Socket.IO (v5) on Engine.IO (v4): the engine handler that hands what each client sends to
+//! its connection.
 
 pub mod connection;
 pub mod handshake;
@@ -7,11 +7,11 @@ pub mod packet;
 
 use crate::app::AppState;
 use bytes::Bytes;
-use ohd_engineio::{DisconnectReason, Handler, Message, Socket, Utf8Bytes};
+use connection::{Connection, Inbox};
+use ohd_engineio::{DisconnectReason, Handler, Socket, Utf8Bytes};
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
-/// Messages a connection's task handles, in the order the client sent them.
+/// Messages a connection handles, in the order the client sent them.
 #[derive(Debug)]
 pub enum Inbound {
     Text(Utf8Bytes),
@@ -19,11 +19,6 @@ pub enum Inbound {
     /// A frame that was not an Engine.IO packet.
     Malformed(String),
 }
-
-/// Packets a client may have waiting before it is told to slow down. They are boxed so that the
-/// channel's first block, allocated with every connection, holds pointers (32 × 8 bytes) rather
-/// than messages (32 × 40): 1 KiB less per idle client.
-const INBOX_CAPACITY: usize = 1024;
 
 #[derive(Clone)]
 pub struct SocketIoHandler {
@@ -37,47 +32,35 @@ impl SocketIoHandler {
 }
 
 impl Handler for SocketIoHandler {
-    /// The way into the connection's task.
-    type Session = mpsc::Sender<Box<Inbound>>;
+    /// What the connection has been sent and not yet handled, and the connection itself.
+    type Session = Arc<Inbox>;
 
     fn on_connect(&self, socket: &Arc<Socket>) -> Self::Session {
-        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         tracing::debug!(sid = socket.id(), "engine.io connected");
-        tokio::spawn(connection::Connection::new(self.state.clone(), socket.clone()).run(rx));
-        tx
+        Inbox::new(Connection::new(self.state.clone(), socket.clone()))
     }
 
     fn on_message(&self, inbox: &Self::Session, socket: &Arc<Socket>, text: Utf8Bytes) {
-        enqueue(inbox, socket, Inbound::Text(text));
+        inbox.push(socket, Inbound::Text(text));
     }
 
     fn on_binary(&self, inbox: &Self::Session, socket: &Arc<Socket>, _data: Bytes) {
-        enqueue(inbox, socket, Inbound::Binary);
+        inbox.push(socket, Inbound::Binary);
     }
 
     fn on_malformed(&self, inbox: &Self::Session, socket: &Arc<Socket>, problem: &str) {
-        enqueue(inbox, socket, Inbound::Malformed(problem.to_owned()));
+        inbox.push(socket, Inbound::Malformed(problem.to_owned()));
     }
 
-    fn on_disconnect(
-        &self,
-        _inbox: &Self::Session,
-        socket: &Arc<Socket>,
-        reason: DisconnectReason,
-    ) {
-        tracing::debug!(sid = socket.id(), ?reason, "engine.io disconnected");
-    }
-}
-
-fn enqueue(inbox: &mpsc::Sender<Box<Inbound>>, socket: &Socket, message: Inbound) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = inbox.try_send(Box::new(message)) {
-        // The client sends faster than its actions can be stored: tell it, drop this one.
-        let notice = ohd_protocol::notice::ErrorNotice::new(
-            "RATE_LIMITED",
-            "too many messages at once; this one was dropped, send it again later",
-        );
-        if let Ok(event) = packet::error_event(&notice) {
-            let _ = socket.try_send(Message::text(&event));
+    fn on_heartbeat(&self, inbox: &Self::Session, socket: &Arc<Socket>) {
+        if inbox.overdue() {
+            tracing::debug!(sid = socket.id(), "no CONNECT in time; closing");
+            socket.close(DisconnectReason::ServerClose);
         }
+    }
+
+    fn on_disconnect(&self, inbox: &Self::Session, socket: &Arc<Socket>, reason: DisconnectReason) {
+        tracing::debug!(sid = socket.id(), ?reason, "engine.io disconnected");
+        inbox.close();
     }
 }
