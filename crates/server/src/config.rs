@@ -34,6 +34,9 @@ pub struct Config {
     /// Engine.IO heartbeat: how often clients are pinged, and how long they have to answer.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// A client that opens the transport but never joins a conversation is closed after this
+    /// long (checked at each heartbeat).
+    pub connect_timeout: Duration,
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub sandbox: SandboxSettings,
@@ -133,6 +136,7 @@ struct ServerSection {
     slow_client_timeout_secs: Option<u64>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +234,10 @@ impl Config {
             ),
             ping_timeout: Duration::from_millis(
                 file.server.ping_timeout_ms.unwrap_or(20_000).max(1),
+            ),
+            // socket.io servers' `connectTimeout`.
+            connect_timeout: Duration::from_millis(
+                file.server.connect_timeout_ms.unwrap_or(45_000),
             ),
             llm: LlmConfig {
                 model: non_empty(overrides.llm_model).or(file.llm.model),

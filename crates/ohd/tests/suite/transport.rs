@@ -260,3 +260,60 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_one_that_answers_sta
     let (status, body) = idle_poller.get().await;
     assert_eq!(status, 400, "the silent poller's session is gone: {body}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_joins_is_closed_after_the_connect_timeout() {
+    let mut options = Options::new();
+    options.config_toml =
+        Some("[server]\nping_interval_ms = 200\nconnect_timeout_ms = 800\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let started = std::time::Instant::now();
+    // Opens the transport, answers pings, never sends CONNECT.
+    let (mut lurker, _) = tokio_tungstenite::connect_async(ohd.ws_url(""))
+        .await
+        .unwrap();
+    let poller = Polling::open(&ohd, &conv).await;
+    let mut member = joined(&ohd, &conv, "-1").await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match lurker.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    lurker.send(Message::text("3")).await.unwrap();
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the lurker was never closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed after {waited:?}"
+    );
+    // The poller never joins either, though it answers pings: its session ends too.
+    let poller_closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (status, body) = poller.get().await;
+            if status == 400 || body.split('\u{1e}').any(|p| p == "1") {
+                return;
+            }
+            if body.split('\u{1e}').any(|p| p == "2") {
+                poller.post("3").await;
+            }
+        }
+    })
+    .await;
+    assert!(
+        poller_closed.is_ok(),
+        "the never-joined poller was never closed"
+    );
+    // The client that joined is still served.
+    member.send(&user_message("still here")).await;
+    assert_eq!(
+        member.next_event().await.unwrap()["args"]["content"],
+        "still here"
+    );
+}

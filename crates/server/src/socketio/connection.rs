@@ -15,11 +15,8 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// A client that opens the transport but never joins is closed after this long (checked at each
-/// heartbeat, so up to one ping interval later), as socket.io servers do.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 /// Messages taken from the inbox at once.
 const BATCH: usize = 256;
 /// Messages a client may have waiting before it is told to slow down.
@@ -31,7 +28,9 @@ const KEEP_QUEUE: usize = 16;
 /// there is something to handle, one at a time and in order, so an idle connection has no task
 /// (nor channel) of its own: those were a fifth of an idle client's memory.
 pub struct Inbox {
-    opened: Instant,
+    /// A client that has not joined by then is closed (checked at each heartbeat, so up to one
+    /// ping interval later), as socket.io servers do.
+    join_by: Instant,
     joined: AtomicBool,
     shared: Mutex<Shared>,
 }
@@ -48,7 +47,7 @@ struct Shared {
 impl Inbox {
     pub fn new(connection: Connection) -> Arc<Self> {
         Arc::new(Inbox {
-            opened: Instant::now(),
+            join_by: Instant::now() + connection.state.config.connect_timeout,
             joined: AtomicBool::new(false),
             shared: Mutex::new(Shared {
                 queue: VecDeque::new(),
@@ -130,7 +129,7 @@ impl Inbox {
 
     /// Whether the client has been connected too long without joining.
     pub fn overdue(&self) -> bool {
-        !self.joined.load(Ordering::Relaxed) && self.opened.elapsed() >= CONNECT_TIMEOUT
+        !self.joined.load(Ordering::Relaxed) && Instant::now() >= self.join_by
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
