@@ -101,6 +101,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Called at each heartbeat (every ping interval), for checks that need no timer of their
     /// own per connection.
     fn on_heartbeat(&self, _session: &Self::Session, _socket: &Arc<Socket>) {}
+    /// Whether the application is still handling what the client sent. A client that closes
+    /// its websocket is answered until this is false (for at most a second).
+    fn is_busy(&self, _session: &Self::Session) -> bool {
+        false
+    }
     fn on_disconnect(
         &self,
         session: &Self::Session,

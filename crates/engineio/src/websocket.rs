@@ -8,7 +8,7 @@ use crate::wsio::WsIo;
 use crate::{Config, DisconnectReason, Handler};
 use axum::response::Response;
 use futures::future::OptionFuture;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -26,6 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 const WRITE_BATCH: usize = 64;
 /// How long a closing handshake may take before the connection is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// After a client's close, how long nothing new must come before the closing reply.
+const QUIET: Duration = Duration::from_millis(50);
 
 type Io = WsIo<TokioIo<Upgraded>>;
 pub(crate) type Ws = WebSocketStream<Io>;
@@ -120,7 +122,18 @@ enum Turn {
 /// Writes one text frame and flushes it.
 async fn send(ws: &mut Ws, text: &str) -> Result<(), DisconnectReason> {
     ws.get_mut().push_text(text, "");
-    failed(ws.flush().await)
+    flush(ws).await
+}
+
+/// Writes out what is buffered. Straight from `WsIo`, not through tungstenite's flush, which
+/// would first add any frame tungstenite holds back: after a client's Close, that is the
+/// closing reply, and nothing may follow it (tungstenite sends its pongs itself as it reads).
+async fn flush(ws: &mut Ws) -> Result<(), DisconnectReason> {
+    use tokio::io::AsyncWriteExt;
+    ws.get_mut()
+        .flush()
+        .await
+        .map_err(|_| DisconnectReason::TransportError)
 }
 
 /// A session opened directly over a websocket. Not an `async fn`: what it is given is moved
@@ -289,6 +302,13 @@ fn run<H: Handler>(
         if reason == DisconnectReason::TooSlow {
             tracing::warn!(sid = socket.id(), "client cut off: it stopped reading");
         }
+        if reason == DisconnectReason::ClientClose {
+            let _ = Box::pin(tokio::time::timeout(
+                CLOSE_GRACE,
+                linger(&engine, &conn, &mut ws),
+            ))
+            .await;
+        }
         engine.end(&conn, reason);
         if !matches!(
             reason,
@@ -300,6 +320,30 @@ fn run<H: Handler>(
                 let _ = ws.close(None).await;
             }))
             .await;
+        }
+    }
+}
+
+/// A client that closes right after sending (`echo '40{}' | websocat URL`, as the user's document
+/// shows) is still answered, as long as `CLOSE_GRACE` allows: what it sent is handled, and what
+/// that produces (the CONNECT reply, the conversation's events, its own message) is written
+/// before the closing handshake, until the application is idle and nothing more has come for a
+/// moment.
+async fn linger<H: Handler>(engine: &Engine<H>, conn: &Conn<H>, ws: &mut Ws) {
+    let socket = &conn.socket;
+    loop {
+        let ready = tokio::select! {
+            biased;
+            _ = socket.wake.wait() => true,
+            () = poll_fn(|cx| socket.poll_feed_ready(cx)) => true,
+            () = tokio::time::sleep(QUIET) => false,
+        };
+        if ready {
+            if write_pending(socket, ws).await.is_err() {
+                return;
+            }
+        } else if !engine.handler.is_busy(&conn.session) {
+            return;
         }
     }
 }
@@ -348,11 +392,11 @@ async fn write_pending(socket: &Socket, ws: &mut Ws) -> Result<(), DisconnectRea
         }
         for packet in batch.drain(..) {
             if ws.get_mut().buffered() >= Io::FLUSH_AT {
-                failed(ws.flush().await)?;
+                flush(ws).await?;
             }
             ws.get_mut().push_text(packet.as_str(), "");
         }
-        failed(ws.flush().await)?;
+        flush(ws).await?;
     }
     let io = ws.get_mut();
     let mut room = WRITE_BATCH;
@@ -364,13 +408,7 @@ async fn write_pending(socket: &Socket, ws: &mut Ws) -> Result<(), DisconnectRea
     // Also what was buffered outside a batch (the open packet; a pong tungstenite could not
     // write at once).
     if taken > 0 || ws.get_mut().buffered() > 0 {
-        failed(ws.flush().await)?;
+        flush(ws).await?;
     }
     Ok(())
-}
-
-fn failed(
-    result: Result<(), tokio_tungstenite::tungstenite::Error>,
-) -> Result<(), DisconnectReason> {
-    result.map_err(|_| DisconnectReason::TransportError)
 }

@@ -1,7 +1,56 @@
 //! Every `websocat` command of the user's document, as raw frames over a plain websocket.
 
 use crate::common::*;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What `echo ... | websocat URL` does: sends each line as a text frame, then, at the end of its
+/// input, a Close, and prints every text frame that arrives until the server closes.
+async fn websocat_pipe(url: &str, lines: &[&str]) -> Vec<String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for line in lines {
+        ws.send(Message::text(*line)).await.unwrap();
+    }
+    ws.send(Message::Close(None)).await.unwrap();
+    let mut printed = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => printed.push(text.to_string()),
+            Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => return printed,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => panic!("the server did not close; printed so far: {printed:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn echo_40_piped_into_websocat_prints_the_ack_and_every_stored_event_before_closing() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    fill(&ohd, &conv, 3).await;
+    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
+    // echo "40{}" | websocat URL: the Close follows the CONNECT at once.
+    let printed = websocat_pipe(&url, &["40{}"]).await;
+    assert!(printed[0].starts_with("0{\"sid\":"), "{printed:?}");
+    assert!(printed[1].starts_with("40{\"sid\":"), "{printed:?}");
+    let events: Vec<_> = printed.iter().filter_map(|p| parse_oh_event(p)).collect();
+    assert_eq!(ids(&events), vec![0, 1, 2], "{printed:?}");
+}
+
+#[tokio::test]
+async fn the_one_liner_piped_into_websocat_prints_its_own_message_before_closing() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let url = ohd.ws_url(&format!("conversation_id={conv}&latest_event_id=-1"));
+    let line = seed_message("Hello, agent!");
+    let printed = websocat_pipe(&url, &[&line]).await;
+    assert!(printed[1].starts_with("40{\"sid\":"), "{printed:?}");
+    let events: Vec<_> = printed.iter().filter_map(|p| parse_oh_event(p)).collect();
+    assert_eq!(events.len(), 1, "{printed:?}");
+    assert_eq!(events[0]["message"], "Hello, agent!");
+    assert_eq!(ohd.events(&conv).await, events);
+}
 
 #[tokio::test]
 async fn echo_40_prints_the_connect_ack_and_the_stored_events() {

@@ -127,6 +127,12 @@ impl Inbox {
         }
     }
 
+    /// Whether messages are waiting or being handled.
+    pub fn is_busy(&self) -> bool {
+        let shared = self.lock();
+        shared.working || !shared.queue.is_empty()
+    }
+
     /// Whether the client has been connected too long without joining.
     pub fn overdue(&self) -> bool {
         !self.joined.load(Ordering::Relaxed) && Instant::now() >= self.join_by

@@ -59,6 +59,10 @@ impl Handler for SocketIoHandler {
         }
     }
 
+    fn is_busy(&self, inbox: &Self::Session) -> bool {
+        inbox.is_busy()
+    }
+
     fn on_disconnect(&self, inbox: &Self::Session, socket: &Arc<Socket>, reason: DisconnectReason) {
         tracing::debug!(sid = socket.id(), ?reason, "engine.io disconnected");
         inbox.close();
