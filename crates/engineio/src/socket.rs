@@ -158,6 +158,12 @@ impl Socket {
         }
         let old = self.lock_feed().replace(feed);
         drop(old);
+        if self.is_closed() {
+            // Closed meanwhile: `close` may have found the slot still empty.
+            let late = self.lock_feed().take();
+            drop(late);
+            return;
+        }
         self.wake.notify();
     }
 
@@ -175,6 +181,13 @@ impl Socket {
         let Some(feed) = slot.as_mut() else {
             return Poll::Pending;
         };
+        if self.is_closed() {
+            // What the feed holds (a store read in progress, say) is of no more use.
+            let ended = slot.take();
+            drop(slot);
+            drop(ended);
+            return Poll::Pending;
+        }
         match feed.poll_ready(cx) {
             Poll::Ready(true) if !self.is_closed() => Poll::Ready(()),
             Poll::Pending => Poll::Pending,

@@ -248,43 +248,53 @@ fn run<H: Handler>(
                 () = poll_fn(|cx| socket.poll_feed_ready(cx)) => Turn::Write,
                 _ = &mut heartbeat => Turn::Beat,
             };
-            let stop = match turn {
+            // Ok(true): something was buffered to write now, under the write timeout.
+            let step = match turn {
                 Turn::Read(frame) => match frame {
                     Some(Ok(Frame::Text(text))) => match packet::parse(text) {
                         Ok(Inbound::Message(text)) => {
                             engine.handler.on_message(&conn.session, socket, text);
-                            Ok(())
+                            Ok(false)
                         }
-                        Ok(Inbound::Pong) => {
+                        // Only the answer to a ping counts: a client that sends pongs unasked
+                        // must not put off the heartbeat (and with it the connect timeout).
+                        Ok(Inbound::Pong) if awaiting_pong => {
                             awaiting_pong = false;
                             heartbeat
                                 .as_mut()
                                 .reset(tokio::time::Instant::now() + config.ping_interval);
-                            Ok(())
+                            Ok(false)
                         }
+                        Ok(Inbound::Pong) => Ok(false),
                         Ok(Inbound::Ping { probe }) => {
-                            send(&mut ws, if probe { "3probe" } else { "3" }).await
+                            ws.get_mut()
+                                .push_text(if probe { "3probe" } else { "3" }, "");
+                            Ok(true)
                         }
                         Ok(Inbound::Close) => Err(DisconnectReason::ClientClose),
                         Ok(Inbound::Binary(data)) => {
                             engine.handler.on_binary(&conn.session, socket, data);
-                            Ok(())
+                            Ok(false)
                         }
-                        Ok(Inbound::Upgrade | Inbound::Noop) => Ok(()),
+                        Ok(Inbound::Upgrade | Inbound::Noop) => Ok(false),
                         Err(problem) => {
                             engine.handler.on_malformed(&conn.session, socket, &problem);
-                            Ok(())
+                            Ok(false)
                         }
                     },
                     Some(Ok(Frame::Binary(data))) => {
                         engine.handler.on_binary(&conn.session, socket, data);
-                        Ok(())
+                        Ok(false)
                     }
                     Some(Ok(Frame::Close(_))) => Err(DisconnectReason::ClientClose),
-                    Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => Ok(()),
+                    // tungstenite answers websocket pings itself, through `WsIo`; a client that
+                    // sends them without reading is cut off like any other that stops reading.
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => {
+                        Ok(ws.get_mut().buffered() >= Io::FLUSH_AT)
+                    }
                     Some(Err(_)) | None => Err(DisconnectReason::TransportError),
                 },
-                Turn::Write => write_guarded(socket, &mut ws, config.write_timeout).await,
+                Turn::Write => Ok(true),
                 Turn::Beat if awaiting_pong => Err(DisconnectReason::HeartbeatTimeout),
                 Turn::Beat => {
                     engine.handler.on_heartbeat(&conn.session, socket);
@@ -292,8 +302,14 @@ fn run<H: Handler>(
                     heartbeat
                         .as_mut()
                         .reset(tokio::time::Instant::now() + config.ping_timeout);
-                    send(&mut ws, "2").await
+                    ws.get_mut().push_text("2", "");
+                    Ok(true)
                 }
+            };
+            let stop = match step {
+                Ok(true) => write_guarded(socket, &mut ws, config.write_timeout).await,
+                Ok(false) => Ok(()),
+                Err(reason) => Err(reason),
             };
             if let Err(reason) = stop {
                 break reason;
@@ -317,7 +333,12 @@ fn run<H: Handler>(
             // What the server said last (an error, a refusal) still goes out, briefly.
             let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
                 let _ = write_pending(socket, &mut ws).await;
+                // The server's Close, or, after the client's, tungstenite's reply to it: that
+                // one tungstenite only buffers on a flush of its own, after which it gives up
+                // the stream without writing it out.
                 let _ = ws.close(None).await;
+                let _ = futures::SinkExt::flush(&mut ws).await;
+                let _ = flush(&mut ws).await;
             }))
             .await;
         }

@@ -13,16 +13,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Room taken for a batch of frames when the buffer is empty: the writer flushes at
-/// [`WsIo::FLUSH_AT`], so most batches fit without growing.
+/// Room taken once a second frame joins a batch: the writer flushes at [`WsIo::FLUSH_AT`], so
+/// most batches fit without growing again.
 const BATCH_ROOM: usize = 20 * 1024;
-/// A buffer at most this large is kept after a flush (for one small event after another);
-/// a larger one is given back.
-const KEEP: usize = 2 * 1024;
 
 pub(crate) struct WsIo<S> {
     inner: S,
     out: Vec<u8>,
+    /// How much of `out` is already written (a slow client takes a large buffer in parts).
+    written: usize,
 }
 
 impl<S> WsIo<S> {
@@ -33,6 +32,7 @@ impl<S> WsIo<S> {
         WsIo {
             inner,
             out: Vec::new(),
+            written: 0,
         }
     }
 
@@ -41,7 +41,10 @@ impl<S> WsIo<S> {
         const FIN_TEXT: u8 = 0x81;
         let len = head.len() + body.len();
         let need = len + 10;
-        if self.out.capacity() - self.out.len() < need {
+        if self.out.capacity() == 0 {
+            // A lone frame (one event to an idle client) takes just its size.
+            self.out.reserve_exact(need);
+        } else if self.out.capacity() - self.out.len() < need {
             self.out.reserve(need.max(BATCH_ROOM));
         }
         self.out.push(FIN_TEXT);
@@ -60,30 +63,25 @@ impl<S> WsIo<S> {
 
     /// Bytes waiting to be written.
     pub fn buffered(&self) -> usize {
-        self.out.len()
+        self.out.len() - self.written
     }
 }
 
 impl<S: AsyncWrite + Unpin> WsIo<S> {
-    /// Writes the buffer out; once empty, a large one is given back.
+    /// Writes the buffer out, and gives it back once it is all written: an idle connection
+    /// holds none.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut written = 0;
-        let result = loop {
-            if written == self.out.len() {
-                break Poll::Ready(Ok(()));
+        while self.written < self.out.len() {
+            let pending = &self.out[self.written..];
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, pending)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            match Pin::new(&mut self.inner).poll_write(cx, &self.out[written..]) {
-                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
-                Poll::Pending => break Poll::Pending,
-            }
-        };
-        self.out.drain(..written);
-        if self.out.is_empty() && self.out.capacity() > KEEP {
-            self.out = Vec::new();
         }
-        result
+        self.out = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -141,6 +139,41 @@ mod tests {
         assert_eq!(out.len(), big + 10 + 70_000);
         assert_eq!(io.buffered(), 0);
         assert_eq!(io.out.capacity(), 0);
+        Ok(())
+    }
+
+    /// A stream that takes at most 3 bytes per write.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_taking_a_few_bytes_at_a_time_gets_every_byte_once() -> io::Result<()> {
+        let mut io = WsIo::new(Trickle(Vec::new()));
+        io.push_text("4", "hello");
+        // What tungstenite writes (here a pong) is taken whole and goes after.
+        io.write_all(b"\x8a\x00").await?;
+        io.flush().await?;
+        assert_eq!(io.inner.0, b"\x81\x064hello\x8a\x00");
+        assert_eq!(io.buffered(), 0);
         Ok(())
     }
 

@@ -35,8 +35,8 @@ pub struct Config {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     /// A client that opens the transport but never joins a conversation is closed after this
-    /// long (checked at each heartbeat).
-    pub connect_timeout: Duration,
+    /// long (checked at each heartbeat); `None` (0 in the file): never.
+    pub connect_timeout: Option<Duration>,
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub sandbox: SandboxSettings,
@@ -236,9 +236,10 @@ impl Config {
                 file.server.ping_timeout_ms.unwrap_or(20_000).max(1),
             ),
             // socket.io servers' `connectTimeout`.
-            connect_timeout: Duration::from_millis(
-                file.server.connect_timeout_ms.unwrap_or(45_000),
-            ),
+            connect_timeout: match file.server.connect_timeout_ms.unwrap_or(45_000) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             llm: LlmConfig {
                 model: non_empty(overrides.llm_model).or(file.llm.model),
                 api_key: non_empty(overrides.llm_api_key)

@@ -6,7 +6,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What `echo ... | websocat URL` does: sends each line as a text frame, then, at the end of its
-/// input, a Close, and prints every text frame that arrives until the server closes.
+/// input, a Close, and prints every text frame that arrives until the server closes. The server
+/// must answer with its own Close (a clean closing handshake).
 async fn websocat_pipe(url: &str, lines: &[&str]) -> Vec<String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     for line in lines {
@@ -17,7 +18,8 @@ async fn websocat_pipe(url: &str, lines: &[&str]) -> Vec<String> {
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => printed.push(text.to_string()),
-            Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => return printed,
+            Ok(Some(Ok(Message::Close(_))) | None) => return printed,
+            Ok(Some(Err(e))) => panic!("no clean close ({e}); printed: {printed:?}"),
             Ok(Some(Ok(_))) => {}
             Err(_) => panic!("the server did not close; printed so far: {printed:?}"),
         }

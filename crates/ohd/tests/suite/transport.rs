@@ -269,20 +269,27 @@ async fn a_client_that_never_joins_is_closed_after_the_connect_timeout() {
     let ohd = Ohd::start_with(options).await;
     let conv = ohd.create_conversation().await;
     let started = std::time::Instant::now();
-    // Opens the transport, answers pings, never sends CONNECT.
+    // Opens the transport, answers pings and sends pongs unasked besides (which must not put
+    // off the heartbeat that checks the deadline), never sends CONNECT.
     let (mut lurker, _) = tokio_tungstenite::connect_async(ohd.ws_url(""))
         .await
         .unwrap();
     let poller = Polling::open(&ohd, &conv).await;
     let mut member = joined(&ohd, &conv, "-1").await;
+    let mut unasked = tokio::time::interval(Duration::from_millis(50));
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            match lurker.next().await {
-                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
-                    lurker.send(Message::text("3")).await.unwrap();
+            tokio::select! {
+                frame = lurker.next() => match frame {
+                    Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                        let _ = lurker.send(Message::text("3")).await;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+                _ = unasked.tick() => {
+                    let _ = lurker.send(Message::text("3")).await;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                _ => {}
             }
         }
     })

@@ -7,7 +7,7 @@ use super::packet::{self, Packet};
 use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::FollowFeed;
-use ohd_engineio::{Message, Socket};
+use ohd_engineio::{DisconnectReason, Message, Socket};
 use ohd_protocol::notice::ErrorNotice;
 use ohd_protocol::{ClientAction, ConversationId};
 use ohd_store::{Follower, StoreError};
@@ -29,8 +29,8 @@ const KEEP_QUEUE: usize = 16;
 /// (nor channel) of its own: those were a fifth of an idle client's memory.
 pub struct Inbox {
     /// A client that has not joined by then is closed (checked at each heartbeat, so up to one
-    /// ping interval later), as socket.io servers do.
-    join_by: Instant,
+    /// ping interval later), as socket.io servers do. `None`: no deadline.
+    join_by: Option<Instant>,
     joined: AtomicBool,
     shared: Mutex<Shared>,
 }
@@ -47,7 +47,11 @@ struct Shared {
 impl Inbox {
     pub fn new(connection: Connection) -> Arc<Self> {
         Arc::new(Inbox {
-            join_by: Instant::now() + connection.state.config.connect_timeout,
+            join_by: connection
+                .state
+                .config
+                .connect_timeout
+                .map(|timeout| Instant::now() + timeout),
             joined: AtomicBool::new(false),
             shared: Mutex::new(Shared {
                 queue: VecDeque::new(),
@@ -88,6 +92,13 @@ impl Inbox {
     /// Handles the queue until it is empty, then leaves the connection for the next task (or
     /// drops it, if the transport has ended meanwhile).
     async fn work(self: Arc<Self>, mut connection: Connection) {
+        // Should handling ever panic, the inbox must not stay marked as at work with nobody
+        // working: the client is closed so that it reconnects to a fresh connection.
+        let mut guard = WorkGuard {
+            inbox: &self,
+            socket: connection.socket.clone(),
+            finished: false,
+        };
         let mut batch = Vec::new();
         loop {
             {
@@ -99,6 +110,7 @@ impl Inbox {
                         shared.queue = VecDeque::new();
                     }
                     shared.working = false;
+                    guard.finished = true;
                     if !shared.closed {
                         shared.idle = Some(connection);
                         return;
@@ -115,16 +127,11 @@ impl Inbox {
         }
     }
 
-    /// The transport has ended. What was received before still gets handled (the user's
-    /// `echo ... | websocat` sends and closes), then the connection is dropped.
+    /// The transport has ended. What was received before, or arrives while it ends (a polling
+    /// POST still being read), still gets handled (the user's `echo ... | websocat` sends and
+    /// closes); the connection goes once nothing is left, or with the inbox.
     pub fn close(&self) {
-        let mut shared = self.lock();
-        shared.closed = true;
-        let idle = shared.idle.take();
-        drop(shared);
-        if let Some(connection) = idle {
-            tracing::debug!(sid = connection.socket.id(), "connection ended");
-        }
+        self.lock().closed = true;
     }
 
     /// Whether messages are waiting or being handled.
@@ -135,11 +142,35 @@ impl Inbox {
 
     /// Whether the client has been connected too long without joining.
     pub fn overdue(&self) -> bool {
-        !self.joined.load(Ordering::Relaxed) && Instant::now() >= self.join_by
+        !self.joined.load(Ordering::Relaxed)
+            && self
+                .join_by
+                .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Resets an inbox whose task ended without finishing (a panic while handling).
+struct WorkGuard<'a> {
+    inbox: &'a Inbox,
+    socket: Arc<Socket>,
+    finished: bool,
+}
+
+impl Drop for WorkGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        tracing::error!(
+            sid = self.socket.id(),
+            "handling a client's messages failed; closing it"
+        );
+        self.inbox.lock().working = false;
+        self.socket.close(DisconnectReason::ServerClose);
     }
 }
 
