@@ -21,6 +21,7 @@ pub struct Ohd {
     _dir: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
     pub api_key: Option<String>,
+    log_file: Option<PathBuf>,
 }
 
 pub struct Options {
@@ -149,7 +150,13 @@ impl Ohd {
             _dir: None,
             http: reqwest::Client::new(),
             api_key,
+            log_file: options.log_file.clone(),
         }
+    }
+
+    /// Where the server writes its log, if the test asked for one.
+    pub fn log_file(&self) -> Option<&Path> {
+        self.log_file.as_deref()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -41,6 +41,32 @@ fn browser_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Where a browser test's server writes its log (debug level for ohd's own crates), so that a
+/// failure can show what the server saw.
+fn server_log(options: &mut Options, scenario: &str) {
+    let artifacts = Path::new(REPO).join("e2e/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    options.log_file = Some(artifacts.join(format!("{scenario}-server.log")));
+    options.env.push((
+        "RUST_LOG".into(),
+        "ohd_server=debug,ohd_engineio=debug,info".into(),
+    ));
+}
+
+/// The last lines of a browser test's server log, for its failure message.
+fn server_log_tail(ohd: &Ohd) -> String {
+    let Some(path) = ohd.log_file() else {
+        return String::new();
+    };
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    format!(
+        "\nthe server's log ({}), last lines:\n{tail}",
+        path.display()
+    )
+}
+
 /// Runs the page test script and returns its JSON lines, failing with its story if it failed.
 async fn run_page_test(ohd: &Ohd, chromium: &Path, extra: &[&str]) -> Vec<Value> {
     let script = Path::new(REPO).join("e2e/browser/page.test.mjs");
@@ -68,8 +94,9 @@ async fn run_page_test(ohd: &Ohd, chromium: &Path, extra: &[&str]) -> Vec<Value>
     assert_eq!(
         output.status.code(),
         Some(0),
-        "the browser test failed (screenshot in e2e/artifacts/*-failure.png)\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "the browser test failed (screenshot in e2e/artifacts/*-failure.png)\nstdout:\n{stdout}\nstderr:\n{}{}",
+        String::from_utf8_lossy(&output.stderr),
+        server_log_tail(ohd),
     );
     for line in lines.iter().filter(|l| l["kind"] == "screenshot") {
         let path = line["path"].as_str().unwrap();
@@ -102,7 +129,8 @@ async fn browser_the_built_in_page_runs_a_task_stops_it_resumes_and_reloads() {
             json!({"message": "All done: the shell said hello."}),
         ),
     ]);
-    let (llm, options) = scripted_llm(script).await;
+    let (llm, mut options) = scripted_llm(script).await;
+    server_log(&mut options, "agent");
     let ohd = Ohd::start_with(options).await;
     let lines = run_page_test(&ohd, &chromium, &["--scenario", "agent"]).await;
     let result = result(&lines);
@@ -159,6 +187,7 @@ async fn browser_the_built_in_page_works_with_a_session_key() {
     options
         .env
         .push(("SESSION_API_KEY".into(), "page-key-123".into()));
+    server_log(&mut options, "auth");
     let ohd = Ohd::start_with(options).await;
     let lines = run_page_test(
         &ohd,
