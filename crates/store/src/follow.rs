@@ -66,66 +66,77 @@ impl Follower {
         Ok(())
     }
 
-    /// The next event or notice. Only errors of the store end following.
+    /// The next event already read from the store, skipping ids at or below the cursor.
+    fn take_pending(&mut self) -> Option<Followed> {
+        while let Some(event) = self.pending.pop_front() {
+            if event.id >= self.expected() {
+                self.cursor = Some(event.id);
+                return Some(Followed::Event(event));
+            }
+        }
+        None
+    }
+
+    /// What a live item means for this follower: the next event, a notice, or nothing (an id
+    /// already seen, or one past a gap, which the store fills in).
+    fn accept_live(&mut self, item: LogItem) -> Option<Followed> {
+        match item {
+            LogItem::Event(event) => {
+                let expected = self.expected();
+                if event.id == expected {
+                    self.cursor = Some(event.id);
+                    return Some(Followed::Event(event));
+                }
+                if event.id > expected {
+                    // A gap: the store has what is missing.
+                    self.behind = true;
+                }
+                None
+            }
+            LogItem::Notice(json) => Some(Followed::Notice(json)),
+        }
+    }
+
     /// The next item if it is at hand (queued, or already in the live channel), without
     /// waiting or reading the store: the fast path of a busy stream. `None` means "call
     /// [`Follower::next`]", which takes it from exactly here.
     pub fn try_next(&mut self) -> Option<Followed> {
         use tokio::sync::broadcast::error::TryRecvError;
         loop {
-            if self.pending.is_empty() && self.behind {
+            if let Some(item) = self.take_pending() {
+                return Some(item);
+            }
+            if self.behind {
                 return None;
             }
-            if let Some(event) = self.pending.pop_front() {
-                if event.id >= self.expected() {
-                    self.cursor = Some(event.id);
-                    return Some(Followed::Event(event));
-                }
-                continue;
-            }
             match self.live.try_recv() {
-                Ok(LogItem::Event(event)) => {
-                    let expected = self.expected();
-                    if event.id == expected {
-                        self.cursor = Some(event.id);
-                        return Some(Followed::Event(event));
-                    }
-                    if event.id > expected {
-                        self.behind = true;
+                Ok(item) => {
+                    if let Some(item) = self.accept_live(item) {
+                        return Some(item);
                     }
                 }
-                Ok(LogItem::Notice(json)) => return Some(Followed::Notice(json)),
                 Err(TryRecvError::Lagged(_)) => self.behind = true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
             }
         }
     }
 
+    /// The next event or notice. Only errors of the store end following.
     pub async fn next(&mut self) -> Result<Followed, StoreError> {
         loop {
-            if self.pending.is_empty() && self.behind {
-                self.read_page().await?;
+            if let Some(item) = self.take_pending() {
+                return Ok(item);
             }
-            if let Some(event) = self.pending.pop_front() {
-                if event.id >= self.expected() {
-                    self.cursor = Some(event.id);
-                    return Ok(Followed::Event(event));
-                }
+            if self.behind {
+                self.read_page().await?;
                 continue;
             }
             match self.live.recv().await {
-                Ok(LogItem::Event(event)) => {
-                    let expected = self.expected();
-                    if event.id == expected {
-                        self.cursor = Some(event.id);
-                        return Ok(Followed::Event(event));
-                    }
-                    if event.id > expected {
-                        // A gap: the store has what is missing.
-                        self.behind = true;
+                Ok(item) => {
+                    if let Some(item) = self.accept_live(item) {
+                        return Ok(item);
                     }
                 }
-                Ok(LogItem::Notice(json)) => return Ok(Followed::Notice(json)),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(conversation = %self.conversation, missed, "follower lagged; reading the store");
                     self.behind = true;
