@@ -128,8 +128,8 @@ pub trait Feed: Send + 'static {
     fn take(&mut self, write: &mut dyn FnMut(&str)) -> bool;
 }
 
-/// A message to send: an Engine.IO message packet, encoded once, so one event sent to many
-/// clients is one shared buffer.
+/// A message queued for one client (a reply, an error notice): an Engine.IO message packet.
+/// Messages that many clients share come from a [`Feed`], which lends them instead.
 #[derive(Debug, Clone)]
 pub struct Message(pub(crate) Utf8Bytes);
 
@@ -140,10 +140,5 @@ impl Message {
         packet.push(packet::MESSAGE);
         packet.push_str(text);
         Message(Utf8Bytes::from(packet))
-    }
-
-    /// The message's payload, without the Engine.IO packet type.
-    pub fn payload(&self) -> &str {
-        self.0.as_str().get(1..).unwrap_or("")
     }
 }

@@ -202,18 +202,14 @@ impl Socket {
     }
 
     /// Lends the feed's messages at hand, one after another, to `write`, for as long as it
-    /// returns true (it wants another). Never waits. Returns how many it was lent.
-    pub(crate) fn take_from_feed(&self, write: &mut dyn FnMut(&str) -> bool) -> usize {
+    /// returns true (it wants another). Never waits.
+    pub(crate) fn take_from_feed(&self, write: &mut dyn FnMut(&str) -> bool) {
         let mut slot = self.lock_feed();
         let Some(feed) = slot.as_mut() else {
-            return 0;
+            return;
         };
-        let mut taken = 0;
         let mut more = true;
-        while more && feed.take(&mut |text| more = write(text)) {
-            taken += 1;
-        }
-        taken
+        while more && feed.take(&mut |text| more = write(text)) {}
     }
 
     fn lock_feed(&self) -> MutexGuard<'_, Option<Box<dyn Feed>>> {

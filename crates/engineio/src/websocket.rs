@@ -119,7 +119,8 @@ enum Turn {
     Beat,
 }
 
-/// Writes one text frame and flushes it.
+/// Writes one text frame and flushes it, outside the session's loop (the probe of an upgrade,
+/// which its caller bounds in time).
 async fn send(ws: &mut Ws, text: &str) -> Result<(), DisconnectReason> {
     ws.get_mut().push_text(text, "");
     flush(ws).await
@@ -421,14 +422,14 @@ async fn write_pending(socket: &Socket, ws: &mut Ws) -> Result<(), DisconnectRea
     }
     let io = ws.get_mut();
     let mut room = WRITE_BATCH;
-    let taken = socket.take_from_feed(&mut |text| {
+    socket.take_from_feed(&mut |text| {
         io.push_text(packet::MESSAGE_STR, text);
         room -= 1;
         room > 0 && io.buffered() < Io::FLUSH_AT
     });
-    // Also what was buffered outside a batch (the open packet; a pong tungstenite could not
+    // With what was buffered outside a batch (the open packet; a pong tungstenite could not
     // write at once).
-    if taken > 0 || ws.get_mut().buffered() > 0 {
+    if ws.get_mut().buffered() > 0 {
         flush(ws).await?;
     }
     Ok(())
