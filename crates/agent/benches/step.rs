@@ -10,7 +10,7 @@ use ohd_agent::{Agent, AgentContext, AgentSettings, Secrets};
 use ohd_llm::{Completion, CompletionRequest, LlmClient, LlmError, LlmSettings, RetryObserver};
 use ohd_protocol::action::MessageArgs;
 use ohd_protocol::{Action, ConversationId, NewEvent, Source};
-use ohd_runtime::sandbox::{SandboxConfig, SandboxMode, bubblewrap_available};
+use ohd_runtime::sandbox::{Sandbox, SandboxConfig, bubblewrap_available};
 use ohd_runtime::shell::ShellOptions;
 use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
 use ohd_store::sqlite::{Durability, SqliteStore};
@@ -110,11 +110,10 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         llm: Ok(llm),
         max_iterations: steps as u32 + 5,
         max_budget: None,
-        sandbox: SandboxConfig {
-            mode: SandboxMode::Auto,
+        sandbox: Arc::new(Sandbox::decide(SandboxConfig {
             network: false,
-            hidden: vec![],
-        },
+            ..SandboxConfig::default()
+        })),
         shell: ShellOptions::default(),
         secrets: Secrets::default(),
     });

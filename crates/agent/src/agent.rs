@@ -22,7 +22,7 @@ use ohd_protocol::{
     ToolCallMetadata,
 };
 use ohd_runtime::editor::{Editor, EditorCommand, EditorOutcome};
-use ohd_runtime::sandbox::SandboxConfig;
+use ohd_runtime::sandbox::Sandbox;
 use ohd_runtime::shell::{CommandResult, Shell, ShellOptions};
 use ohd_runtime::truncate;
 use ohd_runtime::workspace::Workspace;
@@ -41,7 +41,7 @@ pub struct AgentSettings {
     pub llm: Result<Arc<dyn LlmClient>, String>,
     pub max_iterations: u32,
     pub max_budget: Option<f64>,
-    pub sandbox: SandboxConfig,
+    pub sandbox: Arc<Sandbox>,
     pub shell: ShellOptions,
     /// Values hidden from every event (the model's key, the session key).
     pub secrets: Secrets,
@@ -421,7 +421,7 @@ impl Agent {
         let root = self.settings.sandbox.agent_root(&self.core.ctx.workspace);
         prompt::system_prompt(
             &root.display().to_string(),
-            self.settings.sandbox.uses_bubblewrap(),
+            self.settings.sandbox.is_sandboxed(),
         )
     }
 
@@ -555,6 +555,7 @@ impl Agent {
                 &self.core.ctx.workspace,
                 &["bash", "--noprofile", "--norc", "--noediting", "-i"],
                 &env,
+                true,
             );
             let workspace =
                 Workspace::new(self.core.ctx.workspace.clone(), launch.agent_root.clone())

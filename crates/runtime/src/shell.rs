@@ -9,7 +9,7 @@
 //! the model may wait, send input, or interrupt it. A command past its hard timeout is
 //! interrupted with Ctrl-C, and its processes killed if that does not stop them.
 
-use crate::sandbox::Launch;
+use crate::sandbox::{Attached, Launch};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +164,8 @@ pub struct Shell {
     shell_pid: Option<u32>,
     running: Option<String>,
     cwd: String,
+    /// The sandbox's network helper, ended with the shell.
+    _attached: Attached,
 }
 
 enum Wait {
@@ -182,6 +184,9 @@ impl Shell {
         let (pty, pts) = pty_process::open().map_err(|e| ShellError::Start(e.to_string()))?;
         pty.resize(pty_process::Size::new(50, 200))
             .map_err(|e| ShellError::Start(e.to_string()))?;
+        let prepared = launch
+            .prepare()
+            .map_err(|e| ShellError::Start(format!("cannot prepare the sandbox: {e}")))?;
         let mut command = pty_process::Command::new(&launch.program)
             .args(&launch.args)
             .env_clear()
@@ -190,9 +195,20 @@ impl Shell {
         for (key, value) in &launch.env {
             command = command.env(key, value);
         }
+        if let Some(prepared) = &prepared {
+            if let Some((uid, gid)) = prepared.credentials() {
+                command = command.uid(uid).gid(gid);
+            }
+            // SAFETY: the closure makes only async-signal-safe calls and does not allocate.
+            command = unsafe { command.pre_exec(prepared.pre_exec()) };
+        }
         let child = command
             .spawn(pts)
             .map_err(|e| ShellError::Start(format!("{}: {e}", launch.program.to_string_lossy())))?;
+        let attached = match prepared {
+            Some(prepared) => prepared.started().await.map_err(ShellError::Start)?,
+            None => Attached::default(),
+        };
         let (mut reader, writer) = pty.into_split();
         let capture = Arc::new(Capture {
             state: Mutex::new(CaptureState::default()),
@@ -223,6 +239,7 @@ impl Shell {
             child,
             shell_pid: None,
             running: None,
+            _attached: attached,
         };
         // Echo off, and a prompt that is our marker. Everything before the first marker (bash's
         // default prompt, the echoed setup line) is discarded.
@@ -333,10 +350,10 @@ impl Shell {
                 self.running = None;
                 self.cwd = cwd;
                 Ok(CommandResult {
+                    note: self.launch.explain_limit(exit_code, &output),
                     output,
                     exit_code,
                     working_dir: self.cwd.clone(),
-                    note: None,
                     still_running: false,
                 })
             }
@@ -355,14 +372,24 @@ impl Shell {
             Wait::Deadline(mut output) => {
                 let rest = self.interrupt().await?;
                 output.push_str(&rest.output);
+                let limit = self.launch.explain_limit(-1, &output);
                 Ok(CommandResult {
                     output,
                     exit_code: -1,
                     working_dir: self.cwd.clone(),
-                    note: Some(format!(
-                        "The command was still running after {} seconds and was interrupted.",
-                        hard.as_secs()
-                    )),
+                    note: Some(
+                        [
+                            Some(format!(
+                                "The command was still running after {} seconds and was interrupted.",
+                                hard.as_secs()
+                            )),
+                            limit,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    ),
                     still_running: false,
                 })
             }
@@ -428,11 +455,24 @@ impl Shell {
         })
     }
 
+    /// Kills what the shell started. In a sandbox that is every process of its pid namespace
+    /// but the shell and the namespace's init: a command's orphans (daemons, a fork bomb's
+    /// children) are the init's children there, not the shell's. A few rounds, since what is
+    /// still running may fork while it is being killed.
     fn kill_children(&self) {
         let Some(shell) = self.shell_pid else { return };
-        for pid in descendants(shell) {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        for _ in 0..20 {
+            let victims = match (self.launch.sandboxed, pid_namespace(shell)) {
+                (true, Some(namespace)) => same_namespace(shell, &namespace),
+                _ => descendants(shell),
+            };
+            if victims.is_empty() {
+                return;
+            }
+            for pid in victims {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
             }
         }
     }
@@ -556,6 +596,29 @@ fn descendants(root: u32) -> Vec<u32> {
     }
     found.remove(0);
     found
+}
+
+fn pid_namespace(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// The processes in `namespace` other than `shell` and those above it (the namespace's init).
+fn same_namespace(shell: u32, namespace: &std::path::Path) -> Vec<u32> {
+    let mut above = Vec::new();
+    let mut current = shell;
+    while let Some(parent) = parent_of(current).filter(|p| *p > 1) {
+        above.push(parent);
+        current = parent;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| *pid != shell && !above.contains(pid))
+        .filter(|pid| pid_namespace(*pid).as_deref() == Some(namespace))
+        .collect()
 }
 
 fn stat_fields(pid: u32) -> Option<(String, u32)> {

@@ -1,7 +1,7 @@
 //! The persistent shell, for real: bash under a PTY, with and without bubblewrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ohd_runtime::sandbox::{SandboxConfig, SandboxMode};
+use ohd_runtime::sandbox::{Sandbox, SandboxConfig, SandboxMode};
 use ohd_runtime::shell::{Shell, ShellOptions};
 use std::time::Duration;
 
@@ -13,15 +13,16 @@ fn options() -> ShellOptions {
 }
 
 async fn shell_in(dir: &std::path::Path, mode: SandboxMode) -> Shell {
-    let config = SandboxConfig {
+    let sandbox = Sandbox::decide(SandboxConfig {
         mode,
         network: false,
-        hidden: vec![],
-    };
-    let launch = config.launch(
+        ..SandboxConfig::default()
+    });
+    let launch = sandbox.launch(
         dir,
         &["bash", "--noprofile", "--norc", "--noediting", "-i"],
         &[],
+        true,
     );
     Shell::start(launch, options()).await.unwrap()
 }
@@ -181,19 +182,26 @@ async fn the_sandbox_network_is_off_or_on_by_configuration() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { while listener.accept().await.is_ok() {} });
     let dir = tempfile::tempdir().unwrap();
+    // The host's loopback (where ohd listens) is out of reach either way; with the network
+    // on, the sandbox has a way out (pasta's interface and default route).
     let probe = format!(
-        "(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable"
+        "(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable; \
+         grep -q '^[^ \t]*\t00000000' /proc/net/route && echo routed || echo no-route"
     );
-    for (network, expected) in [(false, "unreachable\n"), (true, "reached\n")] {
-        let config = SandboxConfig {
+    for (network, expected) in [
+        (false, "unreachable\nno-route\n"),
+        (true, "unreachable\nrouted\n"),
+    ] {
+        let sandbox = Sandbox::decide(SandboxConfig {
             mode: SandboxMode::Bubblewrap,
             network,
-            hidden: vec![],
-        };
-        let launch = config.launch(
+            ..SandboxConfig::default()
+        });
+        let launch = sandbox.launch(
             dir.path(),
             &["bash", "--noprofile", "--norc", "--noediting", "-i"],
             &[],
+            true,
         );
         let mut sh = Shell::start(launch, options()).await.unwrap();
         assert_eq!(

@@ -6,7 +6,7 @@ use crate::config::{Config, LlmConfig};
 use ohd_agent::{Agent, AgentContext, AgentSettings};
 use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
-use ohd_runtime::sandbox::{Launch, SandboxConfig, bubblewrap_available};
+use ohd_runtime::sandbox::{Launch, Sandbox, SandboxConfig};
 use ohd_runtime::shell::ShellOptions;
 use ohd_store::EventLog;
 use std::collections::HashMap;
@@ -42,18 +42,27 @@ struct Running {
     env: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-/// What `/health` and the log say about how commands are isolated.
-pub fn sandbox_description(sandbox: &SandboxConfig) -> String {
-    if sandbox.uses_bubblewrap() {
-        format!(
-            "bubblewrap (network {})",
-            if sandbox.network { "on" } else { "off" }
-        )
-    } else if bubblewrap_available() {
-        "none (turned off by configuration)".to_owned()
+/// The sandbox the configuration asks for, decided against what this machine allows. Blocking:
+/// it runs bubblewrap to find out. The log says what was decided, loudly when it is weaker
+/// than a full sandbox.
+pub fn decide_sandbox(config: &Config) -> Sandbox {
+    let sandbox = Sandbox::decide(SandboxConfig {
+        mode: config.sandbox.mode,
+        network: config.sandbox.network,
+        hidden: vec![config.data_dir.clone()],
+        limits: config.sandbox.limits,
+        uid_base: config.sandbox.uid_base,
+    });
+    let description = sandbox.description();
+    if sandbox.is_sandboxed() {
+        tracing::info!(sandbox = %description, "commands are sandboxed");
     } else {
-        "none: bubblewrap is not installed or cannot run here; commands run as plain processes in the workspace".to_owned()
+        tracing::warn!(sandbox = %description, "commands are NOT sandboxed");
     }
+    for note in sandbox.notes() {
+        tracing::warn!("sandbox: {note}");
+    }
+    sandbox
 }
 
 /// Which model the agents use and how to reach it: the configuration's `[llm]`, with what the
@@ -97,25 +106,9 @@ fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
 
 impl Agents {
     /// Agents on `choice`'s model: the configuration's, or the saved settings' over it.
-    pub fn new(config: &Config, log: EventLog, choice: &LlmChoice) -> Self {
+    pub fn new(config: &Config, sandbox: Sandbox, log: EventLog, choice: &LlmChoice) -> Self {
         let llm = connect_llm(&config.llm, choice);
         log_llm(&llm);
-        let sandbox = SandboxConfig {
-            mode: config.sandbox.mode,
-            network: config.sandbox.network,
-            hidden: vec![config.data_dir.clone()],
-        };
-        // Finding out whether bubblewrap works means running it once: done beside start-up, so
-        // the server answers at once; the answer is kept for every later use.
-        let probe = sandbox.clone();
-        tokio::task::spawn_blocking(move || {
-            let description = sandbox_description(&probe);
-            if probe.uses_bubblewrap() {
-                tracing::info!(sandbox = %description, "commands are sandboxed");
-            } else {
-                tracing::warn!(sandbox = %description, "commands are NOT sandboxed");
-            }
-        });
         let tokens = PROVIDER_TOKENS
             .iter()
             .filter_map(|(provider, var)| {
@@ -137,7 +130,7 @@ impl Agents {
                 llm,
                 max_iterations: config.agent.max_iterations,
                 max_budget: config.agent.max_budget_per_task,
-                sandbox,
+                sandbox: Arc::new(sandbox),
                 shell: ShellOptions::default(),
                 secrets: ohd_agent::Secrets::new(
                     config
@@ -201,11 +194,13 @@ impl Agents {
     /// one), so that nothing the agent wrote into the workspace runs with more rights than
     /// the agent has.
     pub fn launch(&self, host_workspace: &std::path::Path, args: &[&str]) -> Launch {
-        self.current().sandbox.launch(host_workspace, args, &[])
+        self.current()
+            .sandbox
+            .launch(host_workspace, args, &[], false)
     }
 
-    pub fn sandbox(&self) -> String {
-        sandbox_description(&self.current().sandbox)
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        self.current().sandbox.clone()
     }
 
     /// Starts the conversation's agent unless it runs. `providers` picks which provider tokens

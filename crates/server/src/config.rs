@@ -58,6 +58,9 @@ pub struct SandboxSettings {
     pub mode: ohd_runtime::sandbox::SandboxMode,
     /// Whether sandboxed commands may reach the network.
     pub network: bool,
+    pub limits: ohd_runtime::sandbox::Limits,
+    /// First user id of conversation sandboxes when ohd runs as root.
+    pub uid_base: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +123,17 @@ struct SandboxSection {
     /// "auto" (bubblewrap when it works here), "bubblewrap", or "none".
     mode: Option<String>,
     network: Option<bool>,
+    /// Writable memory of one sandboxed process, MiB.
+    memory_mb: Option<u64>,
+    /// Processes and threads of one conversation's sandbox.
+    max_processes: Option<u64>,
+    /// Largest file a command may write, MiB.
+    max_file_size_mb: Option<u64>,
+    /// Size of the sandbox's /tmp, MiB.
+    tmp_size_mb: Option<u64>,
+    /// CPU seconds of one process of a command.
+    command_cpu_secs: Option<u64>,
+    uid_base: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +276,11 @@ impl Config {
             sandbox: SandboxSettings {
                 mode: sandbox_mode,
                 network: file.sandbox.network.unwrap_or(true),
+                limits: sandbox_limits(&file.sandbox),
+                uid_base: file
+                    .sandbox
+                    .uid_base
+                    .unwrap_or(ohd_runtime::sandbox::DEFAULT_UID_BASE),
             },
         })
     }
@@ -295,6 +314,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// The sandbox's limits: the configuration's, each over its default.
+fn sandbox_limits(section: &SandboxSection) -> ohd_runtime::sandbox::Limits {
+    const MIB: u64 = 1024 * 1024;
+    let default = ohd_runtime::sandbox::Limits::default();
+    ohd_runtime::sandbox::Limits {
+        memory_bytes: section
+            .memory_mb
+            .map_or(default.memory_bytes, |m| m.saturating_mul(MIB)),
+        processes: section.max_processes.unwrap_or(default.processes),
+        file_size_bytes: section
+            .max_file_size_mb
+            .map_or(default.file_size_bytes, |m| m.saturating_mul(MIB)),
+        tmp_bytes: section
+            .tmp_size_mb
+            .map_or(default.tmp_bytes, |m| m.saturating_mul(MIB)),
+        cpu_secs: section.command_cpu_secs.unwrap_or(default.cpu_secs),
+    }
 }
 
 #[cfg(test)]

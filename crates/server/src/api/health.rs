@@ -13,7 +13,13 @@ async fn alive() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Healthy, and how commands are isolated: a server running without a sandbox says so.
+/// Healthy, and how commands are isolated: a server running without a sandbox, or with a
+/// weaker one than configured, says so (`sandbox_details.notes`).
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
-    Json(json!({"status": "OK", "sandbox": state.agents.sandbox()}))
+    let sandbox = state.agents.sandbox();
+    Json(json!({
+        "status": "OK",
+        "sandbox": sandbox.description(),
+        "sandbox_details": sandbox.report(),
+    }))
 }

@@ -365,16 +365,16 @@ async fn git(
         .unwrap_or_else(|| FsPath::new("/"))
         .display()
         .to_string();
-    let mut command = tokio::process::Command::new(&launch.program);
+    // What the sandbox is handed stays open until git has started (it runs offline, so
+    // there is nothing to attach afterwards).
+    let (mut command, _prepared) = launch
+        .command()
+        .map_err(|e| ApiError::internal("cannot prepare the sandbox for git", e))?;
     command
-        .args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("GIT_CEILING_DIRECTORIES", ceiling)
         .env("GIT_OPTIONAL_LOCKS", "0")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .current_dir(&launch.host_cwd)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

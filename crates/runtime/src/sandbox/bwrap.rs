@@ -1,0 +1,213 @@
+//! The sandbox's policy as bubblewrap arguments. Pure: what each flag is for is said here, and
+//! the list is tested without running anything.
+
+use super::SANDBOX_WORKSPACE;
+use super::spawn::{BLOCK_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// System folders mounted read-only inside the sandbox; anything else (home folders, `/var`,
+/// `/srv`, `/mnt`, `/sys`) is not there at all.
+const SYSTEM_DIRS: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"];
+
+pub struct Policy<'a> {
+    pub user_namespace: bool,
+    pub seccomp: bool,
+    /// The network namespace gets pasta attached: bubblewrap says which process to attach to
+    /// and waits for the go-ahead before running the command.
+    pub pasta: bool,
+    pub tmp_bytes: u64,
+    pub hidden: &'a [PathBuf],
+}
+
+/// bubblewrap's arguments up to and including `--`; the command follows.
+pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["--die-with-parent"]);
+    if policy.user_namespace {
+        // Root inside, the sandbox's unprivileged user outside; no nested user namespaces,
+        // which would hand the command a fresh set of capabilities.
+        push(&[
+            "--unshare-user",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--disable-userns",
+        ]);
+    }
+    push(&[
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        // Always a network namespace of its own: empty, or with pasta's interface.
+        "--unshare-net",
+        // bubblewrap keeps every capability for a command it runs as root unless told.
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "workspace",
+    ]);
+    for dir in SYSTEM_DIRS {
+        push(&["--ro-bind-try", dir, dir]);
+    }
+    // bubblewrap mounts /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only over
+    // its new /proc.
+    push(&["--proc", "/proc", "--dev", "/dev"]);
+    let tmp_bytes = policy.tmp_bytes.to_string();
+    push(&["--size", &tmp_bytes, "--tmpfs", "/tmp", "--tmpfs", "/run"]);
+    // Anything of ohd's that lies under a mounted system folder is covered over.
+    for hidden in policy.hidden {
+        if SYSTEM_DIRS.iter().any(|d| hidden.starts_with(d)) {
+            args.push("--tmpfs".into());
+            args.push(hidden.clone().into_os_string());
+        }
+    }
+    let fd = |n: i32| n.to_string();
+    let (workspace, seccomp, info, block) =
+        (fd(WORKSPACE_FD), fd(SECCOMP_FD), fd(INFO_FD), fd(BLOCK_FD));
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&[
+        "--bind-fd",
+        &workspace,
+        SANDBOX_WORKSPACE,
+        "--chdir",
+        SANDBOX_WORKSPACE,
+    ]);
+    if policy.seccomp {
+        push(&["--seccomp", &seccomp]);
+    }
+    if policy.pasta {
+        push(&["--info-fd", &info, "--block-fd", &block]);
+    }
+    push(&["--"]);
+    args
+}
+
+/// A sandbox with a user namespace, as commands get it, running `true`.
+pub fn user_namespace_probe() -> Vec<&'static str> {
+    vec![
+        "--unshare-user",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--disable-userns",
+        "--unshare-pid",
+        "--unshare-net",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--",
+        "true",
+    ]
+}
+
+/// The same without a user namespace, which only root can make.
+pub fn root_probe() -> Vec<&'static str> {
+    vec![
+        "--unshare-pid",
+        "--unshare-net",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--",
+        "true",
+    ]
+}
+
+/// Whether bubblewrap runs `args` successfully here, as `user` when given. Running it is the
+/// only reliable test: containers and hardened kernels refuse namespaces in many ways.
+pub fn probe(args: &[&str], user: Option<(u32, u32)>) -> bool {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("bwrap");
+    command
+        .args(args)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command.status().is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(policy: &Policy<'_>) -> Vec<String> {
+        arguments(policy)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn has(args: &[String], window: &[&str]) -> bool {
+        args.windows(window.len())
+            .any(|w| w.iter().zip(window).all(|(a, b)| a == b))
+    }
+
+    #[test]
+    fn the_full_sandbox_drops_capabilities_in_its_own_namespaces() {
+        let hidden = vec![PathBuf::from("/etc/ohd"), PathBuf::from("/root/data")];
+        let args = strings(&Policy {
+            user_namespace: true,
+            seccomp: true,
+            pasta: true,
+            tmp_bytes: 1024,
+            hidden: &hidden,
+        });
+        for window in [
+            &[
+                "--unshare-user",
+                "--uid",
+                "0",
+                "--gid",
+                "0",
+                "--disable-userns",
+            ][..],
+            &["--unshare-net"],
+            &["--unshare-pid"],
+            &["--cap-drop", "ALL"],
+            &["--size", "1024", "--tmpfs", "/tmp"],
+            &["--tmpfs", "/etc/ohd"],
+            &["--bind-fd", "3", "/workspace"],
+            &["--seccomp", "4"],
+            &["--info-fd", "5", "--block-fd", "6"],
+            &["--ro-bind-try", "/usr", "/usr"],
+        ] {
+            assert!(has(&args, window), "{window:?} in {args:?}");
+        }
+        // Folders outside the system ones are simply not mounted.
+        assert!(!args.iter().any(|a| a == "/root/data"));
+        assert!(!args.iter().any(|a| a == "--bind" || a == "/sys"));
+        assert_eq!(args.last().map(String::as_str), Some("--"));
+    }
+
+    #[test]
+    fn without_a_user_namespace_or_network_those_parts_are_left_out() {
+        let args = strings(&Policy {
+            user_namespace: false,
+            seccomp: true,
+            pasta: false,
+            tmp_bytes: 1,
+            hidden: &[],
+        });
+        assert!(!has(&args, &["--unshare-user"]));
+        assert!(!has(&args, &["--info-fd"]));
+        assert!(has(&args, &["--unshare-net"]));
+        assert!(has(&args, &["--cap-drop", "ALL"]));
+    }
+}

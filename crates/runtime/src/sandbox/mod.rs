@@ -1,0 +1,403 @@
+//! How a conversation's commands are isolated.
+//!
+//! The sandbox is decided once, at start ([`Sandbox::decide`]), from the configuration and what
+//! this machine allows, and said in the log and in `/health`. Its strongest form, used whenever
+//! the kernel allows user namespaces:
+//! - bubblewrap runs as a user id of the sandbox's own (when ohd is root: one per conversation,
+//!   from `uid_base`), in a new user namespace where the command is root, mapped to that
+//!   unprivileged id outside, with every capability dropped and `no_new_privs`;
+//! - a seccomp filter ([`seccomp`]) refuses the calls namespaces are escaped with;
+//! - the system read-only, `/proc/sys` and the rest of `/proc`'s kernel knobs read-only, its own
+//!   `/tmp` of bounded size, the workspace at `/workspace`, nothing of ohd's data;
+//! - its own network namespace: offline, or reaching out through `pasta` (user-mode
+//!   networking), never to this machine's loopback where ohd listens;
+//! - rlimits ([`limits`]) on memory, processes, file size and CPU time.
+//!
+//! Without user namespaces and as root, bubblewrap still runs with capabilities dropped and
+//! the seccomp filter, offline; without bubblewrap, commands are plain processes. Either is
+//! said loudly. The argument list is built by [`bwrap`], the spawn by [`spawn`].
+
+pub mod bwrap;
+pub mod limits;
+pub mod seccomp;
+pub mod spawn;
+
+pub use limits::Limits;
+pub use spawn::{Attached, Prepared, SpawnPlan};
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// bubblewrap if it works on this machine, else a plain process.
+    Auto,
+    Bubblewrap,
+    None,
+}
+
+/// What the configuration asks for.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    pub network: bool,
+    /// Folders that must never be visible inside (ohd's data directory, its config).
+    pub hidden: Vec<PathBuf>,
+    pub limits: Limits,
+    /// When ohd runs as root, conversation sandboxes run as user ids from here on (one per
+    /// conversation, so one conversation's processes never count against another's limit).
+    pub uid_base: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            mode: SandboxMode::Auto,
+            network: true,
+            hidden: Vec::new(),
+            limits: Limits::default(),
+            uid_base: DEFAULT_UID_BASE,
+        }
+    }
+}
+
+/// Far above the ids of people and system services, and below 2^31 for tools that take ids
+/// as signed numbers.
+pub const DEFAULT_UID_BASE: u32 = 2_000_000_000;
+/// Conversation ids are spread over this many user ids.
+const UID_SPAN: u32 = 65_536;
+
+/// How commands are isolated here, as decided at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// bubblewrap with a user namespace: the full sandbox.
+    UserNamespace,
+    /// bubblewrap as root without a user namespace (the kernel refuses them): capabilities
+    /// dropped and seccomp, but the command's root is the host's root user.
+    RootWithoutUserNamespace,
+    /// A plain process in the workspace folder.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Its own empty network namespace.
+    Off,
+    /// Its own network namespace, with `pasta` to the outside and no way to this machine.
+    Pasta,
+    /// The host's network (only for plain processes).
+    Host,
+}
+
+/// The sandbox as decided at start.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    isolation: Isolation,
+    network: Network,
+    seccomp: Option<Arc<[u8]>>,
+    /// Whether ohd runs as root, so sandboxes get user ids of their own.
+    as_root: bool,
+    /// What is weaker than configured, or different, in words for the log and `/health`.
+    notes: Vec<String>,
+}
+
+/// What the agent sees as its workspace when sandboxed.
+pub const SANDBOX_WORKSPACE: &str = "/workspace";
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command that starts a shell, and how paths look from inside it.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    /// The host folder the process starts in.
+    pub host_cwd: PathBuf,
+    /// The workspace as the shell sees it.
+    pub agent_root: PathBuf,
+    pub sandboxed: bool,
+    /// For a sandboxed launch: descriptors, user and limits to start it with.
+    pub plan: Option<SpawnPlan>,
+}
+
+impl Sandbox {
+    /// Decides, once, how commands are isolated here: runs bubblewrap to see what the kernel
+    /// allows. Blocking (it starts processes).
+    pub fn decide(config: SandboxConfig) -> Sandbox {
+        let as_root = rustix::process::geteuid().is_root();
+        let mut notes = Vec::new();
+        let isolation = match config.mode {
+            SandboxMode::None => {
+                notes.push("the sandbox is turned off by configuration ([sandbox] mode = \"none\"): commands run as plain processes with ohd's rights".to_owned());
+                Isolation::None
+            }
+            mode => {
+                let probe_user = as_root.then_some((config.uid_base, config.uid_base));
+                if bwrap::probe(&bwrap::user_namespace_probe(), probe_user) {
+                    Isolation::UserNamespace
+                } else if as_root && bwrap::probe(&bwrap::root_probe(), None) {
+                    notes.push("the kernel refuses user namespaces: commands run under bubblewrap as the host's root user with every capability dropped and the seccomp filter, offline; allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0) for the full sandbox".to_owned());
+                    Isolation::RootWithoutUserNamespace
+                } else if mode == SandboxMode::Bubblewrap {
+                    notes.push("bubblewrap cannot make a sandbox here (is it installed, and does the kernel allow user namespaces?); commands will fail to start, as [sandbox] mode = \"bubblewrap\" asks for nothing weaker".to_owned());
+                    Isolation::UserNamespace
+                } else {
+                    notes.push("bubblewrap is not installed or cannot make a sandbox here: commands run as plain processes in the workspace with ohd's rights; install bubblewrap (apt-get install bubblewrap) for the sandbox".to_owned());
+                    Isolation::None
+                }
+            }
+        };
+        let network = match (isolation, config.network) {
+            (Isolation::None, _) => Network::Host,
+            (_, false) => Network::Off,
+            (Isolation::UserNamespace, true) if pasta_available() => Network::Pasta,
+            (Isolation::UserNamespace, true) => {
+                notes.push("sandboxed commands are offline although [sandbox] network = true: pasta is not installed (apt-get install passt), and without it the sandbox would share this machine's network and reach ohd itself".to_owned());
+                Network::Off
+            }
+            (Isolation::RootWithoutUserNamespace, true) => Network::Off,
+        };
+        let seccomp = match isolation {
+            Isolation::None => None,
+            _ => match seccomp::program() {
+                Ok(program) => Some(Arc::from(program)),
+                Err(e) => {
+                    notes.push(format!("no seccomp filter: {e}"));
+                    None
+                }
+            },
+        };
+        Sandbox {
+            config,
+            isolation,
+            network,
+            seccomp,
+            as_root,
+            notes,
+        }
+    }
+
+    /// A sandbox as configured, without running anything: for tests that build launches.
+    pub fn assume(config: SandboxConfig, isolation: Isolation, network: Network) -> Sandbox {
+        Sandbox {
+            config,
+            isolation,
+            network,
+            seccomp: None,
+            as_root: false,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.config.limits
+    }
+
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub fn is_sandboxed(&self) -> bool {
+        self.isolation != Isolation::None
+    }
+
+    /// One line for the log and `/health`.
+    pub fn description(&self) -> String {
+        let network = match self.network {
+            Network::Off => "off",
+            Network::Pasta => "on, through pasta",
+            Network::Host => "the host's",
+        };
+        match self.isolation {
+            Isolation::UserNamespace => format!(
+                "bubblewrap with a user namespace, no capabilities, seccomp, rlimits (network {network})"
+            ),
+            Isolation::RootWithoutUserNamespace => format!(
+                "bubblewrap as root without a user namespace, no capabilities, seccomp, rlimits (network {network})"
+            ),
+            Isolation::None => "none: commands run as plain processes in the workspace".to_owned(),
+        }
+    }
+
+    /// The details `/health` shows.
+    pub fn report(&self) -> serde_json::Value {
+        let limits = self.config.limits;
+        serde_json::json!({
+            "kind": match self.isolation {
+                Isolation::UserNamespace => "bubblewrap",
+                Isolation::RootWithoutUserNamespace => "bubblewrap-without-user-namespace",
+                Isolation::None => "none",
+            },
+            "user_namespace": self.isolation == Isolation::UserNamespace,
+            "seccomp": self.seccomp.is_some(),
+            "network": match self.network {
+                Network::Off => "off",
+                Network::Pasta => "pasta",
+                Network::Host => "host",
+            },
+            "limits": if self.is_sandboxed() { "rlimits" } else { "none" },
+            "memory_mb": limits.memory_bytes / (1024 * 1024),
+            "max_processes": limits.processes,
+            "max_file_size_mb": limits.file_size_bytes / (1024 * 1024),
+            "tmp_size_mb": limits.tmp_bytes / (1024 * 1024),
+            "command_cpu_secs": limits.cpu_secs,
+            "notes": self.notes,
+        })
+    }
+
+    /// How the workspace looks to the agent.
+    pub fn agent_root(&self, host_workspace: &Path) -> PathBuf {
+        if self.is_sandboxed() {
+            PathBuf::from(SANDBOX_WORKSPACE)
+        } else {
+            host_workspace.to_owned()
+        }
+    }
+
+    /// The user and group a conversation's sandbox runs as, when ohd is root: one per
+    /// conversation (its workspace folder's name), the same across restarts.
+    pub fn owner_of(&self, host_workspace: &Path) -> Option<(u32, u32)> {
+        if !(self.as_root && self.isolation == Isolation::UserNamespace) {
+            return None;
+        }
+        let name = host_workspace.file_name()?.as_encoded_bytes();
+        // FNV-1a: stable across builds and platforms, unlike the standard hasher.
+        let hash = name.iter().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+        let id = self.config.uid_base.saturating_add(hash % UID_SPAN);
+        Some((id, id))
+    }
+
+    /// The launch of `shell_args` (a program and its arguments) for a workspace, with
+    /// `extra_env` (provider tokens) added to a clean environment. `with_network`: whether
+    /// this process may use the network the sandbox has (REST helpers such as git need none).
+    pub fn launch(
+        &self,
+        host_workspace: &Path,
+        shell_args: &[&str],
+        extra_env: &[(String, String)],
+        with_network: bool,
+    ) -> Launch {
+        let agent_root = self.agent_root(host_workspace);
+        let mut env = vec![
+            ("PATH".to_owned(), PATH.to_owned()),
+            ("HOME".to_owned(), agent_root.display().to_string()),
+            ("TERM".to_owned(), "dumb".to_owned()),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+            ("PAGER".to_owned(), "cat".to_owned()),
+            ("GIT_PAGER".to_owned(), "cat".to_owned()),
+            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        ];
+        env.extend(extra_env.iter().cloned());
+        if !self.is_sandboxed() {
+            let (program, args) = match shell_args.split_first() {
+                Some((program, args)) => (
+                    OsString::from(program),
+                    args.iter().map(OsString::from).collect(),
+                ),
+                None => (OsString::from("bash"), Vec::new()),
+            };
+            return Launch {
+                program,
+                args,
+                env,
+                host_cwd: host_workspace.to_owned(),
+                agent_root,
+                sandboxed: false,
+                plan: None,
+            };
+        }
+        let pasta = with_network && self.network == Network::Pasta;
+        let policy = bwrap::Policy {
+            user_namespace: self.isolation == Isolation::UserNamespace,
+            seccomp: self.seccomp.is_some(),
+            pasta,
+            tmp_bytes: self.config.limits.tmp_bytes,
+            hidden: &self.config.hidden,
+        };
+        let mut args = bwrap::arguments(&policy);
+        args.extend(shell_args.iter().map(OsString::from));
+        Launch {
+            program: "bwrap".into(),
+            args,
+            env,
+            // bubblewrap changes into the workspace itself; it may not be able to reach the
+            // host folder by path as the sandbox's user.
+            host_cwd: PathBuf::from("/"),
+            agent_root,
+            sandboxed: true,
+            plan: Some(SpawnPlan {
+                credentials: self.owner_of(host_workspace),
+                limits: self.config.limits,
+                seccomp: self.seccomp.clone(),
+                workspace: host_workspace.to_owned(),
+                pasta,
+            }),
+        }
+    }
+}
+
+impl Launch {
+    /// Opens what this launch hands over, for one spawn (`None` for a plain process).
+    pub fn prepare(&self) -> std::io::Result<Option<Prepared>> {
+        self.plan.as_ref().map(SpawnPlan::prepare).transpose()
+    }
+
+    /// Which of the sandbox's limits, if any, stopped a command.
+    pub fn explain_limit(&self, exit_code: i64, output: &str) -> Option<String> {
+        self.plan
+            .as_ref()
+            .and_then(|plan| plan.limits.explain(exit_code, output))
+    }
+
+    /// A process for this launch with a clean environment, ready for its standard streams;
+    /// spawn it, then call [`Prepared::started`] on what came with it.
+    pub fn command(&self) -> std::io::Result<(tokio::process::Command, Option<Prepared>)> {
+        let prepared = self.prepare()?;
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.host_cwd);
+        if let Some(prepared) = &prepared {
+            if let Some((uid, gid)) = prepared.credentials() {
+                command.uid(uid).gid(gid);
+            }
+            // SAFETY: the closure makes only async-signal-safe calls and does not allocate.
+            unsafe {
+                command.pre_exec(prepared.pre_exec());
+            }
+        }
+        Ok((command, prepared))
+    }
+}
+
+/// Whether bubblewrap makes a sandbox here with the default configuration (decided once).
+pub fn bubblewrap_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| Sandbox::decide(SandboxConfig::default()).is_sandboxed())
+}
+
+/// Whether `pasta` (from passt) is installed and runs.
+fn pasta_available() -> bool {
+    std::process::Command::new("pasta")
+        .arg("--help")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}

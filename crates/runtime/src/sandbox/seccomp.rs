@@ -1,0 +1,107 @@
+//! The seccomp filter every sandboxed command runs under: the system calls a workspace command
+//! never needs, and that are the usual ways out of a namespace sandbox, fail with `EPERM`.
+//! bubblewrap loads it (`--seccomp FD`) as its last step before running the command, after it
+//! has used `mount` and friends itself, so ohd is never restricted.
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use std::collections::BTreeMap;
+
+/// Refused calls, each with why a workspace command has no business making it.
+const DENIED: &[(i64, &str)] = &[
+    // Changing what the sandbox sees of the file system.
+    (libc::SYS_mount, "mount"),
+    (libc::SYS_umount2, "umount2"),
+    (libc::SYS_pivot_root, "pivot_root"),
+    (libc::SYS_move_mount, "move_mount"),
+    (libc::SYS_open_tree, "open_tree"),
+    (libc::SYS_fsopen, "fsopen"),
+    (libc::SYS_fsconfig, "fsconfig"),
+    (libc::SYS_fsmount, "fsmount"),
+    (libc::SYS_fspick, "fspick"),
+    (libc::SYS_mount_setattr, "mount_setattr"),
+    (libc::SYS_chroot, "chroot"),
+    // File handles reach files by inode, around every mount: the classic container escape.
+    (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    (libc::SYS_name_to_handle_at, "name_to_handle_at"),
+    // Other processes' memory. Within the sandbox's pid namespace only its own processes are
+    // visible anyway; debuggers (gdb, strace) are the price, and rarely needed by an agent.
+    (libc::SYS_ptrace, "ptrace"),
+    (libc::SYS_process_vm_readv, "process_vm_readv"),
+    (libc::SYS_process_vm_writev, "process_vm_writev"),
+    (libc::SYS_kcmp, "kcmp"),
+    // Joining other namespaces.
+    (libc::SYS_setns, "setns"),
+    // The kernel itself: modules, kexec, BPF, keyrings, perf, io_uring.
+    (libc::SYS_init_module, "init_module"),
+    (libc::SYS_finit_module, "finit_module"),
+    (libc::SYS_delete_module, "delete_module"),
+    (libc::SYS_kexec_load, "kexec_load"),
+    (libc::SYS_kexec_file_load, "kexec_file_load"),
+    (libc::SYS_bpf, "bpf"),
+    (libc::SYS_keyctl, "keyctl"),
+    (libc::SYS_add_key, "add_key"),
+    (libc::SYS_request_key, "request_key"),
+    (libc::SYS_perf_event_open, "perf_event_open"),
+    (libc::SYS_userfaultfd, "userfaultfd"),
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
+    // The machine's state.
+    (libc::SYS_reboot, "reboot"),
+    (libc::SYS_swapon, "swapon"),
+    (libc::SYS_swapoff, "swapoff"),
+    (libc::SYS_syslog, "syslog"),
+    (libc::SYS_acct, "acct"),
+    (libc::SYS_settimeofday, "settimeofday"),
+    (libc::SYS_clock_settime, "clock_settime"),
+    (libc::SYS_clock_adjtime, "clock_adjtime"),
+    (libc::SYS_adjtimex, "adjtimex"),
+    (libc::SYS_quotactl, "quotactl"),
+    (libc::SYS_sethostname, "sethostname"),
+    (libc::SYS_setdomainname, "setdomainname"),
+    (libc::SYS_vhangup, "vhangup"),
+];
+
+/// The names of the refused calls, for documentation and tests.
+pub fn denied_calls() -> impl Iterator<Item = &'static str> {
+    DENIED.iter().map(|(_, name)| *name)
+}
+
+/// The compiled filter as bubblewrap reads it: the raw `sock_filter` array.
+pub fn program() -> Result<Vec<u8>, String> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| format!("no seccomp filter for this processor: {e}"))?;
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        DENIED.iter().map(|(nr, _)| (*nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    let program = BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter: {e}"))?;
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for instruction in &program {
+        bytes.extend_from_slice(&instruction.code.to_ne_bytes());
+        bytes.push(instruction.jt);
+        bytes.push(instruction.jf);
+        bytes.extend_from_slice(&instruction.k.to_ne_bytes());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_compiles_to_whole_instructions_for_this_processor() {
+        let bytes = program().unwrap_or_default();
+        assert!(!bytes.is_empty());
+        assert_eq!(bytes.len() % 8, 0);
+        // One comparison per refused call at least.
+        assert!(bytes.len() / 8 > DENIED.len());
+        assert!(denied_calls().any(|c| c == "open_by_handle_at"));
+    }
+}

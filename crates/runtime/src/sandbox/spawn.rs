@@ -1,0 +1,277 @@
+//! Starting a sandboxed process: the file descriptors bubblewrap is handed (the workspace
+//! folder, the seccomp filter, and for a networked sandbox the info and block pipes), the
+//! user id and rlimits it starts with, and the user-mode network (`pasta`) attached to its
+//! network namespace before the command may run.
+
+use super::limits::{Limits, Rlimit, tasks_of_user};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The descriptor numbers bubblewrap's arguments name; the real descriptors are moved there
+/// between fork and exec.
+pub const WORKSPACE_FD: RawFd = 3;
+pub const SECCOMP_FD: RawFd = 4;
+pub const INFO_FD: RawFd = 5;
+pub const BLOCK_FD: RawFd = 6;
+/// Descriptors are first opened at or above this, so moving one to its number never
+/// overwrites another still to be moved.
+const HIGH_FD: RawFd = 64;
+
+/// What a sandboxed launch needs at spawn time, beyond program and arguments.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// The user and group bubblewrap runs as (ohd running as root), or ohd's own.
+    pub credentials: Option<(u32, u32)>,
+    pub limits: Limits,
+    /// The compiled seccomp filter, handed to bubblewrap.
+    pub seccomp: Option<Arc<[u8]>>,
+    /// The workspace folder, opened here and handed over as a descriptor: bubblewrap, running
+    /// as the sandbox's user, may not be able to walk to it by path (ohd's data folder is
+    /// owner-only), and a descriptor cannot be swapped under it.
+    pub workspace: PathBuf,
+    /// Whether `pasta` gives the sandbox's own network namespace a way out.
+    pub pasta: bool,
+}
+
+/// Descriptors and settings for one spawn; kept until the process has started.
+pub struct Prepared {
+    moves: Vec<(OwnedFd, RawFd)>,
+    rlimits: Vec<Rlimit>,
+    credentials: Option<(u32, u32)>,
+    info: Option<OwnedFd>,
+    block: Option<OwnedFd>,
+    pasta: bool,
+}
+
+/// What must live as long as the sandbox: the network helper.
+#[derive(Debug, Default)]
+pub struct Attached {
+    _pasta: Option<tokio::process::Child>,
+}
+
+fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    let moved = rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?;
+    Ok(moved)
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((read, write))
+}
+
+fn memfd_with(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create("ohd-seccomp", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))?;
+    Ok(OwnedFd::from(file))
+}
+
+impl SpawnPlan {
+    /// Opens what the spawn hands over. Run for every spawn: a descriptor is read by the
+    /// process it is given to.
+    pub fn prepare(&self) -> std::io::Result<Prepared> {
+        if let Some((uid, gid)) = self.credentials {
+            give_workspace_to(&self.workspace, uid, gid)?;
+        }
+        let workspace = rustix::fs::open(
+            &self.workspace,
+            rustix::fs::OFlags::PATH
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let mut moves = vec![(high(workspace)?, WORKSPACE_FD)];
+        if let Some(program) = &self.seccomp {
+            moves.push((high(memfd_with(program)?)?, SECCOMP_FD));
+        }
+        let (mut info, mut block) = (None, None);
+        if self.pasta {
+            let (info_read, info_write) = pipe()?;
+            let (block_read, block_write) = pipe()?;
+            moves.push((high(info_write)?, INFO_FD));
+            moves.push((high(block_read)?, BLOCK_FD));
+            info = Some(info_read);
+            block = Some(block_write);
+        }
+        let in_use = match self.credentials {
+            Some(_) => 0,
+            None => tasks_of_user(rustix::process::getuid().as_raw()),
+        };
+        Ok(Prepared {
+            moves,
+            rlimits: self.limits.rlimits(in_use),
+            credentials: self.credentials,
+            info,
+            block,
+            pasta: self.pasta,
+        })
+    }
+}
+
+impl Prepared {
+    pub fn credentials(&self) -> Option<(u32, u32)> {
+        self.credentials
+    }
+
+    /// What runs in the child between fork and exec: descriptors to their numbers, rlimits.
+    /// Only async-signal-safe calls (`dup2`, `setrlimit`), and no allocation.
+    pub fn pre_exec(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+        let moves: Vec<(RawFd, RawFd)> = self
+            .moves
+            .iter()
+            .map(|(fd, to)| (fd.as_raw_fd(), *to))
+            .collect();
+        let rlimits = self.rlimits.clone();
+        move || {
+            for (from, to) in &moves {
+                // SAFETY: both are descriptor numbers; dup2 replaces `to` and clears its
+                // close-on-exec flag, which is what hands it over.
+                if unsafe { libc::dup2(*from, *to) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for limit in &rlimits {
+                let value = libc::rlimit {
+                    rlim_cur: limit.soft,
+                    rlim_max: limit.hard,
+                };
+                // SAFETY: a plain system call with a valid pointer to a local.
+                if unsafe { libc::setrlimit(limit.resource, &value) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// After the spawn: lets go of the child's descriptors and, for a networked sandbox,
+    /// attaches `pasta` to its network namespace, then lets the command start.
+    pub async fn started(mut self) -> Result<Attached, String> {
+        self.moves.clear();
+        if !self.pasta {
+            return Ok(Attached::default());
+        }
+        let (Some(info), Some(block)) = (self.info.take(), self.block.take()) else {
+            return Ok(Attached::default());
+        };
+        let child_pid = tokio::task::spawn_blocking(move || read_child_pid(info))
+            .await
+            .map_err(|e| format!("sandbox start: {e}"))??;
+        let pasta = start_pasta(child_pid, self.credentials).await?;
+        let mut block = std::fs::File::from(block);
+        block
+            .write_all(b"1")
+            .map_err(|e| format!("the sandbox did not start: {e}"))?;
+        Ok(Attached {
+            _pasta: Some(pasta),
+        })
+    }
+}
+
+/// bubblewrap's `--info-fd` answer: `{"child-pid": N, ...}`, then end of file.
+fn read_child_pid(info: OwnedFd) -> Result<u32, String> {
+    let mut text = String::new();
+    std::fs::File::from(info)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("sandbox start: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        "the sandbox did not start (bubblewrap failed before it was set up)".to_owned()
+    })?;
+    value
+        .get("child-pid")
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| "bubblewrap did not say which process is the sandbox".to_owned())
+}
+
+/// Starts `pasta` in the sandbox's network namespace, as the sandbox's own user, with nothing
+/// forwarded in either direction and the gateway not mapped to the host: the sandbox reaches
+/// the outside world, never this machine's loopback (where ohd listens).
+async fn start_pasta(
+    child_pid: u32,
+    credentials: Option<(u32, u32)>,
+) -> Result<tokio::process::Child, String> {
+    let mut command = tokio::process::Command::new("pasta");
+    command
+        .args(["--foreground", "--quiet", "--config-net"])
+        .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .arg("--no-map-gw")
+        .arg("--netns")
+        .arg(format!("/proc/{child_pid}/ns/net"))
+        .arg("--userns")
+        .arg(format!("/proc/{child_pid}/ns/user"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = credentials {
+        command.uid(uid).gid(gid);
+    }
+    // SAFETY: prctl is async-signal-safe. pasta ends with the thread that started it, should
+    // ohd be killed without a chance to stop it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start pasta for the sandbox's network: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if has_default_route(child_pid) {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "pasta could not set up the sandbox's network ({status})"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err("pasta did not set up the sandbox's network within 10 s".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether the namespace of `pid` has a default route yet: pasta's last step.
+fn has_default_route(pid: u32) -> bool {
+    let v4 = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/ipv6_route")).unwrap_or_default();
+    v4.lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+        || v6
+            .lines()
+            .any(|l| l.starts_with("00000000000000000000000000000000 00") && !l.contains(" lo"))
+}
+
+/// The workspace belongs to the sandbox's user, so the agent can write in it. A workspace
+/// made before (by ohd as root) is handed over once, whole; symlinks are not followed.
+fn give_workspace_to(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(root)?;
+    if meta.uid() == uid && meta.gid() == gid {
+        return Ok(());
+    }
+    let mut pending = vec![root.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    // The folder is owner-only, as every folder ohd makes.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+}
