@@ -341,6 +341,45 @@ impl Shell {
         deadline: Instant,
         hard: Duration,
     ) -> Result<CommandResult, ShellError> {
+        let mut result = self.finish_command(deadline, hard).await?;
+        if let Some(contained) = self.contain_runaway() {
+            result.note = Some(match result.note.take() {
+                Some(note) => format!("{note} {contained}"),
+                None => contained,
+            });
+        }
+        Ok(result)
+    }
+
+    /// A sandbox that has (nearly) run out of processes is of no more use to anyone: a fork
+    /// bomb, or a command that starts processes without end, left running in the background.
+    /// Everything in it but the shell is stopped, and the model is told.
+    fn contain_runaway(&self) -> Option<String> {
+        let limit = self.launch.plan.as_ref()?.limits.processes;
+        let shell = self.shell_pid?;
+        let namespace = pid_namespace(shell)?;
+        let tasks: u64 = same_namespace(shell, &namespace)
+            .into_iter()
+            .map(|pid| {
+                std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .map(|entries| entries.count() as u64)
+                    .unwrap_or(1)
+            })
+            .sum();
+        if tasks * 10 < limit * 9 {
+            return None;
+        }
+        self.kill_children();
+        Some(format!(
+            "The sandbox reached its limit of {limit} processes and threads, so every process in it but the shell was stopped."
+        ))
+    }
+
+    async fn finish_command(
+        &mut self,
+        deadline: Instant,
+        hard: Duration,
+    ) -> Result<CommandResult, ShellError> {
         match self.wait(deadline).await? {
             Wait::Prompt {
                 exit_code,

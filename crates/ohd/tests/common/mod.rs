@@ -32,6 +32,9 @@ pub struct Options {
     pub agent: bool,
     /// Write the server's log (at debug level) to this file.
     pub log_file: Option<PathBuf>,
+    /// Run ohd as this user id (and group), for the tests run as root that check what an
+    /// unprivileged ohd does; its data directory is handed to that user.
+    pub run_as: Option<u32>,
 }
 
 /// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
@@ -69,6 +72,7 @@ impl Options {
             config_toml: None,
             agent: false,
             log_file: None,
+            run_as: None,
         }
     }
 
@@ -122,6 +126,11 @@ impl Ohd {
             std::fs::create_dir_all(data_dir).unwrap();
             std::fs::write(&path, toml).unwrap();
             command.arg("--config").arg(path);
+        }
+        if let Some(uid) = options.run_as {
+            std::fs::create_dir_all(data_dir).unwrap();
+            std::os::unix::fs::chown(data_dir, Some(uid), Some(uid)).unwrap();
+            command.uid(uid).gid(uid).env("HOME", data_dir);
         }
         let mut api_key = None;
         for (k, v) in &options.env {

@@ -4,6 +4,7 @@ mod browser;
 mod clients;
 mod rest;
 mod restart;
+mod sandbox;
 mod seed_websocat;
 mod streams;
 mod transport;

@@ -2,7 +2,7 @@
 //! the list is tested without running anything.
 
 use super::SANDBOX_WORKSPACE;
-use super::spawn::{BLOCK_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD};
+use super::spawn::{BLOCK_FD, CLONE3_FILTER_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -26,16 +26,9 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&["--die-with-parent"]);
     if policy.user_namespace {
-        // Root inside, the sandbox's unprivileged user outside; no nested user namespaces,
-        // which would hand the command a fresh set of capabilities.
-        push(&[
-            "--unshare-user",
-            "--uid",
-            "0",
-            "--gid",
-            "0",
-            "--disable-userns",
-        ]);
+        // Root inside, the sandbox's unprivileged user outside. Nested user namespaces, which
+        // would hand the command a fresh set of capabilities, are refused by the seccomp filter.
+        push(&["--unshare-user", "--uid", "0", "--gid", "0"]);
     }
     push(&[
         "--unshare-pid",
@@ -66,8 +59,13 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
         }
     }
     let fd = |n: i32| n.to_string();
-    let (workspace, seccomp, info, block) =
-        (fd(WORKSPACE_FD), fd(SECCOMP_FD), fd(INFO_FD), fd(BLOCK_FD));
+    let (workspace, seccomp, clone3, info, block) = (
+        fd(WORKSPACE_FD),
+        fd(SECCOMP_FD),
+        fd(CLONE3_FILTER_FD),
+        fd(INFO_FD),
+        fd(BLOCK_FD),
+    );
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     push(&[
         "--bind-fd",
@@ -77,7 +75,7 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
         SANDBOX_WORKSPACE,
     ]);
     if policy.seccomp {
-        push(&["--seccomp", &seccomp]);
+        push(&["--add-seccomp-fd", &seccomp, "--add-seccomp-fd", &clone3]);
     }
     if policy.pasta {
         push(&["--info-fd", &info, "--block-fd", &block]);
@@ -94,7 +92,6 @@ pub fn user_namespace_probe() -> Vec<&'static str> {
         "0",
         "--gid",
         "0",
-        "--disable-userns",
         "--unshare-pid",
         "--unshare-net",
         "--cap-drop",
@@ -170,21 +167,14 @@ mod tests {
             hidden: &hidden,
         });
         for window in [
-            &[
-                "--unshare-user",
-                "--uid",
-                "0",
-                "--gid",
-                "0",
-                "--disable-userns",
-            ][..],
+            &["--unshare-user", "--uid", "0", "--gid", "0"][..],
             &["--unshare-net"],
             &["--unshare-pid"],
             &["--cap-drop", "ALL"],
             &["--size", "1024", "--tmpfs", "/tmp"],
             &["--tmpfs", "/etc/ohd"],
             &["--bind-fd", "3", "/workspace"],
-            &["--seccomp", "4"],
+            &["--add-seccomp-fd", "4", "--add-seccomp-fd", "7"],
             &["--info-fd", "5", "--block-fd", "6"],
             &["--ro-bind-try", "/usr", "/usr"],
         ] {

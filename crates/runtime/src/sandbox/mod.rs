@@ -96,7 +96,7 @@ pub struct Sandbox {
     config: SandboxConfig,
     isolation: Isolation,
     network: Network,
-    seccomp: Option<Arc<[u8]>>,
+    seccomp: Option<Arc<[Vec<u8>]>>,
     /// Whether ohd runs as root, so sandboxes get user ids of their own.
     as_root: bool,
     /// What is weaker than configured, or different, in words for the log and `/health`.
@@ -162,8 +162,8 @@ impl Sandbox {
         };
         let seccomp = match isolation {
             Isolation::None => None,
-            _ => match seccomp::program() {
-                Ok(program) => Some(Arc::from(program)),
+            _ => match seccomp::programs() {
+                Ok(programs) => Some(Arc::from(programs)),
                 Err(e) => {
                     notes.push(format!("no seccomp filter: {e}"));
                     None

@@ -3,7 +3,10 @@
 //! bubblewrap loads it (`--seccomp FD`) as its last step before running the command, after it
 //! has used `mount` and friends itself, so ohd is never restricted.
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use std::collections::BTreeMap;
 
 /// Refused calls, each with why a workspace command has no business making it.
@@ -67,16 +70,49 @@ pub fn denied_calls() -> impl Iterator<Item = &'static str> {
     DENIED.iter().map(|(_, name)| *name)
 }
 
-/// The compiled filter as bubblewrap reads it: the raw `sock_filter` array.
-pub fn program() -> Result<Vec<u8>, String> {
+/// The compiled filters as bubblewrap reads them (each the raw `sock_filter` array): the
+/// refused calls, and `clone3` answered "not implemented".
+///
+/// New user namespaces are refused here rather than with bubblewrap's `--disable-userns`,
+/// which nests a second user namespace that `pasta` would then join instead of the one that
+/// owns the network namespace. `unshare` and `clone` are refused only with `CLONE_NEWUSER`;
+/// `clone3` takes its flags in memory a filter cannot read, so it is answered `ENOSYS`, and
+/// the C library falls back to `clone`.
+pub fn programs() -> Result<Vec<Vec<u8>>, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("no seccomp filter for this processor: {e}"))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let mut refused: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|(nr, _)| (*nr, Vec::new())).collect();
+    let new_user = libc::CLONE_NEWUSER as u64;
+    let with_new_user = |arg: u8| -> Result<SeccompRule, String> {
+        let condition = SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(new_user),
+            new_user,
+        )
+        .map_err(|e| format!("seccomp filter: {e}"))?;
+        SeccompRule::new(vec![condition]).map_err(|e| format!("seccomp filter: {e}"))
+    };
+    refused.insert(libc::SYS_unshare, vec![with_new_user(0)?]);
+    refused.insert(libc::SYS_clone, vec![with_new_user(0)?]);
+    let clone3: BTreeMap<i64, Vec<SeccompRule>> =
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    Ok(vec![
+        compile(refused, libc::EPERM, arch)?,
+        compile(clone3, libc::ENOSYS, arch)?,
+    ])
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+    arch: TargetArch,
+) -> Result<Vec<u8>, String> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(errno as u32),
         arch,
     )
     .map_err(|e| format!("seccomp filter: {e}"))?;
@@ -97,11 +133,11 @@ mod tests {
 
     #[test]
     fn the_filter_compiles_to_whole_instructions_for_this_processor() {
-        let bytes = program().unwrap_or_default();
-        assert!(!bytes.is_empty());
-        assert_eq!(bytes.len() % 8, 0);
+        let programs = programs().unwrap_or_default();
+        assert_eq!(programs.len(), 2);
+        assert!(programs.iter().all(|p| !p.is_empty() && p.len() % 8 == 0));
         // One comparison per refused call at least.
-        assert!(bytes.len() / 8 > DENIED.len());
+        assert!(programs[0].len() / 8 > DENIED.len());
         assert!(denied_calls().any(|c| c == "open_by_handle_at"));
     }
 }

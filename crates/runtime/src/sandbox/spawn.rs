@@ -16,6 +16,7 @@ pub const WORKSPACE_FD: RawFd = 3;
 pub const SECCOMP_FD: RawFd = 4;
 pub const INFO_FD: RawFd = 5;
 pub const BLOCK_FD: RawFd = 6;
+pub const CLONE3_FILTER_FD: RawFd = 7;
 /// Descriptors are first opened at or above this, so moving one to its number never
 /// overwrites another still to be moved.
 const HIGH_FD: RawFd = 64;
@@ -26,8 +27,8 @@ pub struct SpawnPlan {
     /// The user and group bubblewrap runs as (ohd running as root), or ohd's own.
     pub credentials: Option<(u32, u32)>,
     pub limits: Limits,
-    /// The compiled seccomp filter, handed to bubblewrap.
-    pub seccomp: Option<Arc<[u8]>>,
+    /// The compiled seccomp filters (refused calls, `clone3`), handed to bubblewrap.
+    pub seccomp: Option<Arc<[Vec<u8>]>>,
     /// The workspace folder, opened here and handed over as a descriptor: bubblewrap, running
     /// as the sandbox's user, may not be able to walk to it by path (ohd's data folder is
     /// owner-only), and a descriptor cannot be swapped under it.
@@ -86,8 +87,10 @@ impl SpawnPlan {
             rustix::fs::Mode::empty(),
         )?;
         let mut moves = vec![(high(workspace)?, WORKSPACE_FD)];
-        if let Some(program) = &self.seccomp {
-            moves.push((high(memfd_with(program)?)?, SECCOMP_FD));
+        if let Some(programs) = &self.seccomp {
+            for (program, fd) in programs.iter().zip([SECCOMP_FD, CLONE3_FILTER_FD]) {
+                moves.push((high(memfd_with(program)?)?, fd));
+            }
         }
         let (mut info, mut block) = (None, None);
         if self.pasta {
@@ -198,7 +201,7 @@ async fn start_pasta(
 ) -> Result<tokio::process::Child, String> {
     let mut command = tokio::process::Command::new("pasta");
     command
-        .args(["--foreground", "--quiet", "--config-net"])
+        .args(["--foreground", "--quiet", "--stderr", "--config-net"])
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
         .arg("--no-map-gw")
         .arg("--netns")
@@ -207,7 +210,8 @@ async fn start_pasta(
         .arg(format!("/proc/{child_pid}/ns/user"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        // Quiet, so nothing fills the pipe while it runs; read if it fails to start.
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     if let Some((uid, gid)) = credentials {
         command.uid(uid).gid(gid);
