@@ -204,9 +204,15 @@ fn text(observation: &Value) -> String {
 }
 
 async fn every_attack_fails(run_as: Option<u32>) {
-    if !ohd_runtime::sandbox::bubblewrap_available() {
-        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap");
-        eprintln!("skipped: bubblewrap cannot make a sandbox here");
+    let pasta = std::process::Command::new("pasta")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !ohd_runtime::sandbox::bubblewrap_available() || !pasta {
+        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap and passt");
+        eprintln!("skipped: bubblewrap cannot make a sandbox here, or passt is not installed");
         return;
     }
     let attacks = attacks();
