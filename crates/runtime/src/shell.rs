@@ -342,13 +342,32 @@ impl Shell {
         hard: Duration,
     ) -> Result<CommandResult, ShellError> {
         let mut result = self.finish_command(deadline, hard).await?;
-        if let Some(contained) = self.contain_runaway() {
+        for contained in [self.contain_runaway(), self.layer_over_limit()]
+            .into_iter()
+            .flatten()
+        {
             result.note = Some(match result.note.take() {
                 Some(note) => format!("{note} {contained}"),
                 None => contained,
             });
         }
         Ok(result)
+    }
+
+    /// What the sandbox installed into its system layer is checked against its limit after
+    /// each command; over it, the model is told to make room.
+    fn layer_over_limit(&self) -> Option<String> {
+        let plan = self.launch.plan.as_ref()?;
+        let dirs = plan.layer.as_ref()?;
+        let used = crate::sandbox::layer::size(dirs);
+        let limit = plan.limits.layer_bytes;
+        (used > limit).then(|| {
+            format!(
+                "The sandbox's system layer (what was installed outside the workspace) holds {} MiB, over its limit of {} MiB: remove what is no longer needed.",
+                used / (1024 * 1024),
+                limit / (1024 * 1024)
+            )
+        })
     }
 
     /// A sandbox that has (nearly) run out of processes is of no more use to anyone: a fork
@@ -517,6 +536,10 @@ impl Shell {
     }
 
     async fn restart(&mut self) -> Result<(), ShellError> {
+        // The old sandbox goes first: its system layer is mounted where the new one's goes.
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        drop(std::mem::take(&mut self._attached));
         let fresh = Box::pin(Shell::start(self.launch.clone(), self.options.clone())).await?;
         *self = fresh;
         Ok(())

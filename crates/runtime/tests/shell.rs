@@ -212,3 +212,137 @@ async fn the_sandbox_network_is_off_or_on_by_configuration() {
         sh.close().await;
     }
 }
+
+/// A Debian package the test builds: one script, `/usr/bin/ohd-hello`.
+fn build_deb(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: ohd-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: ohd tests <t@example.invalid>\nDescription: a test package\n",
+    )
+    .unwrap();
+    let script = root.join("usr/bin/ohd-hello");
+    std::fs::write(&script, "#!/bin/sh\necho hello from a package\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let deb = dir.join("ohd-hello.deb");
+    let status = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+    deb
+}
+
+/// A pure-Python wheel the test builds: `import ohdwheel; ohdwheel.VALUE`.
+fn build_wheel(dir: &std::path::Path) -> std::path::PathBuf {
+    let wheel = dir.join("ohdwheel-0.1-py3-none-any.whl");
+    let script = format!(
+        "import zipfile\nz = zipfile.ZipFile({:?}, 'w')\nz.writestr('ohdwheel/__init__.py', 'VALUE = 42\\n')\nz.writestr('ohdwheel-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: ohdwheel\\nVersion: 0.1\\n')\nz.writestr('ohdwheel-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\nz.writestr('ohdwheel-0.1.dist-info/RECORD', '')\nz.close()\n",
+        wheel.display().to_string()
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wheel
+}
+
+/// The writable system layer: a package installed with dpkg and a wheel installed with pip,
+/// system-wide inside the sandbox, work there, survive a new sandbox, and leave the host as it
+/// was; removing the layer removes them.
+#[tokio::test]
+async fn packages_install_into_the_sandbox_layer_and_not_onto_the_host() {
+    let root = rustix::process::geteuid().is_root();
+    if !ohd_runtime::sandbox::bubblewrap_available() || !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this as root with bubblewrap"
+        );
+        eprintln!("skipped: the writable system layer needs ohd as root and bubblewrap");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspaces/layer-test");
+    std::fs::create_dir_all(&workspace).unwrap();
+    build_deb(&workspace);
+    build_wheel(&workspace);
+    let sandbox = Sandbox::decide(SandboxConfig {
+        mode: SandboxMode::Bubblewrap,
+        network: false,
+        layers: Some(dir.path().join("sandboxes")),
+        ..SandboxConfig::default()
+    });
+    assert!(sandbox.has_layer(), "{:?}", sandbox.notes());
+    let start = || async {
+        let launch = sandbox.launch(
+            &workspace,
+            &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+            &[],
+            true,
+        );
+        Shell::start(launch, options()).await.unwrap()
+    };
+    let mut sh = start().await;
+    let r = sh
+        .run(
+            "dpkg -i /workspace/ohd-hello.deb >/dev/null && ohd-hello",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.output.as_str(), r.exit_code),
+        ("hello from a package\n", 0),
+        "{r:?}"
+    );
+    let r = sh
+        .run(
+            "pip3 install -q --no-index --break-system-packages /workspace/ohdwheel-0.1-py3-none-any.whl 2>&1 | grep -v WARNING; python3 -c 'import ohdwheel; print(ohdwheel.VALUE)'",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.output.ends_with("42\n"), "{r:?}");
+    // The host's secrets stay covered although the layer shows root's files as the sandbox's.
+    let r = sh.run("cat /etc/shadow", None).await.unwrap();
+    assert!(r.exit_code != 0 && !r.output.contains("root:"), "{r:?}");
+    sh.close().await;
+
+    // Nothing reached the host.
+    assert!(!std::path::Path::new("/usr/bin/ohd-hello").exists());
+    let on_host = std::process::Command::new("dpkg")
+        .args(["-s", "ohd-hello"])
+        .output()
+        .unwrap();
+    assert!(!on_host.status.success());
+    let on_host = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import ohdwheel"])
+        .output()
+        .unwrap();
+    assert!(!on_host.status.success());
+
+    // A new sandbox (after an idle release or a restart) finds what was installed.
+    let mut sh = start().await;
+    let r = sh.run("ohd-hello", None).await.unwrap();
+    assert_eq!(r.output, "hello from a package\n");
+    sh.close().await;
+
+    // Deleting the conversation takes the layer with it.
+    sandbox.remove_layer(&workspace).unwrap();
+    assert!(!dir.path().join("sandboxes/layer-test").exists());
+    let mut sh = start().await;
+    let r = sh
+        .run("command -v ohd-hello || echo gone", None)
+        .await
+        .unwrap();
+    assert_eq!(r.output, "gone\n");
+    sh.close().await;
+    sandbox.remove_layer(&workspace).unwrap();
+}

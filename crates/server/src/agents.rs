@@ -52,6 +52,10 @@ pub fn decide_sandbox(config: &Config) -> Sandbox {
         hidden: vec![config.data_dir.clone()],
         limits: config.sandbox.limits,
         uid_base: config.sandbox.uid_base,
+        layers: config
+            .sandbox
+            .writable_system
+            .then(|| config.sandboxes_dir()),
     });
     let description = sandbox.description();
     if sandbox.is_sandboxed() {

@@ -47,6 +47,7 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         tokio::fs::create_dir_all(&config.data_dir).await?;
         tokio::fs::create_dir_all(config.workspaces_dir()).await?;
+        tokio::fs::create_dir_all(config.sandboxes_dir()).await?;
         // Uploads cut off by a crash are no use to anyone.
         let _ = tokio::fs::remove_dir_all(config.staging_dir()).await;
         tokio::fs::create_dir_all(config.staging_dir()).await?;

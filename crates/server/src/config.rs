@@ -61,6 +61,7 @@ pub struct SandboxSettings {
     pub limits: ohd_runtime::sandbox::Limits,
     /// First user id of conversation sandboxes when ohd runs as root.
     pub uid_base: u32,
+    pub writable_system: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +134,10 @@ struct SandboxSection {
     tmp_size_mb: Option<u64>,
     /// CPU seconds of one process of a command.
     command_cpu_secs: Option<u64>,
+    /// Whether the agent's shell gets a writable system layer (ohd as root only).
+    writable_system: Option<bool>,
+    /// What the agent may install into its system layer, MiB.
+    system_layer_mb: Option<u64>,
     uid_base: Option<u32>,
 }
 
@@ -281,12 +286,18 @@ impl Config {
                     .sandbox
                     .uid_base
                     .unwrap_or(ohd_runtime::sandbox::DEFAULT_UID_BASE),
+                writable_system: file.sandbox.writable_system.unwrap_or(true),
             },
         })
     }
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("ohd.db")
+    }
+
+    /// Conversations' writable system layers.
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.data_dir.join("sandboxes")
     }
 
     pub fn workspaces_dir(&self) -> PathBuf {
@@ -332,6 +343,9 @@ fn sandbox_limits(section: &SandboxSection) -> ohd_runtime::sandbox::Limits {
             .tmp_size_mb
             .map_or(default.tmp_bytes, |m| m.saturating_mul(MIB)),
         cpu_secs: section.command_cpu_secs.unwrap_or(default.cpu_secs),
+        layer_bytes: section
+            .system_layer_mb
+            .map_or(default.layer_bytes, |m| m.saturating_mul(MIB)),
     }
 }
 

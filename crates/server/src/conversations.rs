@@ -155,6 +155,9 @@ impl Conversations {
             {
                 tracing::warn!(conversation = %id, error = %e, "workspace not removed");
             }
+            if let Err(e) = self.agents.sandbox().remove_layer(&workspace) {
+                tracing::warn!(conversation = %id, error = %e, "system layer not removed");
+            }
         }
         Ok(deleted)
     }

@@ -211,7 +211,10 @@ async fn every_attack_fails(run_as: Option<u32>) {
         .status()
         .is_ok();
     if !ohd_runtime::sandbox::bubblewrap_available() || !pasta {
-        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap and passt");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have bubblewrap and passt"
+        );
         eprintln!("skipped: bubblewrap cannot make a sandbox here, or passt is not installed");
         return;
     }

@@ -2,7 +2,8 @@
 //! the list is tested without running anything.
 
 use super::SANDBOX_WORKSPACE;
-use super::spawn::{BLOCK_FD, CLONE3_FILTER_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD};
+use super::layer::{LAYERED, LayerDirs};
+use super::spawn::{BLOCK_FD, CLONE3_FILTER_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD, layer_fd};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -18,6 +19,10 @@ pub struct Policy<'a> {
     pub pasta: bool,
     pub tmp_bytes: u64,
     pub hidden: &'a [PathBuf],
+    /// The writable system layer, mounted where these folders say.
+    pub layer: Option<&'a LayerDirs>,
+    /// What the host's root keeps to itself under the layered folders (file, or folder).
+    pub secrets: &'a [(PathBuf, bool)],
 }
 
 /// bubblewrap's arguments up to and including `--`; the command follows.
@@ -43,14 +48,54 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
         "--hostname",
         "workspace",
     ]);
-    for dir in SYSTEM_DIRS {
-        push(&["--ro-bind-try", dir, dir]);
+    match policy.layer {
+        None => {
+            for dir in SYSTEM_DIRS {
+                push(&["--ro-bind-try", dir, dir]);
+            }
+        }
+        Some(_) => {
+            for dir in LAYERED {
+                match std::fs::symlink_metadata(dir) {
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        if let Ok(target) = std::fs::read_link(dir) {
+                            args.push("--symlink".into());
+                            args.push(target.into_os_string());
+                            args.push(dir.into());
+                        }
+                    }
+                    Ok(meta) if meta.is_dir() => {
+                        // Handed over as a descriptor: the sandbox's user cannot walk into
+                        // ohd's data folder by path.
+                        args.push("--bind-fd".into());
+                        args.push(layer_fd(dir).to_string().into());
+                        args.push(dir.into());
+                    }
+                    _ => {}
+                }
+            }
+            // The layer shows the host's root as the sandbox's: what that root keeps to
+            // itself is covered (by the null device, which cannot be opened on this mount,
+            // and an empty folder).
+            for (secret, is_dir) in policy.secrets {
+                if *is_dir {
+                    args.push("--tmpfs".into());
+                } else {
+                    args.extend(["--ro-bind".into(), "/dev/null".into()]);
+                }
+                args.push(secret.clone().into_os_string());
+            }
+        }
     }
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     // bubblewrap mounts /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only over
     // its new /proc.
     push(&["--proc", "/proc", "--dev", "/dev"]);
     let tmp_bytes = policy.tmp_bytes.to_string();
     push(&["--size", &tmp_bytes, "--tmpfs", "/tmp", "--tmpfs", "/run"]);
+    // Where installers and tools log and keep scratch files, bounded like /tmp.
+    push(&["--size", &tmp_bytes, "--tmpfs", "/var/log"]);
+    push(&["--size", &tmp_bytes, "--tmpfs", "/var/tmp"]);
     // Anything of ohd's that lies under a mounted system folder is covered over.
     for hidden in policy.hidden {
         if SYSTEM_DIRS.iter().any(|d| hidden.starts_with(d)) {
@@ -165,6 +210,8 @@ mod tests {
             pasta: true,
             tmp_bytes: 1024,
             hidden: &hidden,
+            layer: None,
+            secrets: &[],
         });
         for window in [
             &["--unshare-user", "--uid", "0", "--gid", "0"][..],
@@ -194,6 +241,8 @@ mod tests {
             pasta: false,
             tmp_bytes: 1,
             hidden: &[],
+            layer: None,
+            secrets: &[],
         });
         assert!(!has(&args, &["--unshare-user"]));
         assert!(!has(&args, &["--info-fd"]));

@@ -19,6 +19,8 @@ pub struct Limits {
     pub tmp_bytes: u64,
     /// CPU time of one process (`RLIMIT_CPU`): a command's processes each get this much.
     pub cpu_secs: u64,
+    /// What the sandbox may write into its system layer (checked after each command).
+    pub layer_bytes: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -31,6 +33,7 @@ impl Default for Limits {
             file_size_bytes: 4096 * MIB,
             tmp_bytes: 1024 * MIB,
             cpu_secs: 3600,
+            layer_bytes: 8192 * MIB,
         }
     }
 }

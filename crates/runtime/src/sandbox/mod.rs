@@ -18,6 +18,7 @@
 //! said loudly. The argument list is built by [`bwrap`], the spawn by [`spawn`].
 
 pub mod bwrap;
+pub mod layer;
 pub mod limits;
 pub mod seccomp;
 pub mod spawn;
@@ -48,6 +49,8 @@ pub struct SandboxConfig {
     /// When ohd runs as root, conversation sandboxes run as user ids from here on (one per
     /// conversation, so one conversation's processes never count against another's limit).
     pub uid_base: u32,
+    /// Where conversations' writable system layers live (`<data>/sandboxes`); none: no layer.
+    pub layers: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -58,6 +61,7 @@ impl Default for SandboxConfig {
             hidden: Vec::new(),
             limits: Limits::default(),
             uid_base: DEFAULT_UID_BASE,
+            layers: None,
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct Sandbox {
     seccomp: Option<Arc<[Vec<u8>]>>,
     /// Whether ohd runs as root, so sandboxes get user ids of their own.
     as_root: bool,
+    /// Whether the agent's shell gets a writable system layer ([`layer`]).
+    layered: bool,
+    /// What the host's root keeps to itself under the layered `/etc`, covered in the sandbox.
+    secrets: Arc<[(PathBuf, bool)]>,
     /// What is weaker than configured, or different, in words for the log and `/health`.
     notes: Vec<String>,
 }
@@ -170,12 +178,31 @@ impl Sandbox {
                 }
             },
         };
+        let layered = match (&config.layers, isolation) {
+            (Some(layers), Isolation::UserNamespace) => {
+                match layer::supported(layers, (config.uid_base, config.uid_base)) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        notes.push(format!("no writable system layer: {why}; commands cannot install system packages (apt-get, pip without --user), and the system stays read-only"));
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        let secrets = if layered {
+            layer::secrets(Path::new("/etc"))
+        } else {
+            Vec::new()
+        };
         Sandbox {
             config,
             isolation,
             network,
             seccomp,
             as_root,
+            layered,
+            secrets: secrets.into(),
             notes,
         }
     }
@@ -188,7 +215,34 @@ impl Sandbox {
             network,
             seccomp: None,
             as_root: false,
+            layered: false,
+            secrets: Arc::from(Vec::new()),
             notes: Vec::new(),
+        }
+    }
+
+    /// Whether the agent's shell gets a writable system layer.
+    pub fn has_layer(&self) -> bool {
+        self.layered
+    }
+
+    /// A conversation's layer folder, when there are layers.
+    fn layer_of(&self, host_workspace: &Path) -> Option<layer::LayerDirs> {
+        let layers = self.config.layers.as_ref().filter(|_| self.layered)?;
+        Some(layer::LayerDirs::new(
+            layers.join(host_workspace.file_name()?),
+        ))
+    }
+
+    /// Removes a conversation's layer (its agent stopped; the conversation is deleted).
+    pub fn remove_layer(&self, host_workspace: &Path) -> std::io::Result<()> {
+        let Some(dirs) = self.layer_of(host_workspace) else {
+            return Ok(());
+        };
+        layer::detach_under(&dirs.root);
+        match std::fs::remove_dir_all(&dirs.root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -247,6 +301,8 @@ impl Sandbox {
                 Network::Host => "host",
             },
             "limits": if self.is_sandboxed() { "rlimits" } else { "none" },
+            "writable_system_layer": self.layered,
+            "system_layer_mb": limits.layer_bytes / (1024 * 1024),
             "memory_mb": limits.memory_bytes / (1024 * 1024),
             "max_processes": limits.processes,
             "max_file_size_mb": limits.file_size_bytes / (1024 * 1024),
@@ -281,14 +337,15 @@ impl Sandbox {
     }
 
     /// The launch of `shell_args` (a program and its arguments) for a workspace, with
-    /// `extra_env` (provider tokens) added to a clean environment. `with_network`: whether
-    /// this process may use the network the sandbox has (REST helpers such as git need none).
+    /// `extra_env` (provider tokens) added to a clean environment. `agent_shell`: the agent's
+    /// own shell, which gets the network and the writable system layer; REST helpers such as
+    /// git get neither.
     pub fn launch(
         &self,
         host_workspace: &Path,
         shell_args: &[&str],
         extra_env: &[(String, String)],
-        with_network: bool,
+        agent_shell: bool,
     ) -> Launch {
         let agent_root = self.agent_root(host_workspace);
         let mut env = vec![
@@ -319,13 +376,16 @@ impl Sandbox {
                 plan: None,
             };
         }
-        let pasta = with_network && self.network == Network::Pasta;
+        let pasta = agent_shell && self.network == Network::Pasta;
+        let layer = self.layer_of(host_workspace).filter(|_| agent_shell);
         let policy = bwrap::Policy {
             user_namespace: self.isolation == Isolation::UserNamespace,
             seccomp: self.seccomp.is_some(),
             pasta,
             tmp_bytes: self.config.limits.tmp_bytes,
             hidden: &self.config.hidden,
+            layer: layer.as_ref(),
+            secrets: &self.secrets,
         };
         let mut args = bwrap::arguments(&policy);
         args.extend(shell_args.iter().map(OsString::from));
@@ -344,6 +404,7 @@ impl Sandbox {
                 seccomp: self.seccomp.clone(),
                 workspace: host_workspace.to_owned(),
                 pasta,
+                layer,
             }),
         }
     }

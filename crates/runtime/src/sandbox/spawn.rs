@@ -3,6 +3,7 @@
 //! user id and rlimits it starts with, and the user-mode network (`pasta`) attached to its
 //! network namespace before the command may run.
 
+use super::layer::{self, LayerDirs};
 use super::limits::{Limits, Rlimit, tasks_of_user};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,6 +18,14 @@ pub const SECCOMP_FD: RawFd = 4;
 pub const INFO_FD: RawFd = 5;
 pub const BLOCK_FD: RawFd = 6;
 pub const CLONE3_FILTER_FD: RawFd = 7;
+/// The layered system folders follow, one number each, in [`layer::LAYERED`]'s order.
+const FIRST_LAYER_FD: RawFd = 8;
+
+/// The descriptor number a layered system folder is handed over as.
+pub fn layer_fd(dir: &str) -> RawFd {
+    let index = layer::LAYERED.iter().position(|d| *d == dir).unwrap_or(0);
+    FIRST_LAYER_FD + index as RawFd
+}
 /// Descriptors are first opened at or above this, so moving one to its number never
 /// overwrites another still to be moved.
 const HIGH_FD: RawFd = 64;
@@ -35,6 +44,8 @@ pub struct SpawnPlan {
     pub workspace: PathBuf,
     /// Whether `pasta` gives the sandbox's own network namespace a way out.
     pub pasta: bool,
+    /// The writable system layer, mounted for this spawn.
+    pub layer: Option<LayerDirs>,
 }
 
 /// Descriptors and settings for one spawn; kept until the process has started.
@@ -45,17 +56,32 @@ pub struct Prepared {
     info: Option<OwnedFd>,
     block: Option<OwnedFd>,
     pasta: bool,
+    layer: Option<layer::Mounted>,
 }
 
-/// What must live as long as the sandbox: the network helper.
+/// What must live as long as the sandbox: the network helper and the system layer's mounts.
 #[derive(Debug, Default)]
 pub struct Attached {
+    // Dropped in this order: the network helper, then the layer.
     _pasta: Option<tokio::process::Child>,
+    _layer: Option<layer::Mounted>,
 }
 
 fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
     let moved = rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?;
     Ok(moved)
+}
+
+/// A folder as a path-only descriptor, not following a symlink at its end.
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -78,15 +104,19 @@ impl SpawnPlan {
         if let Some((uid, gid)) = self.credentials {
             give_workspace_to(&self.workspace, uid, gid)?;
         }
-        let workspace = rustix::fs::open(
-            &self.workspace,
-            rustix::fs::OFlags::PATH
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
+        let mounted = match (&self.layer, self.credentials) {
+            (Some(dirs), Some(owner)) => Some(layer::mount(dirs, owner)?),
+            _ => None,
+        };
+        let workspace = open_path(&self.workspace)?;
         let mut moves = vec![(high(workspace)?, WORKSPACE_FD)];
+        if let (Some(dirs), Some(_)) = (&self.layer, &mounted) {
+            for dir in layer::LAYERED {
+                if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+                    moves.push((high(open_path(&dirs.merged(dir))?)?, layer_fd(dir)));
+                }
+            }
+        }
         if let Some(programs) = &self.seccomp {
             for (program, fd) in programs.iter().zip([SECCOMP_FD, CLONE3_FILTER_FD]) {
                 moves.push((high(memfd_with(program)?)?, fd));
@@ -112,6 +142,7 @@ impl SpawnPlan {
             info,
             block,
             pasta: self.pasta,
+            layer: mounted,
         })
     }
 }
@@ -156,11 +187,13 @@ impl Prepared {
     /// attaches `pasta` to its network namespace, then lets the command start.
     pub async fn started(mut self) -> Result<Attached, String> {
         self.moves.clear();
-        if !self.pasta {
-            return Ok(Attached::default());
-        }
-        let (Some(info), Some(block)) = (self.info.take(), self.block.take()) else {
-            return Ok(Attached::default());
+        let layer = self.layer.take();
+        let (true, Some(info), Some(block)) = (self.pasta, self.info.take(), self.block.take())
+        else {
+            return Ok(Attached {
+                _pasta: None,
+                _layer: layer,
+            });
         };
         let child_pid = tokio::task::spawn_blocking(move || read_child_pid(info))
             .await
@@ -172,6 +205,7 @@ impl Prepared {
             .map_err(|e| format!("the sandbox did not start: {e}"))?;
         Ok(Attached {
             _pasta: Some(pasta),
+            _layer: layer,
         })
     }
 }
