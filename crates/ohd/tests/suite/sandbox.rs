@@ -68,14 +68,13 @@ fn attacks() -> Vec<(String, Attack)> {
                     "mount -o remount,rw /etc; mount -t tmpfs none /mnt; touch /etc/ohd-escape; unshare -Ur true; echo done",
                 ),
                 check: |out, _| {
-                    assert!(!out.contains("ohd-escape\n"), "{out}");
+                    assert!(out.contains("mount: /etc: permission denied"), "{out}");
                     assert!(
-                        out.matches("ermission denied").count()
-                            + out.matches("not permitted").count()
-                            + out.matches("Read-only").count()
-                            >= 3,
+                        out.contains("unshare failed: Operation not permitted"),
                         "{out}"
                     );
+                    // /etc may be writable inside (the conversation's system layer), never on
+                    // the host.
                     assert!(!std::path::Path::new("/etc/ohd-escape").exists());
                 },
             },
@@ -269,4 +268,83 @@ async fn every_attack_fails_with_ohd_as_an_unprivileged_user() {
         return;
     }
     every_attack_fails(Some(65_534)).await;
+}
+
+/// The sandbox stays a place to work: the agent installs a Debian package with `dpkg -i` and a
+/// wheel with the system's `pip` (both made in the workspace by the script's first command),
+/// uses them, and the host is left as it was.
+#[tokio::test]
+async fn an_agent_installs_a_package_and_a_wheel_system_wide_inside_its_sandbox() {
+    if !ohd_runtime::sandbox::bubblewrap_available() || !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this as root with bubblewrap"
+        );
+        eprintln!("skipped: the writable system layer needs ohd as root and bubblewrap");
+        return;
+    }
+    let make = "mkdir -p pkg/DEBIAN pkg/usr/bin && \
+        printf 'Package: ohd-agent-hello\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t <t@example.invalid>\\nDescription: test\\n' > pkg/DEBIAN/control && \
+        printf '#!/bin/sh\\necho hello from the agent package\\n' > pkg/usr/bin/ohd-agent-hello && chmod 755 pkg/usr/bin/ohd-agent-hello && \
+        dpkg-deb --root-owner-group --build pkg hello.deb >/dev/null && \
+        python3 -c \"import zipfile; z = zipfile.ZipFile('ohdagentwheel-0.1-py3-none-any.whl', 'w'); z.writestr('ohdagentwheel/__init__.py', 'VALUE = 7\\n'); z.writestr('ohdagentwheel-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: ohdagentwheel\\nVersion: 0.1\\n'); z.writestr('ohdagentwheel-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'); z.writestr('ohdagentwheel-0.1.dist-info/RECORD', ''); z.close()\" && echo made";
+    let (_llm, mut options) = scripted_llm(Script::new(vec![
+        bash(make),
+        bash("dpkg -i hello.deb >/dev/null 2>&1; ohd-agent-hello; dpkg -s ohd-agent-hello | grep Status"),
+        bash("pip3 install -q --no-index --break-system-packages ./ohdagentwheel-0.1-py3-none-any.whl 2>&1 | grep -v WARNING; cd /tmp && python3 -c 'import ohdagentwheel; print(ohdagentwheel.VALUE)'"),
+        Turn::tool_call("finish", json!({"message": "installed"})),
+    ]))
+    .await;
+    options.config_toml = Some("[sandbox]\nmode = \"bubblewrap\"\nnetwork = false\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let (_, health) = ohd.get("/health").await;
+    assert_eq!(
+        health["sandbox_details"]["writable_system_layer"], true,
+        "{health}"
+    );
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("install them")).await;
+    let events = client.until_state(&["finished", "error"]).await;
+    let outputs: Vec<&str> = events
+        .iter()
+        .filter(|e| e["observation"] == "run")
+        .map(|e| e["content"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outputs.len(), 3, "{:?}", summary(&events));
+    assert!(outputs[0].contains("made"), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("hello from the agent package"),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].contains("Status: install ok installed"),
+        "{}",
+        outputs[1]
+    );
+    assert!(outputs[2].trim_end().ends_with('7'), "{}", outputs[2]);
+    // The host is as it was.
+    assert!(!std::path::Path::new("/usr/bin/ohd-agent-hello").exists());
+    let host_dpkg = std::process::Command::new("dpkg")
+        .args(["-s", "ohd-agent-hello"])
+        .output()
+        .unwrap();
+    assert!(!host_dpkg.status.success());
+    let host_python = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import ohdagentwheel"])
+        .output()
+        .unwrap();
+    assert!(!host_python.status.success());
+    // Deleting the conversation takes its layer.
+    let status = ohd
+        .http
+        .delete(ohd.url(&format!("/api/conversations/{conv}")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(!ohd.data_dir.join("sandboxes").join(&conv).exists());
 }
