@@ -164,8 +164,22 @@ pub struct Shell {
     shell_pid: Option<u32>,
     running: Option<String>,
     cwd: String,
-    /// The sandbox's network helper, ended with the shell.
+    /// The sandbox's network helper and system layer, ended with the shell.
     _attached: Attached,
+    /// When the sandbox's processes and layer were last counted: both take a walk over
+    /// `/proc` or the layer, so fast commands do not pay it every time.
+    last_checks: Option<Instant>,
+}
+
+/// How often, at most, the sandbox's processes and layer are counted after a command that
+/// shows no sign of having run out of processes.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What a program prints when it cannot fork or start a thread.
+fn says_out_of_processes(output: &str) -> bool {
+    ["Resource temporarily unavailable", "Cannot fork", "can't start new thread"]
+        .iter()
+        .any(|sign| output.contains(sign))
 }
 
 enum Wait {
@@ -240,6 +254,7 @@ impl Shell {
             shell_pid: None,
             running: None,
             _attached: attached,
+            last_checks: None,
         };
         // Echo off, and a prompt that is our marker. Everything before the first marker (bash's
         // default prompt, the echoed setup line) is discarded.
@@ -342,6 +357,11 @@ impl Shell {
         hard: Duration,
     ) -> Result<CommandResult, ShellError> {
         let mut result = self.finish_command(deadline, hard).await?;
+        let due = self.last_checks.is_none_or(|at| at.elapsed() >= CHECK_EVERY);
+        if !(due || says_out_of_processes(&result.output)) {
+            return Ok(result);
+        }
+        self.last_checks = Some(Instant::now());
         for contained in [self.contain_runaway(), self.layer_over_limit()]
             .into_iter()
             .flatten()
