@@ -137,17 +137,22 @@ fn zip_time(modified: std::io::Result<std::time::SystemTime>) -> zip::DateTime {
 }
 
 /// An archive entry's name for a path relative to the workspace: its components joined with
-/// `/`. `None` if any component could make an extracting program write elsewhere: `..`, `.`,
-/// empty, or holding a `/` or a `\` (a separator on Windows) or a NUL. The result is never
-/// absolute.
+/// `/`. `None` if any component could make an extracting program write elsewhere: `..` or
+/// `.` (also as Windows reads them, trailing dots and spaces dropped: `...` and `.. ` are
+/// refused too), empty, holding a `/`, a `\` (a separator on Windows) or a NUL, or a first
+/// component that Windows reads as a drive (`C:`). The result is never absolute.
 fn zip_entry_name(rel: &FsPath) -> Option<String> {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     for component in rel.components() {
         let std::path::Component::Normal(part) = component else {
             return None;
         };
         let part = part.to_string_lossy();
-        if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\', '\0']) {
+        let only_dots = part.trim_end_matches(['.', ' ']).is_empty();
+        let drive = parts.is_empty()
+            && part.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+            && part.as_bytes().get(1) == Some(&b':');
+        if only_dots || drive || part.contains(['/', '\\', '\0']) {
             return None;
         }
         parts.push(part.into_owned());
@@ -982,6 +987,77 @@ fn parse_microagent(default_name: &str, text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zip_entry_names_are_relative_and_never_climb() {
+        assert_eq!(
+            zip_entry_name(FsPath::new("a/b.txt")).as_deref(),
+            Some("a/b.txt")
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "./a",
+            "a\\..\\..\\x",
+            "C:\\x",
+            "C:x",
+            "a/...",
+            "a/.. /b",
+        ] {
+            assert_eq!(zip_entry_name(FsPath::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_zip_of_odd_names_holds_only_safe_entry_names_and_no_linked_content() {
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("ws");
+        for (name, content) in [
+            ("ok.txt", "ok"),
+            ("..\\..\\evil.txt", "backslashes"),
+            ("dir/..\\x", "nested backslashes"),
+            ("dir/inner.txt", "inner"),
+            ("...", "three dots"),
+            ("-rf", "a dash"),
+        ] {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        std::fs::write(temp.path().join("secret.txt"), "TOPSECRET-zip-unit").unwrap();
+        std::os::unix::fs::symlink(temp.path().join("secret.txt"), root.join("link")).unwrap();
+        std::os::unix::fs::symlink(temp.path(), root.join("dir-link")).unwrap();
+        let ws = Workspace::new(root, PathBuf::from("/workspace")).unwrap();
+        let target = temp.path().join("out.zip");
+        write_zip(&ws, &target).unwrap();
+
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&target).unwrap()).unwrap();
+        let mut names = Vec::new();
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().into_owned();
+            assert!(
+                !name.starts_with('/') && !name.contains('\\'),
+                "unsafe name {name:?}"
+            );
+            assert!(
+                name.split('/').all(|part| part != ".." && part != "."),
+                "unsafe name {name:?}"
+            );
+            assert!(entry.enclosed_name().is_some(), "unsafe name {name:?}");
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            assert!(!String::from_utf8_lossy(&content).contains("TOPSECRET"));
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            ["-rf", "dir-link", "dir/", "dir/inner.txt", "link", "ok.txt"]
+        );
+    }
 
     #[test]
     fn git_status_entries_become_one_letter_each() {
