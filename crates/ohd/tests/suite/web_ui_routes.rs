@@ -889,7 +889,12 @@ async fn hostile_repository(options: Options) {
     );
     std::fs::write(ws.join(".git/config"), config).unwrap();
     std::fs::create_dir_all(ws.join(".git/evil-hooks")).unwrap();
-    for hook in ["post-index-change", "pre-commit", "post-checkout", "reference-transaction"] {
+    for hook in [
+        "post-index-change",
+        "pre-commit",
+        "post-checkout",
+        "reference-transaction",
+    ] {
         let path = ws.join(".git/evil-hooks").join(hook);
         std::fs::write(&path, format!("#!/bin/sh\n{}\n", run(hook))).unwrap();
         let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);

@@ -86,12 +86,8 @@ fn upload_body(name: &str) -> (String, Vec<u8>) {
     )
 }
 
-/// Hits one route until the bounds, checking each answer with `leaked`.
-async fn attack(
-    ohd: Arc<Ohd>,
-    route: &'static str,
-    conv: String,
-) -> (&'static str, Tally) {
+/// Hits one route until the bounds, checking each answer for what is only outside.
+async fn attack(ohd: Arc<Ohd>, route: &'static str, conv: String) -> (&'static str, Tally) {
     let base = format!("/api/conversations/{conv}");
     let started = Instant::now();
     let mut tally = Tally::default();
@@ -99,9 +95,15 @@ async fn attack(
         let n = tally.requests;
         tally.requests += 1;
         let request = match route {
-            "select-file" => ohd.http.get(ohd.url(&format!("{base}/select-file?file=sub/secret.txt"))),
-            "list-files" => ohd.http.get(ohd.url(&format!("{base}/list-files?path=sub"))),
-            "git/diff" => ohd.http.get(ohd.url(&format!("{base}/git/diff?path=sub/secret.txt"))),
+            "select-file" => ohd
+                .http
+                .get(ohd.url(&format!("{base}/select-file?file=sub/secret.txt"))),
+            "list-files" => ohd
+                .http
+                .get(ohd.url(&format!("{base}/list-files?path=sub"))),
+            "git/diff" => ohd
+                .http
+                .get(ohd.url(&format!("{base}/git/diff?path=sub/secret.txt"))),
             "zip-directory" => ohd.http.get(ohd.url(&format!("{base}/zip-directory"))),
             _ => {
                 let (content_type, body) = upload_body(&format!("sub/up-{n}.txt"));
@@ -170,7 +172,13 @@ async fn no_file_route_reads_or_writes_outside_while_a_folder_is_swapped_for_a_s
 
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = swapper(&ws, stop.clone());
-    let routes = ["select-file", "list-files", "git/diff", "upload-files", "zip-directory"];
+    let routes = [
+        "select-file",
+        "list-files",
+        "git/diff",
+        "upload-files",
+        "zip-directory",
+    ];
     let attacks: Vec<_> = routes
         .iter()
         .map(|route| tokio::spawn(attack(ohd.clone(), route, conv.clone())))
@@ -184,7 +192,12 @@ async fn no_file_route_reads_or_writes_outside_while_a_folder_is_swapped_for_a_s
 
     eprintln!("{swaps} swaps");
     for (route, tally) in &tallies {
-        eprintln!("{route}: {} requests, {} answered 200, {} escapes", tally.requests, tally.ok, tally.escapes.len());
+        eprintln!(
+            "{route}: {} requests, {} answered 200, {} escapes",
+            tally.requests,
+            tally.ok,
+            tally.escapes.len()
+        );
     }
     assert!(swaps > 1000, "the swap hardly ran: {swaps}");
     for (route, tally) in &tallies {
@@ -213,5 +226,9 @@ async fn no_file_route_reads_or_writes_outside_while_a_folder_is_swapped_for_a_s
     // The uploads that got through are inside, and the staged files are all gone.
     let inside = files_under(&ws);
     assert!(inside.iter().any(|p| p.to_string_lossy().contains("/up-")));
-    assert!(!inside.iter().any(|p| p.to_string_lossy().contains(".ohd-upload")));
+    assert!(
+        !inside
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".ohd-upload"))
+    );
 }
