@@ -916,6 +916,18 @@ async fn hostile_repository(options: Options) {
     std::fs::write(ws.join("a.txt"), "one\ntwo\n").unwrap();
 
     let (status, changes) = get(&ohd, &format!("{base}/git/changes")).await;
+    let diff_a = get(&ohd, &format!("{base}/git/diff?path=a.txt")).await;
+    let diff_keep = get(&ohd, &format!("{base}/git/diff?path=keep.txt")).await;
+
+    // Nothing ran (checked first: it matters most).
+    let ran: Vec<String> = std::fs::read_dir(&ws)
+        .unwrap()
+        .chain(std::fs::read_dir(&ohd.data_dir).unwrap())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("pwned"))
+        .collect();
+    assert!(ran.is_empty(), "git ran what the repository named: {ran:?}");
     assert_eq!(status, 200, "{changes}");
     let mut changes = changes.as_array().unwrap().clone();
     changes.sort_by_key(|c| c["path"].as_str().unwrap().to_owned());
@@ -929,20 +941,11 @@ async fn hostile_repository(options: Options) {
         ]
     );
     assert_eq!(
-        get(&ohd, &format!("{base}/git/diff?path=a.txt")).await,
+        diff_a,
         (200, json!({"modified": "one\ntwo\n", "original": "one\n"}))
     );
     assert_eq!(
-        get(&ohd, &format!("{base}/git/diff?path=keep.txt")).await,
+        diff_keep,
         (200, json!({"modified": "SAME\n", "original": "same\n"}))
     );
-
-    let ran: Vec<String> = std::fs::read_dir(&ws)
-        .unwrap()
-        .chain(std::fs::read_dir(&ohd.data_dir).unwrap())
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("pwned"))
-        .collect();
-    assert!(ran.is_empty(), "git ran what the repository named: {ran:?}");
 }
