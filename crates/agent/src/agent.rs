@@ -557,9 +557,13 @@ impl Agent {
                 &env,
                 true,
             );
-            let workspace =
+            let mut workspace =
                 Workspace::new(self.core.ctx.workspace.clone(), launch.agent_root.clone())
                     .map_err(|e| format!("The workspace cannot be opened: {e}"))?;
+            // What the editor creates belongs to the sandbox's user, so commands can change it.
+            if let Some((uid, gid)) = sandbox.owner_of(&self.core.ctx.workspace) {
+                workspace.set_owner(uid, gid);
+            }
             let shell = Shell::start(launch, self.settings.shell.clone())
                 .await
                 .map_err(|e| e.to_string())?;

@@ -1,9 +1,14 @@
 //! The `str_replace_editor` tool: view, create, str_replace, insert, undo_edit, with the
 //! workspace as its boundary. Errors are answers for the model, worded to say what to do.
+//!
+//! Every file is reached through the workspace's directory handle ([`Workspace::dir`]) with a
+//! path relative to it, so a folder swapped for a symlink while a command runs cannot make a
+//! read or a write land outside the workspace.
 
 use crate::truncate;
-use crate::workspace::Workspace;
+use crate::workspace::{self, Workspace};
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Edits remembered per file for `undo_edit`.
@@ -64,6 +69,7 @@ fn fail<T>(message: impl Into<String>) -> Result<T, EditorError> {
 
 pub struct Editor {
     workspace: Workspace,
+    /// Keyed by the path relative to the workspace, links resolved.
     history: HashMap<PathBuf, Vec<String>>,
 }
 
@@ -97,25 +103,54 @@ impl Editor {
         }
     }
 
+    /// The path relative to the workspace, and as the agent sees it (`/workspace/a.py`).
     fn resolve(&self, given: &str) -> Result<(PathBuf, String), EditorError> {
-        let host = self
+        let refused = |e: workspace::PathError| EditorError(e.to_string());
+        // Shown as named (links not replaced), as the agent wrote it.
+        let shown = self
             .workspace
-            .resolve(given)
-            .map_err(|e| EditorError(e.to_string()))?;
-        let shown = self.workspace.to_agent(&host).display().to_string();
-        Ok((host, shown))
+            .agent_path(&self.workspace.lexical(given).map_err(refused)?);
+        let rel = self.workspace.resolve(given).map_err(refused)?;
+        Ok((rel, shown))
     }
 
-    fn read_text(host: &Path, shown: &str) -> Result<String, EditorError> {
-        let bytes = match std::fs::read(host) {
-            Ok(b) => b,
+    /// An error of the handle, for the model: a path that led out is said to be outside, as
+    /// [`Workspace::resolve`] says it.
+    fn io_error(&self, what: &str, shown: &str, e: std::io::Error) -> EditorError {
+        if workspace::is_escape(&e) {
+            return EditorError(format!(
+                "the path {shown} is outside the workspace {}; only files under it can be used",
+                self.workspace.agent_root().display()
+            ));
+        }
+        EditorError(format!("Cannot {what} {shown}: {e}"))
+    }
+
+    /// An existing regular file, opened to read.
+    fn open_file(&self, rel: &Path, shown: &str) -> Result<std::fs::File, EditorError> {
+        let file = match self.workspace.open_read(rel) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return fail(format!(
                     "The path {shown} does not exist. Check the path, or create the file with the `create` command."
                 ));
             }
-            Err(e) => return fail(format!("Cannot read {shown}: {e}")),
+            Err(e) => return Err(self.io_error("read", shown, e)),
         };
+        match file.metadata() {
+            Ok(meta) if meta.is_file() => Ok(file),
+            Ok(_) => fail(format!(
+                "{shown} is not a regular file; the editor only works on text files."
+            )),
+            Err(e) => Err(self.io_error("read", shown, e)),
+        }
+    }
+
+    fn read_text(&self, rel: &Path, shown: &str) -> Result<String, EditorError> {
+        let mut file = self.open_file(rel, shown)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| self.io_error("read", shown, e))?;
         if bytes.iter().take(8192).any(|b| *b == 0) {
             return fail(format!(
                 "{shown} is a binary file; the editor only works on text. Use a shell command to inspect it."
@@ -124,30 +159,42 @@ impl Editor {
         String::from_utf8(bytes).or_else(|e| Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
-    fn write_text(host: &Path, shown: &str, text: &str) -> Result<(), EditorError> {
-        std::fs::write(host, text).map_err(|e| EditorError(format!("Cannot write {shown}: {e}")))
+    /// Replaces an existing file's content in place (see [`Workspace::open_rewrite`] for why
+    /// in place): its owner and mode stay.
+    fn write_text(&self, rel: &Path, shown: &str, text: &str) -> Result<(), EditorError> {
+        let write = || -> std::io::Result<()> {
+            let mut file = self.workspace.open_rewrite(rel)?;
+            file.write_all(text.as_bytes())?;
+            file.set_len(text.len() as u64)
+        };
+        write().map_err(|e| self.io_error("write", shown, e))
     }
 
     fn view(&self, given: &str, range: Option<(i64, i64)>) -> Result<EditorOutcome, EditorError> {
-        let (host, shown) = self.resolve(given)?;
-        if host.is_dir() {
+        let (rel, shown) = self.resolve(given)?;
+        if self
+            .workspace
+            .dir()
+            .metadata(&rel)
+            .is_ok_and(|m| m.is_dir())
+        {
             if range.is_some() {
                 return fail("view_range cannot be used when viewing a directory.");
             }
             return Ok(EditorOutcome::Viewed {
-                content: self.list_dir(&host, &shown),
+                content: self.list_dir(&rel, &shown),
                 path: shown,
             });
         }
         if range.is_none()
-            && let Some(content) = view_large(&host, &shown)?
+            && let Some(content) = self.view_large(&rel, &shown)?
         {
             return Ok(EditorOutcome::Viewed {
                 path: shown,
                 content,
             });
         }
-        let text = Self::read_text(&host, &shown)?;
+        let text = self.read_text(&rel, &shown)?;
         let lines: Vec<&str> = text.lines().collect();
         let (first, last) = match range {
             None => (1, lines.len()),
@@ -180,16 +227,21 @@ impl Editor {
         })
     }
 
-    fn list_dir(&self, host: &Path, shown: &str) -> String {
+    fn list_dir(&self, dir: &Path, shown: &str) -> String {
         let mut entries = Vec::new();
-        collect_entries(host, 2, &mut entries);
+        collect_entries(&self.workspace, dir, Path::new(""), 2, &mut entries);
         entries.sort();
         let mut out = format!(
             "Here are the files and directories up to 2 levels deep in {shown}, excluding hidden items:\n{shown}/\n"
         );
-        for entry in entries {
-            let rel = entry.strip_prefix(host).unwrap_or(&entry);
-            let suffix = if entry.is_dir() { "/" } else { "" };
+        for rel in entries {
+            // Followed, as before, but only inside the workspace: a link to a folder shows `/`.
+            let is_dir = self
+                .workspace
+                .dir()
+                .metadata(dir.join(&rel))
+                .is_ok_and(|m| m.is_dir());
+            let suffix = if is_dir { "/" } else { "" };
             out.push_str(&format!(
                 "{}/{}{}\n",
                 shown.trim_end_matches('/'),
@@ -201,18 +253,24 @@ impl Editor {
     }
 
     fn create(&mut self, given: &str, text: &str) -> Result<EditorOutcome, EditorError> {
-        let (host, shown) = self.resolve(given)?;
-        if host.exists() {
-            return fail(format!(
+        let (rel, shown) = self.resolve(given)?;
+        let exists = || {
+            fail(format!(
                 "A file already exists at {shown}; `create` does not overwrite. Use `str_replace` to change it."
-            ));
+            ))
+        };
+        // A dangling symlink counts as existing: creating through it is refused.
+        if rel == Path::new(".") || self.workspace.dir().symlink_metadata(&rel).is_ok() {
+            return exists();
         }
-        if let Some(parent) = host.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| EditorError(format!("Cannot create the folders for {shown}: {e}")))?;
-        }
-        Self::write_text(&host, &shown, text)?;
-        self.remember(&host, String::new());
+        let mut file = match self.workspace.create_new(&rel) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return exists(),
+            Err(e) => return Err(self.io_error("create", &shown, e)),
+        };
+        file.write_all(text.as_bytes())
+            .map_err(|e| self.io_error("write", &shown, e))?;
+        self.remember(&rel, String::new());
         Ok(EditorOutcome::Edited {
             content: format!("File created successfully at: {shown}"),
             diff: unified_diff(&shown, "", text),
@@ -229,11 +287,11 @@ impl Editor {
         old: &str,
         new: &str,
     ) -> Result<EditorOutcome, EditorError> {
-        let (host, shown) = self.resolve(given)?;
+        let (rel, shown) = self.resolve(given)?;
         if old.is_empty() {
             return fail("old_str must not be empty; to add text, use `insert`.");
         }
-        let text = Self::read_text(&host, &shown)?;
+        let text = self.read_text(&rel, &shown)?;
         let positions: Vec<usize> = text.match_indices(old).map(|(i, _)| i).collect();
         match positions.len() {
             0 => {
@@ -255,8 +313,8 @@ impl Editor {
         }
         let at = positions[0];
         let updated = format!("{}{}{}", &text[..at], new, &text[at + old.len()..]);
-        Self::write_text(&host, &shown, &updated)?;
-        self.remember(&host, text.clone());
+        self.write_text(&rel, &shown, &updated)?;
+        self.remember(&rel, text.clone());
         let first_line = line_of(&updated, at);
         let snippet = snippet(&updated, first_line, new.lines().count().max(1));
         Ok(EditorOutcome::Edited {
@@ -272,8 +330,8 @@ impl Editor {
     }
 
     fn insert(&mut self, given: &str, after: i64, new: &str) -> Result<EditorOutcome, EditorError> {
-        let (host, shown) = self.resolve(given)?;
-        let text = Self::read_text(&host, &shown)?;
+        let (rel, shown) = self.resolve(given)?;
+        let text = self.read_text(&rel, &shown)?;
         let lines: Vec<&str> = text.lines().collect();
         if after < 0 || after as usize > lines.len() {
             return fail(format!(
@@ -293,8 +351,8 @@ impl Editor {
         if text.ends_with('\n') || text.is_empty() {
             updated.push('\n');
         }
-        Self::write_text(&host, &shown, &updated)?;
-        self.remember(&host, text.clone());
+        self.write_text(&rel, &shown, &updated)?;
+        self.remember(&rel, text.clone());
         let snippet = snippet(&updated, after, new.lines().count().max(1));
         Ok(EditorOutcome::Edited {
             content: format!(
@@ -309,12 +367,12 @@ impl Editor {
     }
 
     fn undo(&mut self, given: &str) -> Result<EditorOutcome, EditorError> {
-        let (host, shown) = self.resolve(given)?;
-        let Some(previous) = self.history.get_mut(&host).and_then(Vec::pop) else {
+        let (rel, shown) = self.resolve(given)?;
+        let Some(previous) = self.history.get_mut(&rel).and_then(Vec::pop) else {
             return fail(format!("There is no edit of {shown} to undo."));
         };
-        let current = std::fs::read_to_string(&host).unwrap_or_default();
-        Self::write_text(&host, &shown, &previous)?;
+        let current = self.read_text(&rel, &shown).unwrap_or_default();
+        self.write_text(&rel, &shown, &previous)?;
         Ok(EditorOutcome::Edited {
             content: format!(
                 "Last edit to {shown} undone successfully. Its content is now:\n{}",
@@ -332,8 +390,8 @@ impl Editor {
         })
     }
 
-    fn remember(&mut self, host: &Path, before: String) {
-        let stack = self.history.entry(host.to_owned()).or_default();
+    fn remember(&mut self, rel: &Path, before: String) {
+        let stack = self.history.entry(rel.to_owned()).or_default();
         stack.push(before);
         if stack.len() > UNDO_DEPTH {
             stack.remove(0);
@@ -341,23 +399,32 @@ impl Editor {
     }
 }
 
-fn collect_entries(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+/// The entries of `base/below` (both relative to the workspace) down to `depth` levels, as
+/// paths relative to `base`, hidden ones left out.
+fn collect_entries(
+    workspace: &Workspace,
+    base: &Path,
+    below: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+) {
     if depth == 0 {
         return;
     }
-    let Ok(read) = std::fs::read_dir(dir) else {
+    let Ok(read) = workspace.dir().read_dir(base.join(below)) else {
         return;
     };
     for entry in read.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let path = entry.path();
-        // Do not descend through symlinks: they may lead out of the workspace.
+        let rel = below.join(&name);
+        // Not into symlinks: a listing shows the tree as it is, once per folder.
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        out.push(path.clone());
+        out.push(rel.clone());
         if is_dir {
-            collect_entries(&path, depth - 1, out);
+            collect_entries(workspace, base, &rel, depth - 1, out);
         }
     }
 }
@@ -375,20 +442,32 @@ fn number_lines(lines: &[&str], first: usize, last: usize) -> String {
     out
 }
 
-/// A whole-file view of a file too large to show whole: only its head and tail are read, and
-/// the lines between are counted, not decoded. `None` for a file small enough to view as usual.
-fn view_large(host: &Path, shown: &str) -> Result<Option<String>, EditorError> {
-    use std::io::{Read, Seek, SeekFrom};
+impl Editor {
+    /// A whole-file view of a file too large to show whole: only its head and tail are read,
+    /// and the lines between are counted, not decoded. `None` for a file small enough to view
+    /// as usual.
+    fn view_large(&self, rel: &Path, shown: &str) -> Result<Option<String>, EditorError> {
+        // Anything odd about the file is left to the ordinary path, which words the errors.
+        let Ok(mut file) = self.open_file(rel, shown) else {
+            return Ok(None);
+        };
+        let Ok(size) = file.metadata().map(|m| m.len()) else {
+            return Ok(None);
+        };
+        read_large(&mut file, size, shown)
+    }
+}
+
+fn read_large(
+    file: &mut std::fs::File,
+    size: u64,
+    shown: &str,
+) -> Result<Option<String>, EditorError> {
     let cannot = |e: std::io::Error| EditorError(format!("Cannot read {shown}: {e}"));
-    // Anything odd about the file is left to the ordinary path, which words the errors.
-    let Ok(size) = std::fs::metadata(host).map(|m| m.len()) else {
-        return Ok(None);
-    };
     let window = truncate::MAX_OUTPUT_CHARS as u64;
     if size <= 4 * window {
         return Ok(None);
     }
-    let mut file = std::fs::File::open(host).map_err(cannot)?;
     let mut head = vec![0u8; window as usize];
     file.read_exact(&mut head).map_err(cannot)?;
     if head.iter().take(8192).any(|b| *b == 0) {

@@ -177,9 +177,13 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// What a program prints when it cannot fork or start a thread.
 fn says_out_of_processes(output: &str) -> bool {
-    ["Resource temporarily unavailable", "Cannot fork", "can't start new thread"]
-        .iter()
-        .any(|sign| output.contains(sign))
+    [
+        "Resource temporarily unavailable",
+        "Cannot fork",
+        "can't start new thread",
+    ]
+    .iter()
+    .any(|sign| output.contains(sign))
 }
 
 enum Wait {
@@ -357,7 +361,9 @@ impl Shell {
         hard: Duration,
     ) -> Result<CommandResult, ShellError> {
         let mut result = self.finish_command(deadline, hard).await?;
-        let due = self.last_checks.is_none_or(|at| at.elapsed() >= CHECK_EVERY);
+        let due = self
+            .last_checks
+            .is_none_or(|at| at.elapsed() >= CHECK_EVERY);
         if !(due || says_out_of_processes(&result.output)) {
             return Ok(result);
         }

@@ -9,3 +9,4 @@ mod seed_websocat;
 mod streams;
 mod transport;
 mod web_ui_routes;
+mod workspace_race;

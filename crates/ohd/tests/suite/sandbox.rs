@@ -289,6 +289,12 @@ async fn an_agent_installs_a_package_and_a_wheel_system_wide_inside_its_sandbox(
         dpkg-deb --root-owner-group --build pkg hello.deb >/dev/null && \
         python3 -c \"import zipfile; z = zipfile.ZipFile('ohdagentwheel-0.1-py3-none-any.whl', 'w'); z.writestr('ohdagentwheel/__init__.py', 'VALUE = 7\\n'); z.writestr('ohdagentwheel-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: ohdagentwheel\\nVersion: 0.1\\n'); z.writestr('ohdagentwheel-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'); z.writestr('ohdagentwheel-0.1.dist-info/RECORD', ''); z.close()\" && echo made";
     let (_llm, mut options) = scripted_llm(Script::new(vec![
+        // What ohd's editor creates, the sandbox's root may change.
+        Turn::tool_call(
+            "str_replace_editor",
+            json!({"command": "create", "path": "/workspace/notes/made.txt", "file_text": "by the editor\n"}),
+        ),
+        bash("echo by the shell >> notes/made.txt && cat notes/made.txt && touch notes/other"),
         bash(make),
         bash("dpkg -i hello.deb >/dev/null 2>&1; ohd-agent-hello; dpkg -s ohd-agent-hello | grep Status"),
         bash("pip3 install -q --no-index --break-system-packages ./ohdagentwheel-0.1-py3-none-any.whl 2>&1 | grep -v WARNING; cd /tmp && python3 -c 'import ohdagentwheel; print(ohdagentwheel.VALUE)'"),
@@ -312,19 +318,20 @@ async fn an_agent_installs_a_package_and_a_wheel_system_wide_inside_its_sandbox(
         .filter(|e| e["observation"] == "run")
         .map(|e| e["content"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(outputs.len(), 3, "{:?}", summary(&events));
-    assert!(outputs[0].contains("made"), "{}", outputs[0]);
+    assert_eq!(outputs.len(), 4, "{:?}", summary(&events));
+    assert_eq!(outputs[0], "by the editor\nby the shell\n");
+    assert!(outputs[1].contains("made"), "{}", outputs[1]);
     assert!(
-        outputs[1].contains("hello from the agent package"),
+        outputs[2].contains("hello from the agent package"),
         "{}",
-        outputs[1]
+        outputs[2]
     );
     assert!(
-        outputs[1].contains("Status: install ok installed"),
+        outputs[2].contains("Status: install ok installed"),
         "{}",
-        outputs[1]
+        outputs[2]
     );
-    assert!(outputs[2].trim_end().ends_with('7'), "{}", outputs[2]);
+    assert!(outputs[3].trim_end().ends_with('7'), "{}", outputs[3]);
     // The host is as it was.
     assert!(!std::path::Path::new("/usr/bin/ohd-agent-hello").exists());
     let host_dpkg = std::process::Command::new("dpkg")

@@ -830,3 +830,122 @@ async fn microagents_come_from_the_workspace() {
         ]})
     );
 }
+
+#[tokio::test]
+async fn git_routes_never_run_what_a_hostile_repository_config_names() {
+    hostile_repository(Options::new()).await;
+}
+
+/// Without the sandbox, git runs as ohd itself: what a repository names must not run there
+/// either.
+#[tokio::test]
+async fn git_routes_never_run_what_a_hostile_repository_config_names_without_the_sandbox() {
+    let mut options = Options::new();
+    options.config_toml = Some("[sandbox]\nmode = \"none\"\n".into());
+    hostile_repository(options).await;
+}
+
+/// A repository whose config and attributes name a program in every place git would run one
+/// from (`core.fsmonitor`, a pager, an external diff, a textconv and a filter chosen by
+/// `.gitattributes`, hooks, credential and ssh helpers) and a work tree outside the workspace.
+/// `git/changes` and `git/diff` answer from the workspace alone, and nothing runs.
+async fn hostile_repository(options: Options) {
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let ws = workspace(&ohd, &conv);
+    let base = format!("/api/conversations/{conv}");
+    write(&ws, &[("a.txt", "one\n"), ("keep.txt", "same\n")]);
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-q", "-m", "first"]);
+    std::fs::write(ohd.data_dir.join("outside-worktree-file.txt"), "x").unwrap();
+
+    // Each program leaves a marker: in the workspace (its working folder, seen with or
+    // without the sandbox) and in the data directory (seen only without it).
+    let outside_marker = ohd.data_dir.join("pwned");
+    let run = |what: &str| {
+        format!(
+            "touch pwned-{what} {}-{what}; cat",
+            outside_marker.display()
+        )
+    };
+    let config = format!(
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tfsmonitor = \"{fsmonitor}\"\n\tpager = \"{pager}\"\n\thooksPath = .git/evil-hooks\n\tworktree = {outside}\n\tsshCommand = \"{ssh}\"\n\teditor = \"{editor}\"\n\talternateRefsCommand = \"{refs}\"\n[diff]\n\texternal = \"{external}\"\n[diff \"evil\"]\n\ttextconv = \"{textconv}\"\n\tcommand = \"{command}\"\n[filter \"evil\"]\n\tclean = \"{clean}\"\n\tsmudge = \"{smudge}\"\n[filter \"evil2\"]\n\tprocess = \"{process}\"\n[credential]\n\thelper = \"!{credential}\"\n[gpg]\n\tprogram = \"{gpg}\"\n[uploadpack]\n\tpackObjectsHook = \"{pack}\"\n",
+        fsmonitor = run("fsmonitor"),
+        pager = run("pager"),
+        outside = ohd.data_dir.display(),
+        ssh = run("ssh"),
+        editor = run("editor"),
+        refs = run("refs"),
+        external = run("external"),
+        textconv = run("textconv"),
+        command = run("diffcommand"),
+        clean = run("clean"),
+        smudge = run("smudge"),
+        process = run("process"),
+        credential = run("credential"),
+        gpg = run("gpg"),
+        pack = run("pack"),
+    );
+    std::fs::write(ws.join(".git/config"), config).unwrap();
+    std::fs::create_dir_all(ws.join(".git/evil-hooks")).unwrap();
+    for hook in [
+        "post-index-change",
+        "pre-commit",
+        "post-checkout",
+        "reference-transaction",
+    ] {
+        let path = ws.join(".git/evil-hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\n{}\n", run(hook))).unwrap();
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&path, executable).unwrap();
+    }
+    let attributes = "* filter=evil diff=evil\n*.txt filter=evil2\n";
+    std::fs::write(ws.join(".gitattributes"), attributes).unwrap();
+    std::fs::create_dir_all(ws.join(".git/info")).unwrap();
+    std::fs::write(ws.join(".git/info/attributes"), attributes).unwrap();
+    // Same size, new time: git must read the file again (through a clean filter, if any).
+    std::fs::write(ws.join("keep.txt"), "SAME\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(ws.join("keep.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    std::fs::write(ws.join("a.txt"), "one\ntwo\n").unwrap();
+
+    let (status, changes) = get(&ohd, &format!("{base}/git/changes")).await;
+    let diff_a = get(&ohd, &format!("{base}/git/diff?path=a.txt")).await;
+    let diff_keep = get(&ohd, &format!("{base}/git/diff?path=keep.txt")).await;
+
+    // Nothing ran (checked first: it matters most).
+    let ran: Vec<String> = std::fs::read_dir(&ws)
+        .unwrap()
+        .chain(std::fs::read_dir(&ohd.data_dir).unwrap())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("pwned"))
+        .collect();
+    assert!(ran.is_empty(), "git ran what the repository named: {ran:?}");
+    assert_eq!(status, 200, "{changes}");
+    let mut changes = changes.as_array().unwrap().clone();
+    changes.sort_by_key(|c| c["path"].as_str().unwrap().to_owned());
+    // The workspace's changes, not the data directory's files.
+    assert_eq!(
+        changes,
+        vec![
+            json!({"status": "A", "path": ".gitattributes"}),
+            json!({"status": "M", "path": "a.txt"}),
+            json!({"status": "M", "path": "keep.txt"}),
+        ]
+    );
+    assert_eq!(
+        diff_a,
+        (200, json!({"modified": "one\ntwo\n", "original": "one\n"}))
+    );
+    assert_eq!(
+        diff_keep,
+        (200, json!({"modified": "SAME\n", "original": "same\n"}))
+    );
+}

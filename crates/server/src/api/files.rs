@@ -1,5 +1,6 @@
 //! The workspace's files, for the web UI's file browser: `list-files` and `select-file`, as
-//! `protocol.md` §5 describes them. Every path is checked to stay inside the workspace.
+//! `protocol.md` §5 describes them. Every file is reached through the workspace's directory
+//! handle, which no path can lead out of (see `ohd_runtime::workspace`).
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery};
@@ -8,9 +9,11 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use ohd_protocol::ConversationId;
-use ohd_runtime::workspace::Workspace;
+use ohd_runtime::workspace::{self, Workspace};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::io::Read;
+use std::path::{Path as FsPath, PathBuf};
 
 /// Entries never listed, as in the original.
 const ALWAYS_HIDDEN: [&str; 6] = [
@@ -23,6 +26,8 @@ const ALWAYS_HIDDEN: [&str; 6] = [
 ];
 /// Largest file `select-file` returns.
 const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Largest ignore file `list-files` reads.
+const MAX_IGNORE_BYTES: u64 = 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,17 +42,64 @@ pub(crate) async fn workspace(state: &AppState, raw: &str) -> Result<Workspace, 
     }
     let host = state.conversations.workspace(&id);
     let agent_root = state.agents.agent_root(&host);
-    Workspace::new(host, agent_root).map_err(|e| ApiError::internal("cannot open the workspace", e))
+    let owner = state.agents.sandbox().owner_of(&host);
+    let mut workspace = Workspace::new(host, agent_root)
+        .map_err(|e| ApiError::internal("cannot open the workspace", e))?;
+    // What an upload creates belongs to the sandbox's user, so the agent can change it.
+    if let Some((uid, gid)) = owner {
+        workspace.set_owner(uid, gid);
+    }
+    Ok(workspace)
 }
 
-pub(crate) fn resolve(workspace: &Workspace, given: &str) -> Result<std::path::PathBuf, ApiError> {
-    workspace.resolve(given).map_err(|e| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "PATH_OUTSIDE_WORKSPACE",
-            e.to_string(),
-        )
-    })
+fn outside(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "PATH_OUTSIDE_WORKSPACE", message)
+}
+
+/// The path relative to the workspace that a client's path names, to use through the handle.
+pub(crate) fn resolve(workspace: &Workspace, given: &str) -> Result<PathBuf, ApiError> {
+    workspace.resolve(given).map_err(|e| outside(e.to_string()))
+}
+
+/// An error of the handle as an answer: 403 for a path that led out of the workspace (the
+/// tree changed after `resolve`), 404 for a missing one.
+pub(crate) fn fs_error(given: &str, e: std::io::Error) -> ApiError {
+    if workspace::is_escape(&e) {
+        return outside(format!("the path {given} leads outside the workspace"));
+    }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no file {given} in the workspace"),
+        );
+    }
+    ApiError::internal("cannot use the workspace", e)
+}
+
+/// A regular file's content, read through the handle, if it is at most `max` bytes.
+pub(crate) enum Content {
+    Bytes(Vec<u8>),
+    NotAFile,
+    TooLarge,
+}
+
+pub(crate) fn read_file(workspace: &Workspace, rel: &FsPath, max: u64) -> std::io::Result<Content> {
+    let file = workspace.open_read(rel)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Content::NotAFile);
+    }
+    if meta.len() > max {
+        return Ok(Content::TooLarge);
+    }
+    // The file may grow after the check: never read more than the limit.
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(Content::TooLarge);
+    }
+    Ok(Content::Bytes(bytes))
 }
 
 #[derive(Deserialize)]
@@ -66,48 +118,46 @@ async fn list_files(
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| ".".to_owned());
     let dir = resolve(&workspace, &given)?;
-    if !dir.is_dir() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{given} is not a directory in the workspace"),
-        ));
-    }
-    let root = workspace.host_root().to_owned();
-    let entries = tokio::task::spawn_blocking(move || list(&root, &dir))
+    // Shown as the client named it (links not replaced).
+    let shown = workspace
+        .lexical(&given)
+        .map_err(|e| outside(e.to_string()))?;
+    let listed = tokio::task::spawn_blocking(move || list(&workspace, &dir, &shown))
         .await
         .map_err(|e| ApiError::internal("listing failed", e))?;
-    Ok(Json(entries))
+    match listed {
+        Ok(entries) => Ok(Json(entries)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("{given} is not a directory in the workspace"),
+            ))
+        }
+        Err(e) => Err(fs_error(&given, e)),
+    }
 }
 
-/// One level of `dir`, directories first with a trailing `/`, case-insensitively sorted, with
-/// `.gitignore` rules applied; paths relative to the workspace root.
-fn list(root: &std::path::Path, dir: &std::path::Path) -> Vec<String> {
-    let walker = ignore::WalkBuilder::new(dir)
-        .max_depth(Some(1))
-        .hidden(false)
-        .git_ignore(true)
-        .require_git(false)
-        .parents(true)
-        .follow_links(false)
-        .build();
+/// One level of `dir` (relative to the workspace), directories first with a trailing `/`,
+/// case-insensitively sorted, with `.gitignore` rules applied; paths are `shown/name`.
+fn list(workspace: &Workspace, dir: &FsPath, shown: &FsPath) -> std::io::Result<Vec<String>> {
+    let ignored = IgnoreRules::for_folder(workspace, dir);
     let mut dirs = Vec::new();
     let mut files = Vec::new();
-    for entry in walker.flatten() {
-        if entry.depth() == 0 {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy();
+    for entry in workspace.dir().read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
         if ALWAYS_HIDDEN.contains(&name.as_ref()) {
             continue;
         }
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .display()
-            .to_string();
-        if entry.file_type().is_some_and(|t| t.is_dir()) {
+        // The entry itself: a symlink is listed as a file, never followed.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if ignored.matches(&dir.join(name.as_ref()), is_dir) {
+            continue;
+        }
+        let rel = shown.join(name.as_ref()).display().to_string();
+        if is_dir {
             dirs.push(format!("{rel}/"));
         } else {
             files.push(rel);
@@ -116,7 +166,80 @@ fn list(root: &std::path::Path, dir: &std::path::Path) -> Vec<String> {
     dirs.sort_by_key(|a| a.to_lowercase());
     files.sort_by_key(|a| a.to_lowercase());
     dirs.extend(files);
-    dirs
+    Ok(dirs)
+}
+
+/// The `.gitignore` files from the workspace's root down to one folder (and the root's
+/// `.git/info/exclude`), read through the handle. Folders above the workspace are not looked at.
+struct IgnoreRules {
+    /// The workspace's host path, only as the name the rules are matched against.
+    root: PathBuf,
+    /// Deepest folder last: a deeper file's rules win, as in git.
+    levels: Vec<ignore::gitignore::Gitignore>,
+}
+
+impl IgnoreRules {
+    fn for_folder(workspace: &Workspace, dir: &FsPath) -> IgnoreRules {
+        let mut folders = vec![PathBuf::new()];
+        let mut at = PathBuf::new();
+        for part in dir.components() {
+            if let std::path::Component::Normal(part) = part {
+                at.push(part);
+                folders.push(at.clone());
+            }
+        }
+        let levels = folders
+            .iter()
+            .enumerate()
+            .map(|(depth, folder)| {
+                // Matched by name only: this path is never opened.
+                let mut builder =
+                    ignore::gitignore::GitignoreBuilder::new(workspace.host_root().join(folder));
+                let mut sources = vec![folder.join(".gitignore")];
+                if depth == 0 {
+                    sources.insert(0, PathBuf::from(".git/info/exclude"));
+                }
+                for source in sources {
+                    for line in read_small_text(workspace, &source).lines() {
+                        let _ = builder.add_line(None, line);
+                    }
+                }
+                builder
+                    .build()
+                    .unwrap_or_else(|_| ignore::gitignore::Gitignore::empty())
+            })
+            .collect();
+        IgnoreRules {
+            root: workspace.host_root().to_owned(),
+            levels,
+        }
+    }
+
+    fn matches(&self, rel: &FsPath, is_dir: bool) -> bool {
+        for level in self.levels.iter().rev() {
+            match level.matched(self.root.join(rel), is_dir) {
+                ignore::Match::Ignore(_) => return true,
+                ignore::Match::Whitelist(_) => return false,
+                ignore::Match::None => {}
+            }
+        }
+        false
+    }
+}
+
+/// A small regular file's text, or nothing.
+fn read_small_text(workspace: &Workspace, rel: &FsPath) -> String {
+    let Ok(file) = workspace.open_nofollow(rel) else {
+        return String::new();
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.take(MAX_IGNORE_BYTES).read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[derive(Deserialize)]
@@ -130,30 +253,27 @@ async fn select_file(
     ApiQuery(query): ApiQuery<SelectQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let workspace = workspace(&state, &id).await?;
-    let path = resolve(&workspace, &query.file)?;
-    let meta = tokio::fs::metadata(&path).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no file {} in the workspace", query.file),
-        )
-    })?;
-    if !meta.is_file() {
-        return Err(ApiError::bad_request(
-            "NOT_A_FILE",
-            format!("{} is not a file", query.file),
-        ));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "FILE_TOO_LARGE",
-            format!("{} is larger than {MAX_FILE_BYTES} bytes", query.file),
-        ));
-    }
-    let bytes = tokio::fs::read(&path)
+    let rel = resolve(&workspace, &query.file)?;
+    let read = tokio::task::spawn_blocking(move || read_file(&workspace, &rel, MAX_FILE_BYTES))
         .await
-        .map_err(|e| ApiError::internal("cannot read the file", e))?;
+        .map_err(|e| ApiError::internal("cannot read the file", e))?
+        .map_err(|e| fs_error(&query.file, e))?;
+    let bytes = match read {
+        Content::Bytes(bytes) => bytes,
+        Content::NotAFile => {
+            return Err(ApiError::bad_request(
+                "NOT_A_FILE",
+                format!("{} is not a file", query.file),
+            ));
+        }
+        Content::TooLarge => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "FILE_TOO_LARGE",
+                format!("{} is larger than {MAX_FILE_BYTES} bytes", query.file),
+            ));
+        }
+    };
     match String::from_utf8(bytes) {
         Ok(code) if !code.contains('\0') => Ok(Json(json!({ "code": code }))),
         _ => Err(ApiError::new(
