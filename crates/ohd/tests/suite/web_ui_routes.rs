@@ -95,6 +95,8 @@ fn write(root: &Path, files: &[(&str, &str)]) {
 fn git(dir: &Path, args: &[&str]) {
     let status = std::process::Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        // The workspace belongs to the sandbox's user when ohd runs as root.
+        .args(["-c", "safe.directory=*"])
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
