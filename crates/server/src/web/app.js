@@ -210,7 +210,15 @@ class ConversationSocket {
       latest_event_id: String(this.handlers.lastId()),
     });
     this.handlers.onStatus(this.attempt === 0 ? "connecting" : "reconnecting");
-    const ws = new WebSocket(`${scheme}//${location.host}/socket.io/?${query}`);
+    let ws;
+    try {
+      ws = new WebSocket(`${scheme}//${location.host}/socket.io/?${query}`);
+    } catch {
+      // A browser may refuse to even start a connection (a blocked port, a bad address, a
+      // policy): that is one more failed attempt, not the end of retrying.
+      this.retryLater();
+      return;
+    }
     this.ws = ws;
     this.joined = false;
     ws.onmessage = (message) => {
@@ -222,11 +230,16 @@ class ConversationSocket {
       this.joined = false;
       clearTimeout(this.heartbeatTimer);
       if (this.closedByUs) return;
-      const delay = RECONNECT_DELAYS_MS[Math.min(this.attempt, RECONNECT_DELAYS_MS.length - 1)];
-      this.attempt += 1;
-      this.handlers.onStatus("offline", `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
-      this.retryTimer = setTimeout(() => this.open(), delay);
+      this.retryLater();
     };
+  }
+
+  /** The next attempt, after a delay that grows with each failure. */
+  retryLater() {
+    const delay = RECONNECT_DELAYS_MS[Math.min(this.attempt, RECONNECT_DELAYS_MS.length - 1)];
+    this.attempt += 1;
+    this.handlers.onStatus("offline", `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
+    this.retryTimer = setTimeout(() => this.open(), delay);
   }
 
   onPacket(packet) {
