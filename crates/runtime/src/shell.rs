@@ -199,6 +199,18 @@ enum Wait {
 
 impl Shell {
     pub async fn start(launch: Launch, options: ShellOptions) -> Result<Shell, ShellError> {
+        match Shell::start_once(launch.clone(), options.clone()).await {
+            // bubblewrap now and then fails to set up a namespace while many are being made
+            // (seen: "loopback: Failed RTM_NEWADDR"); a second try is cheap.
+            Err(first) if launch.sandboxed => {
+                tracing::warn!(error = %first, "the sandbox did not start; trying once more");
+                Shell::start_once(launch, options).await
+            }
+            result => result,
+        }
+    }
+
+    async fn start_once(launch: Launch, options: ShellOptions) -> Result<Shell, ShellError> {
         let (pty, pts) = pty_process::open().map_err(|e| ShellError::Start(e.to_string()))?;
         pty.resize(pty_process::Size::new(50, 200))
             .map_err(|e| ShellError::Start(e.to_string()))?;
