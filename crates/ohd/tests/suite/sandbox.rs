@@ -35,7 +35,8 @@ fn attacks() -> Vec<(String, Attack)> {
          buf=ctypes.create_string_buffer(136); buf[0:4]=(128).to_bytes(4,\"little\"); mid=ctypes.c_int(); \
          r=libc.name_to_handle_at(-100,b\"/etc/hostname\",buf,ctypes.byref(mid),0); \
          print(\"name_to_handle_at\", r, os.strerror(ctypes.get_errno())); \
-         r=libc.open_by_handle_at(-100,buf,0); print(\"open_by_handle_at\", r, os.strerror(ctypes.get_errno()))'";
+         r=libc.open_by_handle_at(-100,buf,0); print(\"open_by_handle_at\", r, os.strerror(ctypes.get_errno())); \
+         r=libc.syscall(0x40000000 | 304, -100, buf, 0); print(\"x32 open_by_handle_at\", r, os.strerror(ctypes.get_errno()))'";
     vec![
         (
             "capabilities".into(),
@@ -116,7 +117,11 @@ fn attacks() -> Vec<(String, Attack)> {
                         "{out}"
                     );
                     assert!(
-                        out.contains("open_by_handle_at -1 Operation not permitted"),
+                        out.contains("\nopen_by_handle_at -1 Operation not permitted"),
+                        "{out}"
+                    );
+                    assert!(
+                        out.contains("x32 open_by_handle_at -1 Function not implemented"),
                         "{out}"
                     );
                 },

@@ -5,7 +5,7 @@
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompRule, TargetArch, sock_filter,
 };
 use std::collections::BTreeMap;
 
@@ -116,7 +116,8 @@ fn compile(
         arch,
     )
     .map_err(|e| format!("seccomp filter: {e}"))?;
-    let program = BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter: {e}"))?;
+    let mut program = BpfProgram::try_from(filter).map_err(|e| format!("seccomp filter: {e}"))?;
+    refuse_x32(&mut program, arch);
     let mut bytes = Vec::with_capacity(program.len() * 8);
     for instruction in &program {
         bytes.extend_from_slice(&instruction.code.to_ne_bytes());
@@ -125,6 +126,42 @@ fn compile(
         bytes.extend_from_slice(&instruction.k.to_ne_bytes());
     }
     Ok(bytes)
+}
+
+/// On x86-64 the same calls can also be made by their x32 numbers (`nr | 0x40000000`), which
+/// carry the x86-64 architecture tag and so would pass a filter keyed on the plain numbers.
+/// Right after seccompiler's architecture check (its first three instructions), any x32 number
+/// is answered `ENOSYS`, as on kernels built without x32.
+fn refuse_x32(program: &mut BpfProgram, arch: TargetArch) {
+    const X32_BIT: u32 = 0x4000_0000;
+    const LD_W_ABS: u16 = 0x20;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    if !matches!(arch, TargetArch::x86_64) || program.len() < 3 {
+        return;
+    }
+    let guard = [
+        sock_filter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_BIT,
+        },
+        sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+    ];
+    program.splice(3..3, guard);
 }
 
 #[cfg(test)]
