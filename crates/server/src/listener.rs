@@ -47,6 +47,10 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 const CONNECTION_SHARE: (u64, u64) = (3, 4);
 /// The default cap when the open-file limit is very high or unlimited.
 const MAX_DEFAULT_CONNECTIONS: u64 = 100_000;
+/// How often the loop looks whether a burst of connections has ended.
+const TRIM_CHECK: Duration = Duration::from_secs(10);
+/// Connections closed since the last peak that count as a burst worth giving memory back for.
+const TRIM_AFTER_CLOSED: usize = 512;
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
@@ -98,11 +102,18 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
     // Once per burst: a full table or a flood of refusals is one line in the log, not thousands.
     let mut accept_failing = false;
     let mut at_cap = false;
+    let mut burst = Burst::default();
+    let mut trim_check = tokio::time::interval(TRIM_CHECK);
+    trim_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
+            _ = trim_check.tick() => {
+                burst.check(limits.max_connections - slots.available_permits());
+                continue;
+            }
         };
         let stream = match accepted {
             Ok((stream, _)) => {
@@ -132,6 +143,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
             continue;
         };
         at_cap = false;
+        burst.note(limits.max_connections - slots.available_permits());
         tokio::spawn(connection(stream, slot, app.clone(), limits, stop.clone()));
     }
     drop(listener);
@@ -139,6 +151,42 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
 }
+
+/// glibc's malloc keeps what connections freed in its arenas: after 2,000 connections closed,
+/// ohd stayed ~18 MiB larger until `malloc_trim` (docs/BENCHMARKS.md). So once a burst of
+/// connections has ended, the loop asks for that memory to be given back; idle periods and
+/// steady traffic never trigger it.
+#[derive(Default)]
+struct Burst {
+    peak: usize,
+}
+
+impl Burst {
+    /// At each new connection: the most open at once.
+    fn note(&mut self, open: usize) {
+        self.peak = self.peak.max(open);
+    }
+
+    /// Now and then: gives memory back if a burst has ended since the last time.
+    fn check(&mut self, open: usize) {
+        self.note(open);
+        if self.peak - open >= TRIM_AFTER_CLOSED {
+            self.peak = open;
+            tokio::task::spawn_blocking(give_back_freed_memory);
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim takes no pointers and locks each arena itself; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_freed_memory() {}
 
 /// Errors about one connection that went away before `accept` returned it.
 fn is_connection_error(e: &io::Error) -> bool {
@@ -434,6 +482,18 @@ mod tests {
         assert_eq!(default_max_connections(Some(1 << 20)), 100_000);
         assert_eq!(default_max_connections(None), 100_000);
         assert_eq!(default_max_connections(Some(1)), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_is_given_back_only_after_a_burst_of_connections_ends() {
+        let mut burst = Burst::default();
+        burst.check(10);
+        burst.note(2000);
+        assert_eq!(burst.peak, 2000);
+        burst.check(1600);
+        assert_eq!(burst.peak, 2000, "400 closed is not yet a burst");
+        burst.check(100);
+        assert_eq!(burst.peak, 100, "the peak starts again after a trim");
     }
 
     #[test]
