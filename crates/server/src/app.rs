@@ -232,6 +232,14 @@ impl Server {
                 .max_connections
                 .unwrap_or_else(|| listener::default_max_connections(open_files)),
         };
+        let cap = u64::try_from(limits.max_connections).unwrap_or(u64::MAX);
+        if open_files.is_some_and(|n| cap >= n) {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                ?open_files,
+                "server.max_connections is not below the open-file limit: ohd may run out of file descriptors before it refuses connections"
+            );
+        }
         tracing::debug!(
             ?open_files,
             max_connections = limits.max_connections,

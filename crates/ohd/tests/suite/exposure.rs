@@ -332,8 +332,8 @@ fn run_ohd(args: &[&str], env: &[(&str, &str)]) -> (Option<std::process::ExitSta
     }
     if status.is_none() {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let _ = child.wait();
     let out = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
     (
         status,
