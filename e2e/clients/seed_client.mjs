@@ -15,7 +15,7 @@
 // Usage:
 //   node seed_client.mjs --url http://127.0.0.1:3000 [--conversation ID] [--latest N]
 //     [--providers LIST] [--transport websocket|polling|default] [--api-key KEY] [--query-key KEY]
-//     [--emit-event NAME] [--send JSON|@FILE]... [--until-id N] [--until-state S1,S2] [--count N] [--idle-ms N]
+//     [--emit-event NAME] [--send JSON|@FILE]... [--send-after-ms N] [--until-id N] [--until-state S1,S2] [--count N] [--idle-ms N]
 //     [--timeout-ms N] [--no-reconnect] [--track-latest]
 //
 // --track-latest: on reconnection, send latest_event_id = the id of the last oh_event received
@@ -40,6 +40,7 @@ function parseArgs(argv) {
     queryKey: null,
     emitEvent: "oh_user_action",
     send: [],
+    sendAfterMs: 0,
     untilId: null,
     untilState: null,
     count: null,
@@ -50,7 +51,7 @@ function parseArgs(argv) {
   };
   const valued = new Set([
     "--url", "--conversation", "--latest", "--providers", "--transport", "--api-key",
-    "--query-key", "--emit-event", "--send", "--until-id", "--until-state", "--count", "--idle-ms", "--timeout-ms",
+    "--query-key", "--emit-event", "--send", "--send-after-ms", "--until-id", "--until-state", "--count", "--idle-ms", "--timeout-ms",
   ]);
   const number = (flag, v) => {
     const n = Number(v);
@@ -87,6 +88,7 @@ function parseArgs(argv) {
         try { opts.send.push(JSON.parse(text)); } catch (e) { usage(`--send is not JSON: ${e.message}`); }
         break;
       }
+      case "--send-after-ms": opts.sendAfterMs = number(flag, v); break;
       case "--until-id": opts.untilId = number(flag, v); break;
       case "--until-state": opts.untilState = v.split(","); break;
       case "--count": opts.count = number(flag, v); break;
@@ -156,7 +158,7 @@ socket.on("connect", () => {
   opts.send.forEach((payload, i) => {
     setTimeout(() => {
       if (!finished) socket.emit(opts.emitEvent, payload);
-    }, 50 * i);
+    }, opts.sendAfterMs + 50 * i);
   });
 });
 

@@ -57,6 +57,14 @@ pub fn parse(text: Utf8Bytes) -> Result<Inbound, String> {
     })
 }
 
+/// Reads one packet from bytes (a part of a polling body), which must be UTF-8.
+pub fn parse_bytes(bytes: Bytes) -> Result<Inbound, String> {
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => parse(text),
+        Err(_) => Err("packet is not UTF-8".to_owned()),
+    }
+}
+
 /// What the server queues for a client.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -149,5 +157,39 @@ mod tests {
         let ws = open("abc", false, &config);
         let v: serde_json::Value = serde_json::from_str(&ws[1..]).unwrap_or_default();
         assert_eq!(v["upgrades"].as_array().map(Vec::len), Some(0));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_packet_or_an_error(text in any::<String>()) {
+                let _ = parse(text.into());
+            }
+
+            #[test]
+            fn any_bytes_are_a_packet_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = parse_bytes(Bytes::from(bytes));
+            }
+
+            #[test]
+            fn a_message_keeps_its_payload(payload in any::<String>()) {
+                match parse(format!("4{payload}").into()) {
+                    Ok(Inbound::Message(m)) => prop_assert_eq!(m.as_str(), payload.as_str()),
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+
+            #[test]
+            fn a_binary_packet_keeps_its_bytes(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let text = format!("b{}", base64::engine::general_purpose::STANDARD.encode(&data));
+                match parse(text.into()) {
+                    Ok(Inbound::Binary(b)) => prop_assert_eq!(&b[..], &data[..]),
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
     }
 }

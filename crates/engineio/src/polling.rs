@@ -4,7 +4,7 @@
 use crate::engine::{Conn, Engine, Refusal};
 use crate::packet::{self, Inbound, Outbound};
 use crate::socket::{Socket, State, Transport};
-use crate::{DisconnectReason, Handler, Utf8Bytes};
+use crate::{DisconnectReason, Handler};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -95,11 +95,7 @@ pub async fn post<H: Handler>(
         return Err(Refusal::TOO_LARGE);
     };
     for part in split(&body) {
-        let parsed = match Utf8Bytes::try_from(part) {
-            Ok(text) => packet::parse(text),
-            Err(_) => Err("packet is not UTF-8".to_owned()),
-        };
-        match parsed {
+        match packet::parse_bytes(part) {
             Ok(Inbound::Message(text)) => engine.handler.on_message(&conn.session, socket, text),
             Ok(Inbound::Binary(data)) => engine.handler.on_binary(&conn.session, socket, data),
             Ok(Inbound::Pong) => {
@@ -213,5 +209,24 @@ mod tests {
         let body = Bytes::from_static(b"42[\"a\"]\x1e3\x1e42[\"b\"]");
         let parts: Vec<_> = split(&body).collect();
         assert_eq!(parts, vec![&b"42[\"a\"]"[..], b"3", b"42[\"b\"]"]);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_body_splits_into_packets_or_errors(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let separators = body.iter().filter(|b| **b == packet::SEPARATOR).count();
+                let body = Bytes::from(body);
+                let mut parts = 0;
+                for part in split(&body) {
+                    let _ = packet::parse_bytes(part);
+                    parts += 1;
+                }
+                prop_assert_eq!(parts, separators + 1);
+            }
+        }
     }
 }

@@ -42,6 +42,14 @@ struct ServeArgs {
     /// Extra origins browsers may call from, comma-separated (`*` for any)
     #[arg(long, env = "OHD_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Option<Vec<String>>,
+    /// Host names (besides localhost and loopback addresses) requests may be addressed to,
+    /// comma-separated
+    #[arg(long, env = "OHD_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Option<Vec<String>>,
+    /// Listen beyond this machine without SESSION_API_KEY: anyone who reaches the port can use
+    /// the agent
+    #[arg(long, env = "OHD_UNPROTECTED")]
+    unprotected: bool,
     /// Model calls the agent may make per user message [default: 100]
     #[arg(long, env = "OHD_MAX_ITERATIONS")]
     max_iterations: Option<u32>,
@@ -75,6 +83,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config_file: args.config,
         web_ui: args.web_ui,
         cors_allowed_origins: args.cors_origins,
+        allowed_hosts: args.allowed_hosts,
+        unprotected: args.unprotected,
         session_api_key: env("SESSION_API_KEY"),
         llm_model: env("LLM_MODEL"),
         llm_api_key: env("LLM_API_KEY"),

@@ -276,4 +276,61 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, nested a few levels, with the keys actions use more likely than not.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+                prop_oneof![
+                    Just("message"),
+                    Just("run"),
+                    Just("change_agent_state"),
+                    Just("stopped"),
+                    Just("user"),
+                ]
+                .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                let key = prop_oneof![
+                    Just("action".to_owned()),
+                    Just("type".to_owned()),
+                    Just("args".to_owned()),
+                    Just("message".to_owned()),
+                    Just("content".to_owned()),
+                    Just("command".to_owned()),
+                    Just("agent_state".to_owned()),
+                    any::<String>(),
+                ];
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    proptest::collection::btree_map(key, inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_json_is_an_action_or_an_error(value in json()) {
+                if let Err(e) = ClientAction::parse(&value) {
+                    prop_assert!(!e.code.is_empty() && !e.message.is_empty());
+                }
+            }
+
+            #[test]
+            fn any_text_parsed_as_json_is_an_action_or_an_error(text in any::<String>()) {
+                if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                    let _ = ClientAction::parse(&value);
+                }
+            }
+        }
+    }
 }

@@ -53,12 +53,30 @@ impl StatusUpdate {
     }
 }
 
-/// `{"error":true,"message":...,"code":...}`: bad input, sent to its sender only.
+/// `{"error":true,"message":...,"code":...}`: bad input, sent to its sender only. A notice
+/// about one message the client sent that it cannot otherwise tell apart (one dropped as
+/// `RATE_LIMITED`) also names it: `"event"`, and when known `"action"` and `"ack_id"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErrorNotice {
     pub error: bool,
     pub message: String,
     pub code: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub about: Option<MessageRef>,
+}
+
+/// Which message a notice is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageRef {
+    /// The Socket.IO event name (`oh_user_action`); absent if the message was not an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The action's `action` (or `type`), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The ack id the client gave the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_id: Option<u64>,
 }
 
 impl ErrorNotice {
@@ -67,6 +85,14 @@ impl ErrorNotice {
             error: true,
             message: message.into(),
             code: code.to_owned(),
+            about: None,
+        }
+    }
+
+    pub fn about(self, message: MessageRef) -> Self {
+        ErrorNotice {
+            about: Some(message),
+            ..self
         }
     }
 }

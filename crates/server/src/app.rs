@@ -6,12 +6,15 @@ use crate::auth;
 use crate::config::Config;
 use crate::conversations::Conversations;
 use crate::error::ApiError;
+use crate::guard;
+use crate::listener::{self, Limits};
+use crate::owner_only;
 use crate::settings::SettingsStore;
 use crate::socketio::SocketIoHandler;
 use crate::web;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::any;
@@ -21,6 +24,7 @@ use ohd_store::{EventLog, LocalNotifier};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -45,12 +49,10 @@ pub struct AppState {
 
 impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
-        tokio::fs::create_dir_all(&config.data_dir).await?;
-        tokio::fs::create_dir_all(config.workspaces_dir()).await?;
-        tokio::fs::create_dir_all(config.sandboxes_dir()).await?;
+        private_data_dir(&config)?;
         // Uploads cut off by a crash are no use to anyone.
         let _ = tokio::fs::remove_dir_all(config.staging_dir()).await;
-        tokio::fs::create_dir_all(config.staging_dir()).await?;
+        owner_only::dir(&config.staging_dir())?;
         let store = SqliteStore::open(&config.database_path(), config.durability).await?;
         let log = EventLog::new(
             Arc::new(store),
@@ -77,6 +79,30 @@ impl AppState {
             settings: Arc::new(settings),
         })
     }
+}
+
+/// The data directory, its folders and its files, owner-only (see [`owner_only`]).
+fn private_data_dir(config: &Config) -> anyhow::Result<()> {
+    let path = |p: &std::path::Path, e: std::io::Error| anyhow::anyhow!("{}: {e}", p.display());
+    for dir in [
+        config.data_dir.clone(),
+        config.workspaces_dir(),
+        config.sandboxes_dir(),
+    ] {
+        owner_only::dir(&dir).map_err(|e| path(&dir, e))?;
+    }
+    let db = config.database_path();
+    owner_only::file(&db).map_err(|e| path(&db, e))?;
+    let mut others = vec![config.settings_path()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        others.push(name.into());
+    }
+    for file in others {
+        owner_only::existing_file(&file).map_err(|e| path(&file, e))?;
+    }
+    Ok(())
 }
 
 pub type SocketEngine = Engine<SocketIoHandler>;
@@ -122,8 +148,10 @@ pub fn router(state: AppState) -> (Router, Arc<SocketEngine>) {
         .with_state(state.clone())
         .route("/socket.io/", sockets.clone())
         .route("/socket.io", sockets)
-        .layer(middleware::from_fn_with_state(state, check_socket_origin))
         .layer(cors(&config))
+        // Outside CORS, so that a request on a foreign Host name gets nothing, not even a
+        // preflight answer.
+        .layer(middleware::from_fn_with_state(state, guard::check))
         .layer(TraceLayer::new_for_http().make_span_with(request_span));
     (router, engine)
 }
@@ -153,32 +181,6 @@ async fn require_session_key(
     Ok(next.run(request).await)
 }
 
-/// Browsers send `Origin` with WebSocket and XHR requests but do not enforce CORS on
-/// WebSockets, so the Socket.IO endpoint checks it itself: a page on another site must not be
-/// able to join a conversation with the user's network access.
-async fn check_socket_origin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if request.uri().path().starts_with("/socket.io")
-        && let Some(origin) = request.headers().get(http::header::ORIGIN)
-    {
-        let host = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok());
-        if !origin_allowed(origin, host, &state.config.cors_allowed_origins) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ORIGIN_NOT_ALLOWED",
-                "this origin may not connect; add it to server.cors_allowed_origins",
-            ));
-        }
-    }
-    Ok(next.run(request).await)
-}
-
 fn cors(config: &Config) -> CorsLayer {
     let extra = config.cors_allowed_origins.clone();
     CorsLayer::new()
@@ -187,7 +189,7 @@ fn cors(config: &Config) -> CorsLayer {
                 .headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok());
-            origin_allowed(origin, host, &extra)
+            guard::origin_allowed(origin, host, &extra)
         }))
         .allow_methods([
             http::Method::GET,
@@ -203,37 +205,13 @@ fn cors(config: &Config) -> CorsLayer {
         ])
 }
 
-/// Same origin, a page on localhost, or one of the configured origins (`*` allows all).
-pub fn origin_allowed(origin: &HeaderValue, host: Option<&str>, extra: &[String]) -> bool {
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if extra
-        .iter()
-        .any(|o| o == "*" || o.trim_end_matches('/') == origin)
-    {
-        return true;
-    }
-    let Some((_, authority)) = origin.split_once("://") else {
-        return false;
-    };
-    if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
-        return true;
-    }
-    let hostname = if let Some(rest) = authority.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
-    };
-    matches!(hostname, "localhost" | "127.0.0.1" | "::1")
-}
-
 /// A bound, not yet serving, ohd.
 pub struct Server {
     listener: tokio::net::TcpListener,
     app: Router,
     state: AppState,
     sockets: Arc<SocketEngine>,
+    limits: Limits,
 }
 
 impl Server {
@@ -244,11 +222,37 @@ impl Server {
         }
         if !addr.ip().is_loopback() && config.session_api_key.is_none() {
             // Anyone who reaches this address could run commands through the agent.
+            if !config.unprotected {
+                anyhow::bail!(
+                    "refusing to listen on {addr} without a session key: anyone who can reach it could run commands through the agent. Set SESSION_API_KEY (or [server] session_api_key), listen on 127.0.0.1, or start with --unprotected if that is really what you want"
+                );
+            }
             tracing::warn!(
                 %addr,
-                "listening beyond this machine without SESSION_API_KEY: anyone who can reach it can use the agent"
+                "UNPROTECTED: listening beyond this machine without SESSION_API_KEY (--unprotected); anyone who can reach this port can run commands through the agent"
             );
         }
+        let open_files = listener::raise_open_file_limit();
+        let limits = Limits {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(|| listener::default_max_connections(open_files)),
+        };
+        let cap = u64::try_from(limits.max_connections).unwrap_or(u64::MAX);
+        if open_files.is_some_and(|n| cap >= n) {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                ?open_files,
+                "server.max_connections is not below the open-file limit: ohd may run out of file descriptors before it refuses connections"
+            );
+        }
+        tracing::debug!(
+            ?open_files,
+            max_connections = limits.max_connections,
+            "limits"
+        );
         let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -259,6 +263,7 @@ impl Server {
             app,
             state,
             sockets,
+            limits,
         })
     }
 
@@ -271,56 +276,22 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let notify = stopping.clone();
-        let sockets = self.sockets.clone();
-        let graceful = async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            // Ends websockets and answers pending long-polls, so they do not hold shutdown up.
-            sockets.shut_down();
-            notify.notify_one();
-        };
-        let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(graceful);
+        let stop = CancellationToken::new();
+        let serving = listener::serve(self.listener, self.app, self.limits, stop.clone());
+        let mut serving = std::pin::pin!(serving);
         tokio::select! {
-            result = serve => result?,
-            _ = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                tracing::info!("open connections did not finish in time; stopping anyway");
-            }
+            () = &mut serving => {}
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down");
+        // Ends websockets and answers pending long-polls, so they do not hold shutdown up.
+        self.sockets.shut_down();
+        stop.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {
+            tracing::info!("open connections did not finish in time; stopping anyway");
         }
         // Agents' shells and whatever they started end with the server.
         self.state.agents.stop_all().await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_from_localhost_the_same_host_or_the_list_are_allowed() {
-        let o = |s: &'static str| HeaderValue::from_static(s);
-        let extra = vec!["https://app.example.com".to_owned()];
-        assert!(origin_allowed(&o("http://localhost:3001"), None, &[]));
-        assert!(origin_allowed(&o("http://127.0.0.1:5173"), None, &[]));
-        assert!(origin_allowed(&o("http://[::1]:80"), None, &[]));
-        assert!(origin_allowed(
-            &o("https://ohd.example.org"),
-            Some("ohd.example.org"),
-            &[]
-        ));
-        assert!(origin_allowed(&o("https://app.example.com"), None, &extra));
-        assert!(!origin_allowed(
-            &o("https://evil.example"),
-            Some("ohd.example.org"),
-            &extra
-        ));
-        assert!(!origin_allowed(
-            &o("http://localhost.evil.example"),
-            None,
-            &[]
-        ));
-        assert!(!origin_allowed(&o("null"), None, &[]));
     }
 }

@@ -24,6 +24,17 @@ pub struct Config {
     pub session_api_key: Option<Secret>,
     /// Origins besides the server's own and localhost that browsers may call from.
     pub cors_allowed_origins: Vec<String>,
+    /// Host names besides loopback ones (and the bound address) that requests may name.
+    pub allowed_hosts: Vec<String>,
+    /// Listening beyond loopback without a session key was asked for on purpose.
+    pub unprotected: bool,
+    /// How long a client may take to send a request's head (from the connection's start, or
+    /// from the first byte of a later request).
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Open connections at most; `None`: three quarters of the open-file limit.
+    pub max_connections: Option<usize>,
     /// Largest client message or request body ohd accepts.
     pub max_payload_bytes: usize,
     /// Largest `upload-files` request (all its files together).
@@ -87,6 +98,8 @@ pub struct Overrides {
     pub web_ui: Option<PathBuf>,
     pub session_api_key: Option<String>,
     pub cors_allowed_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub unprotected: bool,
     pub llm_model: Option<String>,
     pub llm_api_key: Option<String>,
     pub llm_base_url: Option<String>,
@@ -150,6 +163,11 @@ struct ServerSection {
     web_ui: Option<PathBuf>,
     session_api_key: Option<Secret>,
     cors_allowed_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
+    unprotected: Option<bool>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
     max_payload_bytes: Option<usize>,
     max_upload_bytes: Option<usize>,
     slow_client_timeout_secs: Option<u64>,
@@ -225,6 +243,13 @@ impl Config {
                 )));
             }
         };
+        let secs =
+            |value: Option<u64>, default: u64| Duration::from_secs(value.unwrap_or(default).max(1));
+        if file.server.max_connections == Some(0) {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be at least 1".into(),
+            ));
+        }
         Ok(Config {
             host: overrides
                 .host
@@ -241,6 +266,18 @@ impl Config {
                 .cors_allowed_origins
                 .or(file.server.cors_allowed_origins)
                 .unwrap_or_default(),
+            allowed_hosts: overrides
+                .allowed_hosts
+                .or(file.server.allowed_hosts)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            unprotected: overrides.unprotected || file.server.unprotected.unwrap_or(false),
+            header_read_timeout: secs(file.server.header_read_timeout_secs, 10),
+            idle_timeout: secs(file.server.idle_timeout_secs, 60),
+            max_connections: file.server.max_connections,
             max_payload_bytes,
             max_upload_bytes,
             durability: file.store.durability.unwrap_or_default(),

@@ -7,6 +7,8 @@
 //! - [`conversations`]: creating, finding and feeding conversations.
 //! - [`settings`]: what the web UI's settings page saves, and the model it picks.
 //! - [`web`]: ohd's own web page, or a built OpenHands frontend (`--web-ui`).
+//! - [`guard`]: the Host, Origin and body-type checks every request passes first.
+//! - [`listener`]: accepting connections, with timeouts and a cap.
 //! - [`app`]: puts them together behind one listener.
 
 pub mod agents;
@@ -17,6 +19,9 @@ pub mod config;
 pub mod conversations;
 pub mod delivery;
 pub mod error;
+pub mod guard;
+pub mod listener;
+pub mod owner_only;
 pub mod settings;
 pub mod socketio;
 pub mod web;

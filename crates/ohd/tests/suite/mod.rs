@@ -2,6 +2,7 @@ mod agent;
 mod bad_input;
 mod browser;
 mod clients;
+mod exposure;
 mod rest;
 mod restart;
 mod sandbox;

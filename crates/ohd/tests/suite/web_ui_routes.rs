@@ -625,11 +625,11 @@ async fn uploads_land_in_the_workspace_within_the_limit_and_nowhere_else() {
     let staging = ohd.data_dir.join("staging");
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
 
-    // A body that is not multipart is a JSON 400.
+    // A body that is not multipart is refused by its type: a JSON 415.
     let (status, body) = post(&ohd, &format!("{base}/upload-files"), json!({})).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("INVALID_UPLOAD"))
+        (415, Some("UNSUPPORTED_MEDIA_TYPE"))
     );
 }
 

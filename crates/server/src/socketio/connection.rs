@@ -8,7 +8,7 @@ use crate::app::AppState;
 use crate::conversations::ConnectionGuard;
 use crate::delivery::FollowFeed;
 use ohd_engineio::{DisconnectReason, Message, Socket};
-use ohd_protocol::notice::ErrorNotice;
+use ohd_protocol::notice::{ErrorNotice, MessageRef};
 use ohd_protocol::{ClientAction, ConversationId};
 use ohd_store::{Follower, StoreError};
 use serde_json::Value;
@@ -67,14 +67,8 @@ impl Inbox {
         let mut shared = self.lock();
         if shared.queue.len() >= INBOX_CAPACITY {
             drop(shared);
-            // The client sends faster than its actions can be stored: tell it, drop this one.
-            let notice = ErrorNotice::new(
-                "RATE_LIMITED",
-                "too many messages at once; this one was dropped, send it again later",
-            );
-            if let Ok(event) = packet::error_event(&notice) {
-                let _ = socket.try_send(Message::text(&event));
-            }
+            // The client sends faster than its actions can be stored: drop this one and tell it.
+            refuse_flood(socket, &message);
             return;
         }
         shared.queue.push_back(message);
@@ -151,6 +145,74 @@ impl Inbox {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Tells a client that `message` was dropped as `RATE_LIMITED`, naming it (its event, action
+/// and ack id) in the error event, and answering its ack if it asked for one, as every other
+/// refused event is answered.
+fn refuse_flood(socket: &Socket, message: &Inbound) {
+    let packet = match message {
+        Inbound::Text(text) => Packet::parse(text).ok(),
+        Inbound::Binary | Inbound::Malformed(_) => None,
+    };
+    let about = match &packet {
+        Some(Packet::Event {
+            name, ack, args, ..
+        }) => MessageRef {
+            event: Some(name.clone()),
+            action: args.first().and_then(action_kind),
+            ack_id: *ack,
+        },
+        _ => MessageRef {
+            event: None,
+            action: None,
+            ack_id: None,
+        },
+    };
+    let which = match (&about.event, &about.action, about.ack_id) {
+        (Some(event), Some(action), Some(id)) => format!("{event} {action:?} (ack {id})"),
+        (Some(event), Some(action), None) => format!("{event} {action:?}"),
+        (Some(event), None, Some(id)) => format!("{event} (ack {id})"),
+        (Some(event), None, None) => event.clone(),
+        (None, ..) => "a message".to_owned(),
+    };
+    let ack = about.ack_id;
+    let notice = ErrorNotice::new(
+        "RATE_LIMITED",
+        format!("too many messages at once; {which} was dropped, send it again later"),
+    )
+    .about(about);
+    answer(socket, ack, Err(&notice));
+}
+
+/// Tells the client how its event went: an error event if it failed, and an ack if it asked
+/// for one (empty on success, the error notice otherwise). The queue holds the replies to a
+/// full inbox, so it fills only for a client that stops reading; the excess is dropped, and the
+/// transport cuts that client off when its writes block.
+fn answer(socket: &Socket, ack: Option<u64>, result: Result<(), &ErrorNotice>) {
+    if let Err(notice) = result {
+        match packet::error_event(notice) {
+            Ok(event) => {
+                let _ = socket.try_send(Message::text(&event));
+            }
+            Err(e) => tracing::error!(error = %e, "error notice not serializable"),
+        }
+    }
+    if let Some(id) = ack {
+        let reply = match result {
+            Ok(()) => "[]".to_owned(),
+            Err(n) => format!("[{}]", serde_json::to_string(n).unwrap_or_default()),
+        };
+        let _ = socket.try_send(Message::text(&packet::ack(id, &reply)));
+    }
+}
+
+/// What kind of action a client's event carries: its `action`, or the simplified form's `type`.
+fn action_kind(data: &Value) -> Option<String> {
+    data.get("action")
+        .or_else(|| data.get("type"))
+        .and_then(Value::as_str)
+        .map(|kind| kind.chars().take(64).collect())
 }
 
 /// Resets an inbox whose task ended without finishing (a panic while handling).
@@ -322,19 +384,8 @@ impl Connection {
         }
     }
 
-    /// Tells the client how its event went: an error event if it failed, and an ack if it
-    /// asked for one.
     fn answer(&self, ack: Option<u64>, result: Result<(), &ErrorNotice>) {
-        if let Err(notice) = result {
-            self.send_notice(notice);
-        }
-        if let Some(id) = ack {
-            let reply = match result {
-                Ok(()) => "[]".to_owned(),
-                Err(n) => format!("[{}]", serde_json::to_string(n).unwrap_or_default()),
-            };
-            self.send(packet::ack(id, &reply));
-        }
+        answer(&self.socket, ack, result);
     }
 
     async fn join(&mut self, auth: Option<&Value>) {
@@ -385,15 +436,10 @@ impl Connection {
     }
 
     fn send_notice(&self, notice: &ErrorNotice) {
-        match packet::error_event(notice) {
-            Ok(event) => self.send(event),
-            Err(e) => tracing::error!(error = %e, "error notice not serializable"),
-        }
+        answer(&self.socket, None, Err(notice));
     }
 
-    /// Replies and errors. The queue holds the replies to a full inbox, so it fills only for a
-    /// client that stops reading; the excess is dropped, and the transport cuts that client off
-    /// when its writes block.
+    /// Replies and errors (see [`answer`] for what happens when the queue is full).
     fn send(&self, text: impl AsRef<str>) {
         let _ = self.socket.try_send(Message::text(text.as_ref()));
     }

@@ -251,4 +251,45 @@ mod tests {
         assert!(connect_error("/admin", "no", None).starts_with("4/admin,{"));
         assert_eq!(ack(3, "[]"), "33[]");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_packet_or_an_error(text in any::<String>()) {
+                let _ = Packet::parse(&text);
+            }
+
+            #[test]
+            fn any_text_after_a_packet_type_is_a_packet_or_an_error(
+                kind in 0u8..10,
+                namespace in proptest::option::of("/[a-z]{0,8}"),
+                ack in proptest::option::of(any::<u64>()),
+                rest in any::<String>(),
+            ) {
+                let namespace = namespace.map(|n| format!("{n},")).unwrap_or_default();
+                let ack = ack.map(|a| a.to_string()).unwrap_or_default();
+                let _ = Packet::parse(&format!("{kind}{namespace}{ack}{rest}"));
+            }
+
+            #[test]
+            fn an_event_keeps_its_name_ack_and_data(
+                name in any::<String>(),
+                ack in proptest::option::of(any::<u64>()),
+                data in any::<String>(),
+            ) {
+                let payload = serde_json::json!([name, data]);
+                let ack_text = ack.map(|a| a.to_string()).unwrap_or_default();
+                let parsed = Packet::parse(&format!("2{ack_text}{payload}"));
+                prop_assert_eq!(parsed, Ok(Packet::Event {
+                    namespace: "/".into(),
+                    ack,
+                    name,
+                    args: vec![Value::String(data)],
+                }));
+            }
+        }
+    }
 }
