@@ -17,6 +17,7 @@
 //! No crate wraps `open_tree`, `mount_setattr` and `move_mount` yet (rustix has `mount`
 //! and `open_tree` but not `mount_setattr`'s idmap), so the three calls are made here.
 
+use super::passage::Passage;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -55,15 +56,6 @@ impl LayerDirs {
         LayerDirs { root }
     }
 
-    /// Where the sandbox finds a layered folder.
-    pub fn merged(&self, dir: &str) -> PathBuf {
-        self.root.join("merged").join(slot(dir))
-    }
-
-    fn lower(&self, dir: &str) -> PathBuf {
-        self.root.join("lower").join(slot(dir))
-    }
-
     /// What the sandbox wrote: the part that persists and counts against the limit.
     pub fn upper(&self) -> PathBuf {
         self.root.join("upper")
@@ -71,20 +63,6 @@ impl LayerDirs {
 
     fn work(&self, dir: &str) -> PathBuf {
         self.root.join("work").join(slot(dir))
-    }
-}
-
-/// The layer, mounted; unmounted when dropped.
-#[derive(Debug)]
-pub struct Mounted {
-    mounts: Vec<PathBuf>,
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for path in self.mounts.iter().rev() {
-            let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
-        }
     }
 }
 
@@ -202,17 +180,20 @@ fn owned_dir(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
 }
 
-/// Mounts the layer for a sandbox running as `owner`.
-pub fn mount(dirs: &LayerDirs, owner: (u32, u32)) -> std::io::Result<Mounted> {
-    // Whatever a crashed ohd left mounted here goes first.
-    detach_under(&dirs.root);
+/// Mounts the layer for a sandbox running as `owner`, in `passage` (where the sandbox's user
+/// can reach it); the mounts go with the passage. Returns where each layered folder is.
+pub fn mount(
+    dirs: &LayerDirs,
+    owner: (u32, u32),
+    passage: &mut Passage,
+) -> std::io::Result<Vec<(&'static str, PathBuf)>> {
     let namespace = idmap_namespace(owner)?;
-    let mut mounted = Mounted { mounts: Vec::new() };
     owned_dir(&dirs.root, owner)?;
     std::fs::set_permissions(
         &dirs.root,
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )?;
+    let mut merged_dirs = Vec::new();
     for dir in LAYERED {
         let host = Path::new(dir);
         let Ok(meta) = std::fs::symlink_metadata(host) else {
@@ -221,18 +202,13 @@ pub fn mount(dirs: &LayerDirs, owner: (u32, u32)) -> std::io::Result<Mounted> {
         if !meta.is_dir() {
             continue;
         }
-        let (lower, upper, work, merged) = (
-            dirs.lower(dir),
-            dirs.upper().join(slot(dir)),
-            dirs.work(dir),
-            dirs.merged(dir),
-        );
-        std::fs::create_dir_all(&lower)?;
-        std::fs::create_dir_all(&merged)?;
+        let (upper, work) = (dirs.upper().join(slot(dir)), dirs.work(dir));
         owned_dir(&upper, owner)?;
         owned_dir(&work, owner)?;
+        let lower = passage.point(&format!("lower-{}", slot(dir)))?;
         idmapped_clone(host, &lower, &namespace)?;
-        mounted.mounts.push(lower.clone());
+        passage.mounted(lower.clone());
+        let merged = passage.point(&format!("layer-{}", slot(dir)))?;
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
@@ -246,9 +222,10 @@ pub fn mount(dirs: &LayerDirs, owner: (u32, u32)) -> std::io::Result<Mounted> {
             rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
             Some(c_path(Path::new(&options))?.as_c_str()),
         )?;
-        mounted.mounts.push(merged);
+        passage.mounted(merged.clone());
+        merged_dirs.push((dir, merged));
     }
-    Ok(mounted)
+    Ok(merged_dirs)
 }
 
 /// Detaches every mount at or under `root` (deepest first): what a killed ohd left behind.
@@ -277,9 +254,9 @@ pub fn supported(sandboxes: &Path, owner: (u32, u32)) -> Result<(), String> {
     let scratch = LayerDirs::new(sandboxes.join(".probe"));
     let result = (|| -> std::io::Result<()> {
         let namespace = idmap_namespace(owner)?;
-        let lower = scratch.lower("/etc");
+        let lower = scratch.root.join("lower");
         let upper = scratch.upper().join("etc");
-        let (work, merged) = (scratch.work("/etc"), scratch.merged("/etc"));
+        let (work, merged) = (scratch.work("/etc"), scratch.root.join("merged"));
         for dir in [&lower, &upper, &work, &merged] {
             std::fs::create_dir_all(dir)?;
         }
@@ -363,10 +340,6 @@ mod tests {
     fn folders_have_flat_slots() {
         assert_eq!(slot("/var/lib/dpkg"), "var-lib-dpkg");
         let dirs = LayerDirs::new(PathBuf::from("/d/sandboxes/c1"));
-        assert_eq!(
-            dirs.merged("/usr"),
-            PathBuf::from("/d/sandboxes/c1/merged/usr")
-        );
         assert_eq!(dirs.upper(), PathBuf::from("/d/sandboxes/c1/upper"));
     }
 

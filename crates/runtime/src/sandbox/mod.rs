@@ -20,6 +20,7 @@
 pub mod bwrap;
 pub mod layer;
 pub mod limits;
+pub mod passage;
 pub mod seccomp;
 pub mod spawn;
 
@@ -107,6 +108,8 @@ pub struct Sandbox {
     layered: bool,
     /// What the host's root keeps to itself under the layered `/etc`, covered in the sandbox.
     secrets: Arc<[(PathBuf, bool)]>,
+    /// Where spawns mount what the sandbox's user must reach ([`passage`]), when ohd is root.
+    passages: Option<PathBuf>,
     /// What is weaker than configured, or different, in words for the log and `/health`.
     notes: Vec<String>,
 }
@@ -195,6 +198,18 @@ impl Sandbox {
         } else {
             Vec::new()
         };
+        let passages = if as_root && isolation == Isolation::UserNamespace {
+            let base = passage_base(&config.hidden);
+            match passage::prepare_base(&base) {
+                Ok(()) => Some(base),
+                Err(e) => {
+                    notes.push(format!("cannot prepare {} for the sandbox's mounts ({e}); commands will fail to start", base.display()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Sandbox {
             config,
             isolation,
@@ -203,6 +218,7 @@ impl Sandbox {
             as_root,
             layered,
             secrets: secrets.into(),
+            passages,
             notes,
         }
     }
@@ -217,6 +233,7 @@ impl Sandbox {
             as_root: false,
             layered: false,
             secrets: Arc::from(Vec::new()),
+            passages: None,
             notes: Vec::new(),
         }
     }
@@ -405,6 +422,7 @@ impl Sandbox {
                 workspace: host_workspace.to_owned(),
                 pasta,
                 layer,
+                passages: self.passages.clone(),
             }),
         }
     }
@@ -444,6 +462,30 @@ impl Launch {
         }
         Ok((command, prepared))
     }
+}
+
+/// This ohd's folder of passages: one per data folder (the first hidden folder), so that a
+/// restart finds what a killed ohd left; one per process without one (tests).
+fn passage_base(hidden: &[PathBuf]) -> PathBuf {
+    let root = if Path::new("/run").is_dir() {
+        PathBuf::from("/run/ohd")
+    } else {
+        std::env::temp_dir().join("ohd-run")
+    };
+    let name = match hidden.first() {
+        Some(data) => {
+            let hash = data
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            format!("{hash:016x}")
+        }
+        None => format!("pid-{}", std::process::id()),
+    };
+    root.join(name)
 }
 
 /// Whether bubblewrap makes a sandbox here with the default configuration (decided once).

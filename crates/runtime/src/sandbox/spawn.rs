@@ -5,6 +5,7 @@
 
 use super::layer::{self, LayerDirs};
 use super::limits::{Limits, Rlimit, tasks_of_user};
+use super::passage::Passage;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct SpawnPlan {
     pub pasta: bool,
     /// The writable system layer, mounted for this spawn.
     pub layer: Option<LayerDirs>,
+    /// Where passages are made for this ohd ([`Passage`]), when the sandbox runs as another user.
+    pub passages: Option<PathBuf>,
 }
 
 /// Descriptors and settings for one spawn; kept until the process has started.
@@ -56,15 +59,15 @@ pub struct Prepared {
     info: Option<OwnedFd>,
     block: Option<OwnedFd>,
     pasta: bool,
-    layer: Option<layer::Mounted>,
+    passage: Option<Passage>,
 }
 
 /// What must live as long as the sandbox: the network helper and the system layer's mounts.
 #[derive(Debug, Default)]
 pub struct Attached {
-    // Dropped in this order: the network helper, then the layer.
+    // Dropped in this order: the network helper, then the mounts.
     _pasta: Option<tokio::process::Child>,
-    _layer: Option<layer::Mounted>,
+    _passage: Option<Passage>,
 }
 
 fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
@@ -104,19 +107,24 @@ impl SpawnPlan {
         if let Some((uid, gid)) = self.credentials {
             give_workspace_to(&self.workspace, uid, gid)?;
         }
-        let mounted = match (&self.layer, self.credentials) {
-            (Some(dirs), Some(owner)) => Some(layer::mount(dirs, owner)?),
-            _ => None,
-        };
-        let workspace = open_path(&self.workspace)?;
-        let mut moves = vec![(high(workspace)?, WORKSPACE_FD)];
-        if let (Some(dirs), Some(_)) = (&self.layer, &mounted) {
-            for dir in layer::LAYERED {
-                if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-                    moves.push((high(open_path(&dirs.merged(dir))?)?, layer_fd(dir)));
+        let mut moves = Vec::new();
+        let passage = match (self.credentials, &self.passages) {
+            (Some(owner), Some(base)) => {
+                let mut passage = Passage::new(base)?;
+                let workspace = passage.bind(&self.workspace, "workspace")?;
+                moves.push((high(open_path(&workspace)?)?, WORKSPACE_FD));
+                if let Some(dirs) = &self.layer {
+                    for (dir, merged) in layer::mount(dirs, owner, &mut passage)? {
+                        moves.push((high(open_path(&merged)?)?, layer_fd(dir)));
+                    }
                 }
+                Some(passage)
             }
-        }
+            _ => {
+                moves.push((high(open_path(&self.workspace)?)?, WORKSPACE_FD));
+                None
+            }
+        };
         if let Some(programs) = &self.seccomp {
             for (program, fd) in programs.iter().zip([SECCOMP_FD, CLONE3_FILTER_FD]) {
                 moves.push((high(memfd_with(program)?)?, fd));
@@ -142,7 +150,7 @@ impl SpawnPlan {
             info,
             block,
             pasta: self.pasta,
-            layer: mounted,
+            passage,
         })
     }
 }
@@ -187,12 +195,12 @@ impl Prepared {
     /// attaches `pasta` to its network namespace, then lets the command start.
     pub async fn started(mut self) -> Result<Attached, String> {
         self.moves.clear();
-        let layer = self.layer.take();
+        let passage = self.passage.take();
         let (true, Some(info), Some(block)) = (self.pasta, self.info.take(), self.block.take())
         else {
             return Ok(Attached {
                 _pasta: None,
-                _layer: layer,
+                _passage: passage,
             });
         };
         let child_pid = tokio::task::spawn_blocking(move || read_child_pid(info))
@@ -205,7 +213,7 @@ impl Prepared {
             .map_err(|e| format!("the sandbox did not start: {e}"))?;
         Ok(Attached {
             _pasta: Some(pasta),
-            _layer: layer,
+            _passage: passage,
         })
     }
 }
