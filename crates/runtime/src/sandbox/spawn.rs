@@ -303,21 +303,88 @@ fn has_default_route(pid: u32) -> bool {
 /// The workspace belongs to the sandbox's user, so the agent can write in it. A workspace
 /// made before (by ohd as root) is handed over once, whole; symlinks are not followed.
 fn give_workspace_to(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(root)?;
-    if meta.uid() == uid && meta.gid() == gid {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let open_dir = |at: &OwnedFd, name: &std::ffi::CStr| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let root = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let stat = rustix::fs::fstat(&root)?;
+    if stat.st_uid == uid && stat.st_gid == gid {
         return Ok(());
     }
-    let mut pending = vec![root.to_owned()];
-    while let Some(path) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&path)?;
-        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                pending.push(entry?.path());
+    let owner = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    // Every step is relative to an open folder and follows no symlink, so a folder swapped for
+    // a link while this runs cannot lead it outside; what vanishes meanwhile is skipped.
+    let gone = |e: &rustix::io::Errno| {
+        matches!(
+            *e,
+            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP
+        )
+    };
+    let mut pending = vec![root.try_clone()?];
+    while let Some(dir) = pending.pop() {
+        let mut entries = rustix::fs::Dir::read_from(&dir)?;
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            match rustix::fs::chownat(&dir, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(e) if gone(&e) => continue,
+                other => other?,
+            }
+            if entry.file_type() == FileType::Directory {
+                match open_dir(&dir, name) {
+                    Ok(child) => pending.push(child),
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
+    rustix::fs::fchown(&root, owner.0, owner.1)?;
     // The folder is owner-only, as every folder ohd makes.
-    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+    rustix::fs::fchmod(&root, Mode::from_raw_mode(0o700))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn handing_over_a_workspace_never_follows_a_link_out() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (workspace, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        for d in [workspace.join("sub"), outside.clone()] {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(outside.join("secret"), "s").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(workspace.join("sub/file"), "f").unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(&outside, workspace.join("link"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        give_workspace_to(&workspace, 4_000_000, 4_000_000).unwrap_or_else(|e| panic!("{e}"));
+        let uid = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.uid()).unwrap_or(1);
+        assert_eq!(uid(&workspace.join("sub/file")), 4_000_000);
+        assert_eq!(uid(&workspace.join("link")), 4_000_000);
+        assert_eq!(uid(&outside), 0);
+        assert_eq!(uid(&outside.join("secret")), 0);
+    }
 }
