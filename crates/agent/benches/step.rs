@@ -110,10 +110,6 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         llm: Ok(llm),
         max_iterations: steps as u32 + 5,
         max_budget: None,
-        sandbox: Arc::new(Sandbox::decide(SandboxConfig {
-            network: false,
-            ..SandboxConfig::default()
-        })),
         shell: ShellOptions::default(),
         secrets: Secrets::default(),
     });
@@ -122,6 +118,10 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         log: log.clone(),
         workspace: dir.join("workspace"),
         env: Arc::new(Mutex::new(Vec::new())),
+        sandbox: Arc::new(Sandbox::decide(SandboxConfig {
+            network: false,
+            ..SandboxConfig::default()
+        })),
     };
     let mut follower = Follower::new(log.clone(), conversation.clone(), None);
     let cancel = tokio_util::sync::CancellationToken::new();

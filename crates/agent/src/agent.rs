@@ -41,7 +41,6 @@ pub struct AgentSettings {
     pub llm: Result<Arc<dyn LlmClient>, String>,
     pub max_iterations: u32,
     pub max_budget: Option<f64>,
-    pub sandbox: Arc<Sandbox>,
     pub shell: ShellOptions,
     /// Values hidden from every event (the model's key, the session key).
     pub secrets: Secrets,
@@ -55,6 +54,8 @@ pub struct AgentContext {
     /// Environment for the shell (provider tokens). Shared with the server, which adds the
     /// tokens of providers that clients name before the shell starts.
     pub env: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// How this conversation's commands are isolated (decided once, at the server's start).
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// Why the agent stopped for good (the task ends; the conversation can start a new one).
@@ -418,10 +419,10 @@ impl Agent {
     }
 
     fn system_prompt(&self) -> String {
-        let root = self.settings.sandbox.agent_root(&self.core.ctx.workspace);
+        let root = self.core.ctx.sandbox.agent_root(&self.core.ctx.workspace);
         prompt::system_prompt(
             &root.display().to_string(),
-            self.settings.sandbox.is_sandboxed(),
+            self.core.ctx.sandbox.is_sandboxed(),
         )
     }
 
@@ -543,7 +544,7 @@ impl Agent {
 
     async fn runtime(&mut self) -> Result<&mut Runtime, String> {
         if self.runtime.is_none() {
-            let sandbox = &self.settings.sandbox;
+            let sandbox = self.core.ctx.sandbox.clone();
             let env = self
                 .core
                 .ctx

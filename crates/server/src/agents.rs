@@ -34,6 +34,37 @@ pub struct Agents {
     running: Mutex<HashMap<ConversationId, Running>>,
     /// Tokens found in the environment at start, by provider name.
     tokens: Vec<(String, String, Secret)>,
+    sandbox: Arc<SandboxDecision>,
+}
+
+/// The sandbox, decided once, in the background.
+struct SandboxDecision {
+    config: SandboxConfig,
+    decided: tokio::sync::OnceCell<Arc<Sandbox>>,
+}
+
+impl SandboxDecision {
+    async fn get(&self) -> Arc<Sandbox> {
+        self.decided
+            .get_or_init(|| async {
+                let config = self.config.clone();
+                let fallback = config.clone();
+                match tokio::task::spawn_blocking(move || decide_sandbox(config)).await {
+                    Ok(sandbox) => Arc::new(sandbox),
+                    // Deciding panicked: commands fail to start rather than run unsandboxed.
+                    Err(e) => {
+                        tracing::error!(error = %e, "the sandbox could not be decided");
+                        Arc::new(Sandbox::assume(
+                            fallback,
+                            ohd_runtime::sandbox::Isolation::UserNamespace,
+                            ohd_runtime::sandbox::Network::Off,
+                        ))
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
 }
 
 struct Running {
@@ -42,11 +73,9 @@ struct Running {
     env: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-/// The sandbox the configuration asks for, decided against what this machine allows. Blocking:
-/// it runs bubblewrap to find out. The log says what was decided, loudly when it is weaker
-/// than a full sandbox.
-pub fn decide_sandbox(config: &Config) -> Sandbox {
-    let sandbox = Sandbox::decide(SandboxConfig {
+/// The sandbox the configuration asks for.
+fn sandbox_config(config: &Config) -> SandboxConfig {
+    SandboxConfig {
         mode: config.sandbox.mode,
         network: config.sandbox.network,
         hidden: vec![config.data_dir.clone()],
@@ -56,7 +85,13 @@ pub fn decide_sandbox(config: &Config) -> Sandbox {
             .sandbox
             .writable_system
             .then(|| config.sandboxes_dir()),
-    });
+    }
+}
+
+/// The sandbox decided against what this machine allows. Blocking: it runs bubblewrap to find
+/// out. The log says what was decided, loudly when it is weaker than a full sandbox.
+fn decide_sandbox(config: SandboxConfig) -> Sandbox {
+    let sandbox = Sandbox::decide(config);
     let description = sandbox.description();
     if sandbox.is_sandboxed() {
         tracing::info!(sandbox = %description, "commands are sandboxed");
@@ -110,7 +145,17 @@ fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
 
 impl Agents {
     /// Agents on `choice`'s model: the configuration's, or the saved settings' over it.
-    pub fn new(config: &Config, sandbox: Sandbox, log: EventLog, choice: &LlmChoice) -> Self {
+    pub fn new(config: &Config, log: EventLog, choice: &LlmChoice) -> Self {
+        // Deciding the sandbox means running bubblewrap: done beside start-up, so the server
+        // answers at once; whatever needs the sandbox waits for the decision.
+        let sandbox = Arc::new(SandboxDecision {
+            config: sandbox_config(config),
+            decided: tokio::sync::OnceCell::new(),
+        });
+        let early = sandbox.clone();
+        tokio::spawn(async move {
+            early.get().await;
+        });
         let llm = connect_llm(&config.llm, choice);
         log_llm(&llm);
         let tokens = PROVIDER_TOKENS
@@ -134,7 +179,6 @@ impl Agents {
                 llm,
                 max_iterations: config.agent.max_iterations,
                 max_budget: config.agent.max_budget_per_task,
-                sandbox: Arc::new(sandbox),
                 shell: ShellOptions::default(),
                 secrets: ohd_agent::Secrets::new(
                     config
@@ -150,6 +194,7 @@ impl Agents {
             workspaces: config.workspaces_dir(),
             running: Mutex::new(HashMap::new()),
             tokens,
+            sandbox,
         }
     }
 
@@ -172,7 +217,6 @@ impl Agents {
             llm,
             max_iterations: old.max_iterations,
             max_budget: old.max_budget,
-            sandbox: old.sandbox.clone(),
             shell: old.shell.clone(),
             secrets: old
                 .secrets
@@ -190,21 +234,21 @@ impl Agents {
     }
 
     /// The workspace as the agent's shell sees it (`/workspace` when sandboxed).
-    pub fn agent_root(&self, host_workspace: &std::path::Path) -> PathBuf {
-        self.current().sandbox.agent_root(host_workspace)
+    pub async fn agent_root(&self, host_workspace: &std::path::Path) -> PathBuf {
+        self.sandbox().await.agent_root(host_workspace)
     }
 
     /// How to run a command where the agent's commands run (in its sandbox, when there is
     /// one), so that nothing the agent wrote into the workspace runs with more rights than
     /// the agent has.
-    pub fn launch(&self, host_workspace: &std::path::Path, args: &[&str]) -> Launch {
-        self.current()
-            .sandbox
+    pub async fn launch(&self, host_workspace: &std::path::Path, args: &[&str]) -> Launch {
+        self.sandbox()
+            .await
             .launch(host_workspace, args, &[], false)
     }
 
-    pub fn sandbox(&self) -> Arc<Sandbox> {
-        self.current().sandbox.clone()
+    pub async fn sandbox(&self) -> Arc<Sandbox> {
+        self.sandbox.get().await
     }
 
     /// Starts the conversation's agent unless it runs. `providers` picks which provider tokens
@@ -231,17 +275,23 @@ impl Agents {
             return;
         }
         let env = Arc::new(Mutex::new(tokens));
-        let ctx = AgentContext {
-            conversation: conversation.clone(),
-            log: self.log.clone(),
-            workspace: self.workspaces.join(conversation.as_str()),
-            env: env.clone(),
-        };
+        let (log, workspace) = (
+            self.log.clone(),
+            self.workspaces.join(conversation.as_str()),
+        );
+        let (shell_env, sandbox) = (env.clone(), self.sandbox.clone());
         let cancel = CancellationToken::new();
         let settings = self.current();
         let token = cancel.clone();
         let id = conversation.clone();
         let task = tokio::spawn(async move {
+            let ctx = AgentContext {
+                conversation: id.clone(),
+                log,
+                workspace,
+                env: shell_env,
+                sandbox: sandbox.get().await,
+            };
             match Agent::start(ctx, settings, token).await {
                 Ok(agent) => agent.run().await,
                 Err(e) => tracing::error!(conversation = %id, error = %e, "agent did not start"),

@@ -61,11 +61,7 @@ impl AppState {
         // The model saved on the settings page wins over the configuration's.
         let settings = SettingsStore::load(config.settings_path())?;
         let choice = settings.get().await.llm_choice(&config);
-        let sandbox_config = config.clone();
-        let sandbox =
-            tokio::task::spawn_blocking(move || crate::agents::decide_sandbox(&sandbox_config))
-                .await?;
-        let agents = Arc::new(Agents::new(&config, sandbox, log.clone(), &choice));
+        let agents = Arc::new(Agents::new(&config, log.clone(), &choice));
         let conversations = Arc::new(Conversations::new(
             log.clone(),
             config.workspaces_dir(),

@@ -155,7 +155,7 @@ impl Conversations {
             {
                 tracing::warn!(conversation = %id, error = %e, "workspace not removed");
             }
-            if let Err(e) = self.agents.sandbox().remove_layer(&workspace) {
+            if let Err(e) = self.agents.sandbox().await.remove_layer(&workspace) {
                 tracing::warn!(conversation = %id, error = %e, "system layer not removed");
             }
         }

@@ -41,8 +41,8 @@ pub(crate) async fn workspace(state: &AppState, raw: &str) -> Result<Workspace, 
         return Err(ApiError::conversation_not_found(&id));
     }
     let host = state.conversations.workspace(&id);
-    let agent_root = state.agents.agent_root(&host);
-    let owner = state.agents.sandbox().owner_of(&host);
+    let agent_root = state.agents.agent_root(&host).await;
+    let owner = state.agents.sandbox().await.owner_of(&host);
     let mut workspace = Workspace::new(host, agent_root)
         .map_err(|e| ApiError::internal("cannot open the workspace", e))?;
     // What an upload creates belongs to the sandbox's user, so the agent can change it.

@@ -16,7 +16,7 @@ async fn alive() -> Json<Value> {
 /// Healthy, and how commands are isolated: a server running without a sandbox, or with a
 /// weaker one than configured, says so (`sandbox_details.notes`).
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
-    let sandbox = state.agents.sandbox();
+    let sandbox = state.agents.sandbox().await;
     Json(json!({
         "status": "OK",
         "sandbox": sandbox.description(),

@@ -585,7 +585,7 @@ async fn git(
         Some(head) => head,
         None => return Ok(None),
     };
-    let agent_root = state.agents.agent_root(workspace.host_root());
+    let agent_root = state.agents.agent_root(workspace.host_root()).await;
     let head_line = match &head {
         Head::Commit(id) => id.clone(),
         Head::Unborn(name) => format!("ref: {name}"),
@@ -597,7 +597,7 @@ async fn git(
     }
     full.push("--no-pager");
     full.extend_from_slice(args);
-    let launch = state.agents.launch(workspace.host_root(), &full);
+    let launch = state.agents.launch(workspace.host_root(), &full).await;
     let git_dir = agent_root.join(".git");
     // What the sandbox is handed stays open until git has started (it runs offline, so
     // there is nothing to attach afterwards).
