@@ -231,6 +231,17 @@ impl Ohd {
         }
     }
 
+    /// Resident memory of the server process, from `/proc`.
+    pub fn resident_kib(&self) -> u64 {
+        let pid = self.child.id().expect("ohd is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     pub fn kill9(&mut self) {
         let pid = self.child.id().expect("ohd is running");
         std::process::Command::new("kill")

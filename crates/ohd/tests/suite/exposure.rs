@@ -508,6 +508,51 @@ async fn connections_that_send_nothing_or_stay_idle_are_closed_but_not_websocket
     assert_eq!(event["args"]["content"], "still here");
 }
 
+/// Memory held for 2,000 silent connections is given back once they are cut: before ohd's own
+/// accept loop and its trim after a burst, about 106 MiB stayed for good.
+#[tokio::test]
+async fn memory_comes_back_after_thousands_of_silent_connections_are_cut() {
+    let ohd = Ohd::start_with(server_options("header_read_timeout_secs = 1")).await;
+    for _ in 0..20 {
+        assert_eq!(ohd.get("/alive").await.0, 200);
+    }
+    let baseline = ohd.resident_kib();
+    let mut silent = Vec::new();
+    for _ in 0..2_000 {
+        silent.push(TcpStream::connect(&ohd.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let peak = ohd.resident_kib();
+    for stream in &mut silent {
+        assert!(
+            closed_within(stream, Duration::from_secs(10))
+                .await
+                .is_some(),
+            "a silent connection stayed open"
+        );
+    }
+    drop(silent);
+    // ohd looks for an ended burst every 10 s; within that and a little, at least half of
+    // what the connections took is back.
+    let grown = peak.saturating_sub(baseline);
+    let deadline = Instant::now() + Duration::from_secs(14);
+    let mut after = ohd.resident_kib();
+    while after > baseline + grown / 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = ohd.resident_kib();
+    }
+    assert_eq!(ohd.get("/alive").await.0, 200);
+    eprintln!("resident KiB: baseline {baseline}, with 2,000 connections {peak}, after {after}");
+    assert!(
+        grown > 4 * 1024,
+        "2,000 connections took only {grown} KiB: nothing to measure"
+    );
+    assert!(
+        after <= baseline + grown / 2,
+        "memory stayed: baseline {baseline} KiB, peak {peak} KiB, after {after} KiB"
+    );
+}
+
 #[tokio::test]
 async fn a_websocket_client_from_socket_io_client_stays_past_the_idle_timeout() {
     let ohd = Ohd::start_with(server_options(

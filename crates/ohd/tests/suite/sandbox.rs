@@ -84,10 +84,14 @@ fn attacks() -> Vec<(String, Attack)> {
             "proc sys".into(),
             Attack {
                 command: bash(
-                    "echo '|/tmp/x' > /proc/sys/kernel/core_pattern; echo 1 > /proc/sysrq-trigger; echo rc=$?",
+                    "echo '|/tmp/x' > /proc/sys/kernel/core_pattern; echo 1 > /proc/sysrq-trigger; echo rc=$?; echo 1000 > /proc/self/oom_score_adj",
                 ),
                 check: |out, _| {
                     assert!(out.contains("rc=1"), "{out}");
+                    assert!(
+                        out.contains("/proc/self/oom_score_adj: Read-only file system"),
+                        "{out}"
+                    );
                     let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern")
                         .unwrap_or_default();
                     assert!(!pattern.contains("/tmp/x"), "{pattern}");

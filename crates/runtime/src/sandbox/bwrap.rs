@@ -90,7 +90,8 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     // bubblewrap mounts /proc/sys, /proc/sysrq-trigger, /proc/irq and /proc/bus read-only over
     // its new /proc.
-    push(&["--proc", "/proc", "--dev", "/dev"]);
+    // The rest of /proc is read-only too (a process's own knobs such as `oom_score_adj`).
+    push(&["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]);
     let tmp_bytes = policy.tmp_bytes.to_string();
     push(&["--size", &tmp_bytes, "--tmpfs", "/tmp", "--tmpfs", "/run"]);
     // Where installers and tools log and keep scratch files, bounded like /tmp.
