@@ -333,8 +333,10 @@ impl Shell {
             });
         }
         self.capture.lock().clear();
-        self.write(eval_line(command).as_bytes()).await?;
+        // Running from before the write: if this future is dropped while the line is being
+        // written (the user stopped the agent), an interrupt still sends Ctrl-C for it.
         self.running = Some(command.to_owned());
+        self.write(eval_line(command).as_bytes()).await?;
         let deadline = Instant::now() + hard_timeout.unwrap_or(self.options.default_hard_timeout);
         self.finish(
             deadline,
