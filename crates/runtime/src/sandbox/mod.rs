@@ -465,7 +465,7 @@ impl Launch {
 }
 
 /// This ohd's folder of passages: one per data folder (the first hidden folder), so that a
-/// restart finds what a killed ohd left; one per process without one (tests).
+/// restart finds what a killed ohd left; one per decision without one (tests).
 fn passage_base(hidden: &[PathBuf]) -> PathBuf {
     let root = if Path::new("/run").is_dir() {
         PathBuf::from("/run/ohd")
@@ -483,7 +483,13 @@ fn passage_base(hidden: &[PathBuf]) -> PathBuf {
                 });
             format!("{hash:016x}")
         }
-        None => format!("pid-{}", std::process::id()),
+        // Each decision its own: tests decide many sandboxes in one process, and preparing a
+        // base clears it.
+        None => {
+            static DECIDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = DECIDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("pid-{}-{n}", std::process::id())
+        }
     };
     root.join(name)
 }
