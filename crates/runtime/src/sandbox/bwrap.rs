@@ -130,43 +130,31 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     args
 }
 
+/// What a probe's sandbox has in common with and without a user namespace: it runs `true`.
+const PROBE: [&str; 11] = [
+    "--unshare-pid",
+    "--unshare-net",
+    "--cap-drop",
+    "ALL",
+    "--ro-bind",
+    "/",
+    "/",
+    "--proc",
+    "/proc",
+    "--",
+    "true",
+];
+
 /// A sandbox with a user namespace, as commands get it, running `true`.
 pub fn user_namespace_probe() -> Vec<&'static str> {
-    vec![
-        "--unshare-user",
-        "--uid",
-        "0",
-        "--gid",
-        "0",
-        "--unshare-pid",
-        "--unshare-net",
-        "--cap-drop",
-        "ALL",
-        "--ro-bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
-        "--",
-        "true",
-    ]
+    let mut args = vec!["--unshare-user", "--uid", "0", "--gid", "0"];
+    args.extend(PROBE);
+    args
 }
 
 /// The same without a user namespace, which only root can make.
 pub fn root_probe() -> Vec<&'static str> {
-    vec![
-        "--unshare-pid",
-        "--unshare-net",
-        "--cap-drop",
-        "ALL",
-        "--ro-bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
-        "--",
-        "true",
-    ]
+    PROBE.to_vec()
 }
 
 /// Whether bubblewrap runs `args` successfully here, as `user` when given. Running it is the

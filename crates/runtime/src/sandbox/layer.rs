@@ -175,6 +175,24 @@ fn idmapped_clone(source: &Path, target: &Path, namespace: &OwnedFd) -> std::io:
     Ok(())
 }
 
+/// An overlay of `upper` over `lower` at `merged`, without set-user-id programs or devices.
+fn overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> std::io::Result<()> {
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    rustix::mount::mount(
+        "overlay",
+        merged,
+        "overlay",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        Some(c_path(Path::new(&options))?.as_c_str()),
+    )?;
+    Ok(())
+}
+
 fn owned_dir(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     std::fs::create_dir_all(path)?;
     std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
@@ -209,19 +227,7 @@ pub fn mount(
         idmapped_clone(host, &lower, &namespace)?;
         passage.mounted(lower.clone());
         let merged = passage.point(&format!("layer-{}", slot(dir)))?;
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        rustix::mount::mount(
-            "overlay",
-            &merged,
-            "overlay",
-            rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
-            Some(c_path(Path::new(&options))?.as_c_str()),
-        )?;
+        overlay(&lower, &upper, &work, &merged)?;
         passage.mounted(merged.clone());
         merged_dirs.push((dir, merged));
     }
@@ -261,20 +267,7 @@ pub fn supported(sandboxes: &Path, owner: (u32, u32)) -> Result<(), String> {
             std::fs::create_dir_all(dir)?;
         }
         idmapped_clone(Path::new("/etc"), &lower, &namespace)?;
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        rustix::mount::mount(
-            "overlay",
-            &merged,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(c_path(Path::new(&options))?.as_c_str()),
-        )?;
-        Ok(())
+        overlay(&lower, &upper, &work, &merged)
     })();
     detach_under(&scratch.root);
     let _ = std::fs::remove_dir_all(&scratch.root);
