@@ -78,7 +78,11 @@ fn sandbox_config(config: &Config) -> SandboxConfig {
     SandboxConfig {
         mode: config.sandbox.mode,
         network: config.sandbox.network,
-        hidden: vec![config.data_dir.clone()],
+        // The data folder first: it names this ohd's passages.
+        hidden: [Some(config.data_dir.clone()), config.config_file.clone()]
+            .into_iter()
+            .flatten()
+            .collect(),
         limits: config.sandbox.limits,
         uid_base: config.sandbox.uid_base,
         layers: config

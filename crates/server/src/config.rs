@@ -19,6 +19,8 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// The configuration file read, if any (it may hold keys: the sandbox never shows it).
+    pub config_file: Option<PathBuf>,
     pub web_ui: Option<PathBuf>,
     /// With a key set, REST and sockets need it; `/alive` and `/health` stay open.
     pub session_api_key: Option<Secret>,
@@ -250,7 +252,12 @@ impl Config {
                 "server.max_connections must be at least 1".into(),
             ));
         }
+        let config_file = overrides
+            .config_file
+            .as_ref()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
         Ok(Config {
+            config_file,
             host: overrides
                 .host
                 .or(file.server.host)

@@ -35,6 +35,8 @@ pub struct Options {
     /// Run ohd as this user id (and group), for the tests run as root that check what an
     /// unprivileged ohd does; its data directory is handed to that user.
     pub run_as: Option<u32>,
+    /// Where `config_toml` is written (default: the data directory).
+    pub config_path: Option<PathBuf>,
 }
 
 /// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
@@ -73,6 +75,7 @@ impl Options {
             agent: false,
             log_file: None,
             run_as: None,
+            config_path: None,
         }
     }
 
@@ -122,7 +125,10 @@ impl Ohd {
             command.arg("--no-agent");
         }
         if let Some(toml) = &options.config_toml {
-            let path = data_dir.join("test-config.toml");
+            let path = options
+                .config_path
+                .clone()
+                .unwrap_or_else(|| data_dir.join("test-config.toml"));
             std::fs::create_dir_all(data_dir).unwrap();
             std::fs::write(&path, toml).unwrap();
             command.arg("--config").arg(path);

@@ -27,7 +27,8 @@ struct Attack {
     check: fn(&str, &Value),
 }
 
-fn attacks() -> Vec<(String, Attack)> {
+fn attacks(config_path: &std::path::Path) -> Vec<(String, Attack)> {
+    let read_config = format!("cat {}; echo rc=$?", config_path.display());
     // The test writes ohd's port into the workspace before the task starts.
     let probe_api = "PORT=$(cat ohd-port); curl -s -m 3 -o /dev/null -w '%{http_code}' http://127.0.0.1:$PORT/alive; echo \" rc=$?\"; \
          (echo > /dev/tcp/127.0.0.1/$PORT) 2>&1 | tail -1";
@@ -95,6 +96,19 @@ fn attacks() -> Vec<(String, Attack)> {
                     let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern")
                         .unwrap_or_default();
                     assert!(!pattern.contains("/tmp/x"), "{pattern}");
+                },
+            },
+        ),
+        (
+            "ohd's config file".into(),
+            Attack {
+                command: bash(&read_config),
+                check: |out, _| {
+                    assert!(
+                        !out.contains("memory_mb"),
+                        "the config file was read: {out}"
+                    );
+                    assert!(!out.contains("rc=0") || out.trim() == "rc=0", "{out}");
                 },
             },
         ),
@@ -200,6 +214,15 @@ fn attacks() -> Vec<(String, Attack)> {
     ]
 }
 
+/// Removes a file the test put outside its own folders.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// An observation as the model and a person see it: content and any note.
 fn text(observation: &Value) -> String {
     format!(
@@ -226,12 +249,21 @@ async fn every_attack_fails(run_as: Option<u32>) {
         eprintln!("skipped: bubblewrap cannot make a sandbox here, or passt is not installed");
         return;
     }
-    let attacks = attacks();
+    // A config file in /etc, readable by all as a careless install leaves it: the sandbox must
+    // not show it (it may hold keys).
+    let config_path = std::path::PathBuf::from(format!(
+        "/etc/ohd-sandbox-test-{}-{}.toml",
+        std::process::id(),
+        run_as.unwrap_or(0)
+    ));
+    let _remove_config = RemoveOnDrop(config_path.clone());
+    let attacks = attacks(&config_path);
     let mut turns: Vec<Turn> = attacks.iter().map(|(_, a)| a.command.clone()).collect();
     turns.push(Turn::tool_call("finish", json!({"message": "done"})));
     let (_llm, mut options) = scripted_llm(Script::new(turns)).await;
     options.config_toml = Some(LIMITS.into());
     options.run_as = run_as;
+    options.config_path = Some(config_path);
     let ohd = Ohd::start_with(options).await;
     let (_, health) = ohd.get("/health").await;
     assert_eq!(

@@ -97,10 +97,16 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     // Where installers and tools log and keep scratch files, bounded like /tmp.
     push(&["--size", &tmp_bytes, "--tmpfs", "/var/log"]);
     push(&["--size", &tmp_bytes, "--tmpfs", "/var/tmp"]);
-    // Anything of ohd's that lies under a mounted system folder is covered over.
+    // Anything of ohd's that lies under a mounted system folder is covered over
+    // (a folder by an empty one, a file such as a config.toml with keys by the null device).
     for hidden in policy.hidden {
         if SYSTEM_DIRS.iter().any(|d| hidden.starts_with(d)) {
-            args.push("--tmpfs".into());
+            match std::fs::symlink_metadata(hidden) {
+                Ok(meta) if meta.is_dir() => args.push("--tmpfs".into()),
+                Ok(_) => args.extend(["--ro-bind".into(), "/dev/null".into()]),
+                // Nothing there, nothing to cover.
+                Err(_) => continue,
+            }
             args.push(hidden.clone().into_os_string());
         }
     }
@@ -192,7 +198,11 @@ mod tests {
 
     #[test]
     fn the_full_sandbox_drops_capabilities_in_its_own_namespaces() {
-        let hidden = vec![PathBuf::from("/etc/ohd"), PathBuf::from("/root/data")];
+        let hidden = vec![
+            PathBuf::from("/etc/apt"),
+            PathBuf::from("/root/data"),
+            PathBuf::from("/etc/hostname"),
+        ];
         let args = strings(&Policy {
             user_namespace: true,
             seccomp: true,
@@ -208,7 +218,9 @@ mod tests {
             &["--unshare-pid"],
             &["--cap-drop", "ALL"],
             &["--size", "1024", "--tmpfs", "/tmp"],
-            &["--tmpfs", "/etc/ohd"],
+            &["--tmpfs", "/etc/apt"],
+            // A file, such as a config.toml that holds a key.
+            &["--ro-bind", "/dev/null", "/etc/hostname"],
             &["--bind-fd", "3", "/workspace"],
             &["--add-seccomp-fd", "4", "--add-seccomp-fd", "7"],
             &["--info-fd", "5", "--block-fd", "6"],
