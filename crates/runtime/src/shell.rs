@@ -214,8 +214,12 @@ impl Shell {
         let (pty, pts) = pty_process::open().map_err(|e| ShellError::Start(e.to_string()))?;
         pty.resize(pty_process::Size::new(50, 200))
             .map_err(|e| ShellError::Start(e.to_string()))?;
-        let prepared = launch
-            .prepare()
+        // Preparing mounts the system layer and starts a short-lived process: off the async
+        // threads, which deliver events meanwhile.
+        let to_prepare = launch.clone();
+        let prepared = tokio::task::spawn_blocking(move || to_prepare.prepare())
+            .await
+            .map_err(|e| ShellError::Start(format!("cannot prepare the sandbox: {e}")))?
             .map_err(|e| ShellError::Start(format!("cannot prepare the sandbox: {e}")))?;
         let mut command = pty_process::Command::new(&launch.program)
             .args(&launch.args)
