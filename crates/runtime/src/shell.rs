@@ -403,7 +403,7 @@ impl Shell {
     fn layer_over_limit(&self) -> Option<String> {
         let plan = self.launch.plan.as_ref()?;
         let dirs = plan.layer.as_ref()?;
-        let used = crate::sandbox::layer::size(dirs);
+        let used = crate::sandbox::layer::size(dirs)?;
         let limit = plan.limits.layer_bytes;
         (used > limit).then(|| {
             format!(

@@ -1,7 +1,7 @@
 //! The persistent shell, for real: bash under a PTY, with and without bubblewrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ohd_runtime::sandbox::{Sandbox, SandboxConfig, SandboxMode};
+use ohd_runtime::sandbox::{Limits, Sandbox, SandboxConfig, SandboxMode};
 use ohd_runtime::shell::{Shell, ShellOptions};
 use std::time::Duration;
 
@@ -277,6 +277,10 @@ async fn packages_install_into_the_sandbox_layer_and_not_onto_the_host() {
         mode: SandboxMode::Bubblewrap,
         network: false,
         layers: Some(dir.path().join("sandboxes")),
+        limits: Limits {
+            layer_bytes: 64 * 1024 * 1024,
+            ..Limits::default()
+        },
         ..SandboxConfig::default()
     });
     assert!(sandbox.has_layer(), "{:?}", sandbox.notes());
@@ -310,6 +314,18 @@ async fn packages_install_into_the_sandbox_layer_and_not_onto_the_host() {
         .await
         .unwrap();
     assert!(r.output.ends_with("42\n"), "{r:?}");
+    // The layer holds no more than its limit.
+    let r = sh
+        .run("head -c 100M /dev/zero > /usr/local/share/big", None)
+        .await
+        .unwrap();
+    assert!(r.output.contains("No space left on device"), "{r:?}");
+    assert!(r.note.unwrap_or_default().contains("at most 64 MiB"));
+    let r = sh
+        .run("rm /usr/local/share/big && echo removed", None)
+        .await
+        .unwrap();
+    assert_eq!(r.output, "removed\n");
     // The host's secrets stay covered although the layer shows root's files as the sandbox's.
     let r = sh.run("cat /etc/shadow", None).await.unwrap();
     assert!(r.exit_code != 0 && !r.output.contains("root:"), "{r:?}");

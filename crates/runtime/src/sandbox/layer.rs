@@ -44,6 +44,8 @@ pub const LAYERED: [&str; 12] = [
 #[derive(Debug, Clone)]
 pub struct LayerDirs {
     pub root: PathBuf,
+    /// What the sandbox may write into the layer.
+    pub limit_bytes: u64,
 }
 
 /// Each layered folder's name in the layer's folders: `/var/lib/dpkg` -> `var-lib-dpkg`.
@@ -52,13 +54,18 @@ pub fn slot(dir: &str) -> String {
 }
 
 impl LayerDirs {
-    pub fn new(root: PathBuf) -> Self {
-        LayerDirs { root }
+    pub fn new(root: PathBuf, limit_bytes: u64) -> Self {
+        LayerDirs { root, limit_bytes }
     }
 
-    /// What the sandbox wrote: the part that persists and counts against the limit.
+    /// What the sandbox wrote, when the layer is plain folders (without an image).
     pub fn upper(&self) -> PathBuf {
         self.root.join("upper")
+    }
+
+    /// The file system image the layer lives in, which holds it to its size.
+    pub fn image(&self) -> PathBuf {
+        self.root.join("layer.ext4")
     }
 
     fn work(&self, dir: &str) -> PathBuf {
@@ -198,6 +205,64 @@ fn owned_dir(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))
 }
 
+/// Where the layer's upper and work folders live: an ext4 image of the layer's size limit,
+/// loop-mounted in the passage, so that writing past the limit fails with "No space left on
+/// device"; plain folders in the layer's folder where loop devices cannot be had (the size is
+/// then only checked after commands).
+fn store(dirs: &LayerDirs, passage: &mut Passage) -> std::io::Result<PathBuf> {
+    let image = dirs.image();
+    if !image.exists()
+        && let Err(e) = make_image(&image, dirs.limit_bytes)
+    {
+        let _ = std::fs::remove_file(&image);
+        return Err(e);
+    }
+    let point = passage.point("store")?;
+    let status = std::process::Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,nosuid,nodev,noatime"])
+        .arg(&image)
+        .arg(&point)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "mounting the layer's image failed ({status})"
+        )));
+    }
+    passage.mounted(point.clone());
+    Ok(point)
+}
+
+/// A sparse ext4 image of `bytes`, its blocks written only as the layer grows.
+fn make_image(image: &Path, bytes: u64) -> std::io::Result<()> {
+    let file = std::fs::File::create(image)?;
+    file.set_len(bytes)?;
+    drop(file);
+    let status = std::process::Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "mkfs.ext4 failed ({status})"
+        )))
+    }
+}
+
 /// Mounts the layer for a sandbox running as `owner`, in `passage` (where the sandbox's user
 /// can reach it); the mounts go with the passage. Returns where each layered folder is.
 pub fn mount(
@@ -211,6 +276,13 @@ pub fn mount(
         &dirs.root,
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )?;
+    let store = match store(dirs, passage) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!(error = %e, "the system layer's size is not enforced: plain folders");
+            dirs.root.clone()
+        }
+    };
     let mut merged_dirs = Vec::new();
     for dir in LAYERED {
         let host = Path::new(dir);
@@ -220,7 +292,10 @@ pub fn mount(
         if !meta.is_dir() {
             continue;
         }
-        let (upper, work) = (dirs.upper().join(slot(dir)), dirs.work(dir));
+        let (upper, work) = (
+            store.join("upper").join(slot(dir)),
+            store.join("work").join(slot(dir)),
+        );
         owned_dir(&upper, owner)?;
         owned_dir(&work, owner)?;
         let lower = passage.point(&format!("lower-{}", slot(dir)))?;
@@ -257,7 +332,7 @@ pub fn supported(sandboxes: &Path, owner: (u32, u32)) -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err("only ohd running as root can make the idmapped mounts it needs".to_owned());
     }
-    let scratch = LayerDirs::new(sandboxes.join(".probe"));
+    let scratch = LayerDirs::new(sandboxes.join(".probe"), 0);
     let result = (|| -> std::io::Result<()> {
         let namespace = idmap_namespace(owner)?;
         let lower = scratch.root.join("lower");
@@ -305,8 +380,12 @@ pub fn secrets(dir: &Path) -> Vec<(PathBuf, bool)> {
     found
 }
 
-/// Bytes the sandbox has written into its layer.
-pub fn size(dirs: &LayerDirs) -> u64 {
+/// Bytes the sandbox has written into its layer, when it lives in plain folders; `None` when
+/// it lives in an image, which holds it to its size itself.
+pub fn size(dirs: &LayerDirs) -> Option<u64> {
+    if dirs.image().exists() {
+        return None;
+    }
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut pending = vec![dirs.upper()];
@@ -322,7 +401,7 @@ pub fn size(dirs: &LayerDirs) -> u64 {
             }
         }
     }
-    total
+    Some(total)
 }
 
 #[cfg(test)]
@@ -332,7 +411,8 @@ mod tests {
     #[test]
     fn folders_have_flat_slots() {
         assert_eq!(slot("/var/lib/dpkg"), "var-lib-dpkg");
-        let dirs = LayerDirs::new(PathBuf::from("/d/sandboxes/c1"));
+        let dirs = LayerDirs::new(PathBuf::from("/d/sandboxes/c1"), 1);
+        assert_eq!(dirs.image(), PathBuf::from("/d/sandboxes/c1/layer.ext4"));
         assert_eq!(dirs.upper(), PathBuf::from("/d/sandboxes/c1/upper"));
     }
 

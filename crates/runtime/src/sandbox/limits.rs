@@ -116,8 +116,9 @@ impl Limits {
         }
         if has("No space left on device") {
             return Some(format!(
-                "A disk filled up: /tmp holds at most {} MiB; write large files to the workspace instead.",
-                mib(self.tmp_bytes)
+                "A disk filled up: /tmp holds at most {} MiB (write large files to the workspace instead), and what is installed outside the workspace at most {} MiB.",
+                mib(self.tmp_bytes),
+                mib(self.layer_bytes)
             ));
         }
         None

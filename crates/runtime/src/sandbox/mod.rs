@@ -248,6 +248,7 @@ impl Sandbox {
         let layers = self.config.layers.as_ref().filter(|_| self.layered)?;
         Some(layer::LayerDirs::new(
             layers.join(host_workspace.file_name()?),
+            self.config.limits.layer_bytes,
         ))
     }
 
