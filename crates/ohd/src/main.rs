@@ -70,7 +70,16 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => {
+            // As root, ohd mounts what sandboxes need (passages, system layers); in a mount
+            // namespace of its own they go with it, however it ends. Before any thread starts.
+            if rustix::process::geteuid().is_root()
+                && let Err(e) = ohd_runtime::sandbox::passage::private_mounts()
+            {
+                tracing::warn!(error = %e, "no mount namespace of its own: the sandboxes' mounts are made on the host's and a killed ohd leaves them there until it starts again");
+            }
+            serve(args)
+        }
     }
 }
 

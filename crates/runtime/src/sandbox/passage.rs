@@ -9,6 +9,23 @@
 
 use std::path::{Path, PathBuf};
 
+/// Gives this process a mount namespace of its own, where the mounts of passages and system
+/// layers live: they are then gone with ohd however it ends (even `kill -9`), with the loop
+/// devices of their images, instead of piling up on the host. Mounts of the host still reach
+/// ohd (slave propagation); ohd's never reach the host. Root only, and before any thread is
+/// started (the kernel refuses a threaded process its own mount namespace).
+pub fn private_mounts() -> std::io::Result<()> {
+    // SAFETY: only the mount namespace (and with it the file-system context) is unshared, not
+    // the descriptor table, so no descriptor is made unusable on another thread.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)? };
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::DOWNSTREAM
+            | rustix::mount::MountPropagationFlags::REC,
+    )?;
+    Ok(())
+}
+
 /// One spawn's folder of mounts; unmounted and removed when dropped.
 #[derive(Debug)]
 pub struct Passage {
