@@ -419,8 +419,11 @@ impl Shell {
     /// Everything in it but the shell is stopped, and the model is told.
     fn contain_runaway(&self) -> Option<String> {
         let limit = self.launch.plan.as_ref()?.limits.processes;
-        let shell = self.shell_pid?;
+        let shell = self.live_shell_pid()?;
         let namespace = pid_namespace(shell)?;
+        if pid_namespace_of_self().as_ref() == Some(&namespace) {
+            return None;
+        }
         let tasks: u64 = same_namespace(shell, &namespace)
             .into_iter()
             .map(|pid| {
@@ -562,11 +565,17 @@ impl Shell {
     /// children) are the init's children there, not the shell's. A few rounds, since what is
     /// still running may fork while it is being killed.
     fn kill_children(&self) {
-        let Some(shell) = self.shell_pid else { return };
+        let Some(shell) = self.live_shell_pid() else {
+            return;
+        };
         for _ in 0..20 {
             let victims = match (self.launch.sandboxed, pid_namespace(shell)) {
-                (true, Some(namespace)) => same_namespace(shell, &namespace),
-                _ => descendants(shell),
+                // Never ohd's own namespace: that would be every process of the machine.
+                (true, Some(namespace)) if pid_namespace_of_self().as_ref() != Some(&namespace) => {
+                    same_namespace(shell, &namespace)
+                }
+                (true, _) => return,
+                (false, _) => descendants(shell),
             };
             if victims.is_empty() {
                 return;
@@ -577,6 +586,29 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// The shell's process id, if it is still the shell: a shell killed by a command frees its
+    /// id for any process of the machine, so the id counts only while the process is still
+    /// below the one ohd started.
+    fn live_shell_pid(&self) -> Option<u32> {
+        let shell = self.shell_pid?;
+        let root = self.child.id()?;
+        if shell == root {
+            return Some(shell);
+        }
+        let mut current = shell;
+        for _ in 0..64 {
+            let parent = parent_of(current)?;
+            if parent == root {
+                return Some(shell);
+            }
+            if parent <= 1 {
+                return None;
+            }
+            current = parent;
+        }
+        None
     }
 
     async fn restart(&mut self) -> Result<(), ShellError> {
@@ -706,6 +738,10 @@ fn descendants(root: u32) -> Vec<u32> {
 
 fn pid_namespace(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+fn pid_namespace_of_self() -> Option<PathBuf> {
+    std::fs::read_link("/proc/self/ns/pid").ok()
 }
 
 /// The processes in `namespace` other than `shell` and those above it (the namespace's init).

@@ -362,3 +362,63 @@ async fn packages_install_into_the_sandbox_layer_and_not_onto_the_host() {
     sh.close().await;
     sandbox.remove_layer(&workspace).unwrap();
 }
+
+/// pasta reaches out through this machine's own sockets, so the machine's other addresses (a
+/// second interface, a bridge) would lead back to it: the sandbox must not reach a service
+/// listening on all of them. An address is added to this machine for the test (root only).
+#[tokio::test]
+async fn the_machines_other_addresses_are_out_of_the_sandboxs_reach() {
+    if !ohd_runtime::sandbox::bubblewrap_available() || !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this as root with bubblewrap"
+        );
+        eprintln!("skipped: needs root and bubblewrap");
+        return;
+    }
+    let extra = "10.254.254.1";
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(ip(&["addr", "add", &format!("{extra}/32"), "dev", "lo"]));
+    struct Remove(&'static str);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
+                .status();
+        }
+    }
+    let _remove = Remove(extra);
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    // Reachable from this machine itself, so a refusal inside is the sandbox's doing.
+    assert!(std::net::TcpStream::connect((extra, port)).is_ok());
+
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::decide(SandboxConfig {
+        mode: SandboxMode::Bubblewrap,
+        network: true,
+        ..SandboxConfig::default()
+    });
+    let launch = sandbox.launch(
+        dir.path(),
+        &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+        &[],
+        true,
+    );
+    let mut sh = Shell::start(launch, options()).await.unwrap();
+    let probe = format!(
+        "(timeout 3 bash -c 'echo > /dev/tcp/{extra}/{port}') 2>/dev/null && echo reached || echo unreachable; \
+         (timeout 3 bash -c 'echo > /dev/tcp/169.254.169.254/80') 2>/dev/null && echo metadata || echo no-metadata; \
+         grep -q '^[^ \t]*\t00000000' /proc/net/route && echo routed || echo no-route"
+    );
+    let r = sh.run(&probe, None).await.unwrap();
+    assert_eq!(r.output, "unreachable\nno-metadata\nrouted\n", "{r:?}");
+    sh.close().await;
+}

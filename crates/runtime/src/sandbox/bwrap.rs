@@ -79,7 +79,8 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
             // and an empty folder).
             for (secret, is_dir) in policy.secrets {
                 if *is_dir {
-                    args.push("--tmpfs".into());
+                    // Every tmpfs has a size: memory no rlimit counts.
+                    args.extend(["--size".into(), "4096".into(), "--tmpfs".into()]);
                 } else {
                     args.extend(["--ro-bind".into(), "/dev/null".into()]);
                 }
@@ -92,17 +93,34 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     // its new /proc.
     // The rest of /proc is read-only too (a process's own knobs such as `oom_score_adj`).
     push(&["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]);
+    // Every tmpfs has a size (`--size` applies to the next one only): tmpfs memory is the
+    // host's, and no rlimit counts it.
     let tmp_bytes = policy.tmp_bytes.to_string();
-    push(&["--size", &tmp_bytes, "--tmpfs", "/tmp", "--tmpfs", "/run"]);
+    push(&[
+        "--size",
+        &tmp_bytes,
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+    ]);
+    push(&["--size", &tmp_bytes, "--tmpfs", "/tmp"]);
+    push(&["--size", &tmp_bytes, "--tmpfs", "/run"]);
     // Where installers and tools log and keep scratch files, bounded like /tmp.
     push(&["--size", &tmp_bytes, "--tmpfs", "/var/log"]);
     push(&["--size", &tmp_bytes, "--tmpfs", "/var/tmp"]);
     // Anything of ohd's that lies under a mounted system folder is covered over
     // (a folder by an empty one, a file such as a config.toml with keys by the null device).
     for hidden in policy.hidden {
-        if SYSTEM_DIRS.iter().any(|d| hidden.starts_with(d)) {
+        if SYSTEM_DIRS
+            .iter()
+            .chain(LAYERED.iter())
+            .any(|d| hidden.starts_with(d))
+        {
             match std::fs::symlink_metadata(hidden) {
-                Ok(meta) if meta.is_dir() => args.push("--tmpfs".into()),
+                Ok(meta) if meta.is_dir() => {
+                    args.extend(["--size".into(), "4096".into(), "--tmpfs".into()])
+                }
                 Ok(_) => args.extend(["--ro-bind".into(), "/dev/null".into()]),
                 // Nothing there, nothing to cover.
                 Err(_) => continue,
@@ -132,7 +150,8 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     if policy.pasta {
         push(&["--info-fd", &info, "--block-fd", &block]);
     }
-    push(&["--"]);
+    // bubblewrap's own root is a tmpfs too: read-only once everything is mounted on it.
+    push(&["--remount-ro", "/", "--"]);
     args
 }
 
@@ -218,6 +237,16 @@ mod tests {
             &["--unshare-pid"],
             &["--cap-drop", "ALL"],
             &["--size", "1024", "--tmpfs", "/tmp"],
+            &["--size", "1024", "--tmpfs", "/run"],
+            &[
+                "--size",
+                "1024",
+                "--tmpfs",
+                "/dev/shm",
+                "--remount-ro",
+                "/dev",
+            ],
+            &["--remount-ro", "/", "--"],
             &["--tmpfs", "/etc/apt"],
             // A file, such as a config.toml that holds a key.
             &["--ro-bind", "/dev/null", "/etc/hostname"],

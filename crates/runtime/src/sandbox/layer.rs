@@ -349,11 +349,19 @@ pub fn supported(sandboxes: &Path, owner: (u32, u32)) -> Result<(), String> {
     result.map_err(|e| format!("the kernel refused an idmapped overlay ({e})"))
 }
 
-/// Files and folders under `dir` that the host's root keeps to itself (owned by root, not
-/// readable by others): the sandbox covers them, since the layer shows them as its own.
-/// Folders owned by other users are not entered: the sandbox cannot read them anyway.
+/// Files and folders under `dir` that only the host's root, or its group, may read: the layer
+/// shows root's user and group as the sandbox's own, so the sandbox covers these. Folders
+/// others cannot cross are not entered (the sandbox could not reach into them anyway), and
+/// empty files (lock files such as dpkg's, which must stay usable) hold nothing to hide.
 pub fn secrets(dir: &Path) -> Vec<(PathBuf, bool)> {
     use std::os::unix::fs::MetadataExt;
+    let private_to_root = |meta: &std::fs::Metadata| {
+        let mode = meta.mode();
+        let others_read = mode & 0o004 != 0;
+        let owner_read = meta.uid() == 0 && mode & 0o400 != 0;
+        let group_read = meta.gid() == 0 && mode & 0o040 != 0;
+        !others_read && (owner_read || group_read)
+    };
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(current) = pending.pop() {
@@ -365,13 +373,12 @@ pub fn secrets(dir: &Path) -> Vec<(PathBuf, bool)> {
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
-            if meta.file_type().is_symlink() || meta.uid() != 0 {
+            if meta.file_type().is_symlink() || (meta.is_file() && meta.len() == 0) {
                 continue;
             }
-            let others_read = meta.mode() & 0o004 != 0;
-            if !others_read {
+            if private_to_root(&meta) {
                 found.push((path, meta.is_dir()));
-            } else if meta.is_dir() {
+            } else if meta.is_dir() && meta.mode() & 0o001 != 0 {
                 pending.push(path);
             }
         }
@@ -430,6 +437,16 @@ mod tests {
             .unwrap_or_default();
         std::fs::set_permissions(&hidden, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap_or_default();
-        assert_eq!(secrets(dir.path()), vec![(hidden, false)]);
+        // Readable by root's group only: the layer maps that group too.
+        let group = dir.path().join("public/group-only");
+        std::fs::write(&group, "g").unwrap_or_default();
+        std::fs::set_permissions(&group, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap_or_default();
+        // An empty lock file hides nothing and must stay usable.
+        let lock = dir.path().join("public/lock");
+        std::fs::write(&lock, "").unwrap_or_default();
+        std::fs::set_permissions(&lock, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap_or_default();
+        assert_eq!(secrets(dir.path()), vec![(group, false), (hidden, false)]);
     }
 }

@@ -114,6 +114,22 @@ pub struct Sandbox {
     notes: Vec<String>,
 }
 
+/// The layered folders whose root-private files are found once, at the decision; /etc is
+/// looked at for each launch.
+const LAYERED_ONCE: [&str; 11] = [
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/opt",
+    "/var/lib/dpkg",
+    "/var/lib/apt",
+    "/var/cache/apt",
+    "/var/cache/debconf",
+];
+
 /// What the agent sees as its workspace when sandboxed.
 pub const SANDBOX_WORKSPACE: &str = "/workspace";
 
@@ -193,8 +209,15 @@ impl Sandbox {
             }
             _ => false,
         };
+        // What the layer would show of root's private files outside /etc, found once (a walk
+        // of /usr takes a moment); /etc, where such files come and go, is walked per launch.
         let secrets = if layered {
-            layer::secrets(Path::new("/etc"))
+            LAYERED_ONCE
+                .iter()
+                // A folder that is a symlink (`/bin` to `usr/bin`) is walked as its target.
+                .filter(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()))
+                .flat_map(|dir| layer::secrets(Path::new(dir)))
+                .collect()
         } else {
             Vec::new()
         };
@@ -396,6 +419,15 @@ impl Sandbox {
         }
         let pasta = agent_shell && self.network == Network::Pasta;
         let layer = self.layer_of(host_workspace).filter(|_| agent_shell);
+        let secrets: Vec<(PathBuf, bool)> = match layer {
+            Some(_) => self
+                .secrets
+                .iter()
+                .cloned()
+                .chain(layer::secrets(Path::new("/etc")))
+                .collect(),
+            None => Vec::new(),
+        };
         let policy = bwrap::Policy {
             user_namespace: self.isolation == Isolation::UserNamespace,
             seccomp: self.seccomp.is_some(),
@@ -403,7 +435,7 @@ impl Sandbox {
             tmp_bytes: self.config.limits.tmp_bytes,
             hidden: &self.config.hidden,
             layer: layer.as_ref(),
-            secrets: &self.secrets,
+            secrets: &secrets,
         };
         let mut args = bwrap::arguments(&policy);
         args.extend(shell_args.iter().map(OsString::from));

@@ -207,6 +207,7 @@ impl Prepared {
             .await
             .map_err(|e| format!("sandbox start: {e}"))??;
         let pasta = start_pasta(child_pid, self.credentials).await?;
+        fence_off_this_machine(child_pid).await?;
         let mut block = std::fs::File::from(block);
         block
             .write_all(b"1")
@@ -286,6 +287,115 @@ async fn start_pasta(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// pasta reaches out through this machine's own sockets, so any address of this machine other
+/// than loopback (a second interface, a bridge, a VPN) would lead back to it, and to ohd if it
+/// listens there. Inside the sandbox's network namespace, before the command may run, each such
+/// address, and the link-local range where cloud metadata services answer, is made
+/// unreachable. The sandbox cannot undo it: it has no capabilities.
+async fn fence_off_this_machine(child_pid: u32) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut routes: Vec<String> = this_machines_addresses()
+        .into_iter()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => format!("route add unreachable {v4}/32"),
+            std::net::IpAddr::V6(v6) => format!("route add unreachable {v6}/128"),
+        })
+        .collect();
+    routes.push("route add unreachable 169.254.0.0/16".to_owned());
+    let as_root = rustix::process::geteuid().is_root();
+    let open = |kind: &str| {
+        std::fs::File::open(format!("/proc/{child_pid}/ns/{kind}"))
+            .map(OwnedFd::from)
+            .map_err(|e| format!("the sandbox's {kind} namespace: {e}"))
+    };
+    let (user, net) = (open("user")?, open("net")?);
+    let (user_fd, net_fd) = (user.as_raw_fd(), net.as_raw_fd());
+    let mut command = std::process::Command::new("ip");
+    command
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setns is async-signal-safe. Root changes the namespace's routes from outside its
+    // user namespace; another user enters that user namespace first, where it is root.
+    unsafe {
+        command.pre_exec(move || {
+            if !as_root && libc::setns(user_fd, libc::CLONE_NEWUSER) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setns(net_fd, libc::CLONE_NEWNET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run ip to fence the sandbox's network: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let script = routes.join("\n") + "\n";
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| format!("fencing the sandbox's network: {e}"))?;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .map_err(|_| "fencing the sandbox's network took over 10 s".to_owned())?
+        .map_err(|e| format!("fencing the sandbox's network: {e}"))?;
+    drop((user, net));
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fencing the sandbox's network failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// This machine's addresses but loopback and IPv6 link-local ones (the sandbox has loopback
+/// of its own, and link-local addresses need an interface to mean anything).
+fn this_machines_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut found = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases; every
+    // address is read according to its family.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut item = list;
+        while let Some(entry) = item.as_ref() {
+            if let Some(addr) = entry.ifa_addr.as_ref() {
+                match i32::from(addr.sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            item = entry.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found.retain(|ip| match ip {
+        IpAddr::V4(v4) => !v4.is_loopback(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local(),
+    });
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// Whether the namespace of `pid` has a default route yet: pasta's last step.
