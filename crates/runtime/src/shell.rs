@@ -419,12 +419,8 @@ impl Shell {
     /// Everything in it but the shell is stopped, and the model is told.
     fn contain_runaway(&self) -> Option<String> {
         let limit = self.launch.plan.as_ref()?.limits.processes;
-        let shell = self.live_shell_pid()?;
-        let namespace = pid_namespace(shell)?;
-        if pid_namespace_of_self().as_ref() == Some(&namespace) {
-            return None;
-        }
-        let tasks: u64 = same_namespace(shell, &namespace)
+        let tasks: u64 = self
+            .sandbox_processes()?
             .into_iter()
             .map(|pid| {
                 std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -565,18 +561,13 @@ impl Shell {
     /// children) are the init's children there, not the shell's. A few rounds, since what is
     /// still running may fork while it is being killed.
     fn kill_children(&self) {
-        let Some(shell) = self.live_shell_pid() else {
-            return;
-        };
         for _ in 0..20 {
-            let victims = match (self.launch.sandboxed, pid_namespace(shell)) {
-                // Never ohd's own namespace: that would be every process of the machine.
-                (true, Some(namespace)) if pid_namespace_of_self().as_ref() != Some(&namespace) => {
-                    same_namespace(shell, &namespace)
-                }
-                (true, _) => return,
-                (false, _) => descendants(shell),
+            let victims = if self.launch.sandboxed {
+                self.sandbox_processes()
+            } else {
+                self.live_shell_pid().map(descendants)
             };
+            let Some(victims) = victims else { return };
             if victims.is_empty() {
                 return;
             }
@@ -586,6 +577,18 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// Every process of the shell's sandbox but the shell and the namespace's init; `None` when
+    /// the shell's id can no longer be trusted, or names ohd's own namespace (that would be
+    /// every process of the machine).
+    fn sandbox_processes(&self) -> Option<Vec<u32>> {
+        let shell = self.live_shell_pid()?;
+        let namespace = pid_namespace(shell)?;
+        if pid_namespace_of_self().as_ref() == Some(&namespace) {
+            return None;
+        }
+        Some(same_namespace(shell, &namespace))
     }
 
     /// The shell's process id, if it is still the shell: a shell killed by a command frees its

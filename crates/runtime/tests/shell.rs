@@ -18,6 +18,11 @@ async fn shell_in(dir: &std::path::Path, mode: SandboxMode) -> Shell {
         network: false,
         ..SandboxConfig::default()
     });
+    agent_shell(&sandbox, dir).await
+}
+
+/// The agent's shell in `sandbox` for the workspace `dir`.
+async fn agent_shell(sandbox: &Sandbox, dir: &std::path::Path) -> Shell {
     let launch = sandbox.launch(
         dir,
         &["bash", "--noprofile", "--norc", "--noediting", "-i"],
@@ -197,13 +202,7 @@ async fn the_sandbox_network_is_off_or_on_by_configuration() {
             network,
             ..SandboxConfig::default()
         });
-        let launch = sandbox.launch(
-            dir.path(),
-            &["bash", "--noprofile", "--norc", "--noediting", "-i"],
-            &[],
-            true,
-        );
-        let mut sh = Shell::start(launch, options()).await.unwrap();
+        let mut sh = agent_shell(&sandbox, dir.path()).await;
         assert_eq!(
             sh.run(&probe, None).await.unwrap().output,
             expected,
@@ -284,15 +283,7 @@ async fn packages_install_into_the_sandbox_layer_and_not_onto_the_host() {
         ..SandboxConfig::default()
     });
     assert!(sandbox.has_layer(), "{:?}", sandbox.notes());
-    let start = || async {
-        let launch = sandbox.launch(
-            &workspace,
-            &["bash", "--noprofile", "--norc", "--noediting", "-i"],
-            &[],
-            true,
-        );
-        Shell::start(launch, options()).await.unwrap()
-    };
+    let start = || agent_shell(&sandbox, &workspace);
     let mut sh = start().await;
     let r = sh
         .run(
@@ -406,13 +397,7 @@ async fn the_machines_other_addresses_are_out_of_the_sandboxs_reach() {
         network: true,
         ..SandboxConfig::default()
     });
-    let launch = sandbox.launch(
-        dir.path(),
-        &["bash", "--noprofile", "--norc", "--noediting", "-i"],
-        &[],
-        true,
-    );
-    let mut sh = Shell::start(launch, options()).await.unwrap();
+    let mut sh = agent_shell(&sandbox, dir.path()).await;
     let probe = format!(
         "(timeout 3 bash -c 'echo > /dev/tcp/{extra}/{port}') 2>/dev/null && echo reached || echo unreachable; \
          (timeout 3 bash -c 'echo > /dev/tcp/169.254.169.254/80') 2>/dev/null && echo metadata || echo no-metadata; \
@@ -421,4 +406,21 @@ async fn the_machines_other_addresses_are_out_of_the_sandboxs_reach() {
     let r = sh.run(&probe, None).await.unwrap();
     assert_eq!(r.output, "unreachable\nno-metadata\nrouted\n", "{r:?}");
     sh.close().await;
+}
+
+/// A sandbox that could not be decided runs nothing, rather than something less sandboxed.
+#[tokio::test]
+async fn an_undecided_sandbox_starts_no_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::unusable(SandboxConfig::default(), "no decision".to_owned());
+    let launch = sandbox.launch(
+        dir.path(),
+        &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+        &[],
+        true,
+    );
+    match Shell::start(launch, options()).await {
+        Err(e) => assert!(e.to_string().contains("no decision"), "{e}"),
+        Ok(_) => panic!("a shell started in an undecided sandbox"),
+    }
 }

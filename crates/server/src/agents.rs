@@ -54,10 +54,9 @@ impl SandboxDecision {
                     // Deciding panicked: commands fail to start rather than run unsandboxed.
                     Err(e) => {
                         tracing::error!(error = %e, "the sandbox could not be decided");
-                        Arc::new(Sandbox::assume(
+                        Arc::new(Sandbox::unusable(
                             fallback,
-                            ohd_runtime::sandbox::Isolation::UserNamespace,
-                            ohd_runtime::sandbox::Network::Off,
+                            format!("the sandbox could not be decided ({e}); no command may run"),
                         ))
                     }
                 }

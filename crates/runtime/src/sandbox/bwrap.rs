@@ -2,7 +2,7 @@
 //! the list is tested without running anything.
 
 use super::SANDBOX_WORKSPACE;
-use super::layer::{LAYERED, LayerDirs};
+use super::layer::LAYERED;
 use super::spawn::{BLOCK_FD, CLONE3_FILTER_FD, INFO_FD, SECCOMP_FD, WORKSPACE_FD, layer_fd};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,8 +19,8 @@ pub struct Policy<'a> {
     pub pasta: bool,
     pub tmp_bytes: u64,
     pub hidden: &'a [PathBuf],
-    /// The writable system layer, mounted where these folders say.
-    pub layer: Option<&'a LayerDirs>,
+    /// The system folders come from the writable layer, handed over as descriptors.
+    pub layered: bool,
     /// What the host's root keeps to itself under the layered folders (file, or folder).
     pub secrets: &'a [(PathBuf, bool)],
 }
@@ -48,44 +48,34 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
         "--hostname",
         "workspace",
     ]);
-    match policy.layer {
-        None => {
-            for dir in SYSTEM_DIRS {
-                push(&["--ro-bind-try", dir, dir]);
-            }
-        }
-        Some(_) => {
-            for dir in LAYERED {
-                match std::fs::symlink_metadata(dir) {
-                    Ok(meta) if meta.file_type().is_symlink() => {
-                        if let Ok(target) = std::fs::read_link(dir) {
-                            args.push("--symlink".into());
-                            args.push(target.into_os_string());
-                            args.push(dir.into());
-                        }
-                    }
-                    Ok(meta) if meta.is_dir() => {
-                        // Handed over as a descriptor: the sandbox's user cannot walk into
-                        // ohd's data folder by path.
-                        args.push("--bind-fd".into());
-                        args.push(layer_fd(dir).to_string().into());
+    if policy.layered {
+        for dir in LAYERED {
+            match std::fs::symlink_metadata(dir) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(dir) {
+                        args.push("--symlink".into());
+                        args.push(target.into_os_string());
                         args.push(dir.into());
                     }
-                    _ => {}
                 }
-            }
-            // The layer shows the host's root as the sandbox's: what that root keeps to
-            // itself is covered (by the null device, which cannot be opened on this mount,
-            // and an empty folder).
-            for (secret, is_dir) in policy.secrets {
-                if *is_dir {
-                    // Every tmpfs has a size: memory no rlimit counts.
-                    args.extend(["--size".into(), "4096".into(), "--tmpfs".into()]);
-                } else {
-                    args.extend(["--ro-bind".into(), "/dev/null".into()]);
+                Ok(meta) if meta.is_dir() => {
+                    // Handed over as a descriptor: the sandbox's user cannot walk into ohd's
+                    // data folder by path.
+                    args.push("--bind-fd".into());
+                    args.push(layer_fd(dir).to_string().into());
+                    args.push(dir.into());
                 }
-                args.push(secret.clone().into_os_string());
+                _ => {}
             }
+        }
+        // The layer shows the host's root as the sandbox's: what that root keeps to itself is
+        // covered.
+        for (secret, is_dir) in policy.secrets {
+            cover(&mut args, secret, *is_dir);
+        }
+    } else {
+        for dir in SYSTEM_DIRS {
+            push(&["--ro-bind-try", dir, dir]);
         }
     }
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
@@ -117,15 +107,10 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
             .chain(LAYERED.iter())
             .any(|d| hidden.starts_with(d))
         {
-            match std::fs::symlink_metadata(hidden) {
-                Ok(meta) if meta.is_dir() => {
-                    args.extend(["--size".into(), "4096".into(), "--tmpfs".into()])
-                }
-                Ok(_) => args.extend(["--ro-bind".into(), "/dev/null".into()]),
-                // Nothing there, nothing to cover.
-                Err(_) => continue,
+            // Nothing there, nothing to cover.
+            if let Ok(meta) = std::fs::symlink_metadata(hidden) {
+                cover(&mut args, hidden, meta.is_dir());
             }
-            args.push(hidden.clone().into_os_string());
         }
     }
     let fd = |n: i32| n.to_string();
@@ -153,6 +138,18 @@ pub fn arguments(policy: &Policy<'_>) -> Vec<OsString> {
     // bubblewrap's own root is a tmpfs too: read-only once everything is mounted on it.
     push(&["--remount-ro", "/", "--"]);
     args
+}
+
+/// Covers `path` in the sandbox: a folder by an empty one (small: tmpfs memory is the host's
+/// and no rlimit counts it), a file by the null device (which cannot be opened on these
+/// `nodev` mounts).
+fn cover(args: &mut Vec<OsString>, path: &std::path::Path, is_dir: bool) {
+    if is_dir {
+        args.extend(["--size".into(), "4096".into(), "--tmpfs".into()]);
+    } else {
+        args.extend(["--ro-bind".into(), "/dev/null".into()]);
+    }
+    args.push(path.as_os_str().to_owned());
 }
 
 /// What a probe's sandbox has in common with and without a user namespace: it runs `true`.
@@ -228,7 +225,7 @@ mod tests {
             pasta: true,
             tmp_bytes: 1024,
             hidden: &hidden,
-            layer: None,
+            layered: false,
             secrets: &[],
         });
         for window in [
@@ -271,7 +268,7 @@ mod tests {
             pasta: false,
             tmp_bytes: 1,
             hidden: &[],
-            layer: None,
+            layered: false,
             secrets: &[],
         });
         assert!(!has(&args, &["--unshare-user"]));

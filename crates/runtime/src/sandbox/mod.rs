@@ -112,23 +112,13 @@ pub struct Sandbox {
     passages: Option<PathBuf>,
     /// What is weaker than configured, or different, in words for the log and `/health`.
     notes: Vec<String>,
+    /// Why no command may start, when the sandbox could not be decided.
+    unusable: Option<Arc<str>>,
 }
 
-/// The layered folders whose root-private files are found once, at the decision; /etc is
-/// looked at for each launch.
-const LAYERED_ONCE: [&str; 11] = [
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/opt",
-    "/var/lib/dpkg",
-    "/var/lib/apt",
-    "/var/cache/apt",
-    "/var/cache/debconf",
-];
+/// The layered folder whose root-private files come and go, so it is looked at for each
+/// launch; those of the others are found once, at the decision (a walk of /usr takes a moment).
+const SECRETS_PER_LAUNCH: &str = "/etc";
 
 /// What the agent sees as its workspace when sandboxed.
 pub const SANDBOX_WORKSPACE: &str = "/workspace";
@@ -209,11 +199,11 @@ impl Sandbox {
             }
             _ => false,
         };
-        // What the layer would show of root's private files outside /etc, found once (a walk
-        // of /usr takes a moment); /etc, where such files come and go, is walked per launch.
+        // What the layer would show of root's private files, but under SECRETS_PER_LAUNCH.
         let secrets = if layered {
-            LAYERED_ONCE
+            layer::LAYERED
                 .iter()
+                .filter(|dir| **dir != SECRETS_PER_LAUNCH)
                 // A folder that is a symlink (`/bin` to `usr/bin`) is walked as its target.
                 .filter(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()))
                 .flat_map(|dir| layer::secrets(Path::new(dir)))
@@ -243,21 +233,24 @@ impl Sandbox {
             secrets: secrets.into(),
             passages,
             notes,
+            unusable: None,
         }
     }
 
-    /// A sandbox as configured, without running anything: for tests that build launches.
-    pub fn assume(config: SandboxConfig, isolation: Isolation, network: Network) -> Sandbox {
+    /// A sandbox that could not be decided: every launch of it fails to start, with `why`,
+    /// rather than run less sandboxed than configured.
+    pub fn unusable(config: SandboxConfig, why: String) -> Sandbox {
         Sandbox {
             config,
-            isolation,
-            network,
+            isolation: Isolation::UserNamespace,
+            network: Network::Off,
             seccomp: None,
             as_root: false,
             layered: false,
             secrets: Arc::from(Vec::new()),
             passages: None,
-            notes: Vec::new(),
+            notes: vec![why.clone()],
+            unusable: Some(Arc::from(why)),
         }
     }
 
@@ -369,11 +362,8 @@ impl Sandbox {
             return None;
         }
         let name = host_workspace.file_name()?.as_encoded_bytes();
-        // FNV-1a: stable across builds and platforms, unlike the standard hasher.
-        let hash = name.iter().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-        });
-        let id = self.config.uid_base.saturating_add(hash % UID_SPAN);
+        let spread = (stable_hash(name) % u64::from(UID_SPAN)) as u32;
+        let id = self.config.uid_base.saturating_add(spread);
         Some((id, id))
     }
 
@@ -424,7 +414,7 @@ impl Sandbox {
                 .secrets
                 .iter()
                 .cloned()
-                .chain(layer::secrets(Path::new("/etc")))
+                .chain(layer::secrets(Path::new(SECRETS_PER_LAUNCH)))
                 .collect(),
             None => Vec::new(),
         };
@@ -434,7 +424,7 @@ impl Sandbox {
             pasta,
             tmp_bytes: self.config.limits.tmp_bytes,
             hidden: &self.config.hidden,
-            layer: layer.as_ref(),
+            layered: layer.is_some(),
             secrets: &secrets,
         };
         let mut args = bwrap::arguments(&policy);
@@ -456,6 +446,7 @@ impl Sandbox {
                 pasta,
                 layer,
                 passages: self.passages.clone(),
+                refused: self.unusable.clone(),
             }),
         }
     }
@@ -497,6 +488,14 @@ impl Launch {
     }
 }
 
+/// FNV-1a: the same for the same bytes across builds and restarts, unlike the standard
+/// hasher, for names that must be found again (a conversation's user id, an instance's folder).
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// This ohd's folder of passages: one per data folder (the first hidden folder), so that a
 /// restart finds what a killed ohd left; one per decision without one (tests).
 fn passage_base(hidden: &[PathBuf]) -> PathBuf {
@@ -506,16 +505,7 @@ fn passage_base(hidden: &[PathBuf]) -> PathBuf {
         std::env::temp_dir().join("ohd-run")
     };
     let name = match hidden.first() {
-        Some(data) => {
-            let hash = data
-                .as_os_str()
-                .as_encoded_bytes()
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-                });
-            format!("{hash:016x}")
-        }
+        Some(data) => format!("{:016x}", stable_hash(data.as_os_str().as_encoded_bytes())),
         // Each decision its own: tests decide many sandboxes in one process, and preparing a
         // base clears it.
         None => {

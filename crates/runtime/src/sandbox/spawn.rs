@@ -49,6 +49,8 @@ pub struct SpawnPlan {
     pub layer: Option<LayerDirs>,
     /// Where passages are made for this ohd ([`Passage`]), when the sandbox runs as another user.
     pub passages: Option<PathBuf>,
+    /// Why nothing may start (the sandbox could not be decided).
+    pub refused: Option<Arc<str>>,
 }
 
 /// Descriptors and settings for one spawn; kept until the process has started.
@@ -104,6 +106,9 @@ impl SpawnPlan {
     /// Opens what the spawn hands over. Run for every spawn: a descriptor is read by the
     /// process it is given to.
     pub fn prepare(&self) -> std::io::Result<Prepared> {
+        if let Some(why) = &self.refused {
+            return Err(std::io::Error::other(why.to_string()));
+        }
         if let Some((uid, gid)) = self.credentials {
             give_workspace_to(&self.workspace, uid, gid)?;
         }
