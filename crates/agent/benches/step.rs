@@ -107,11 +107,10 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         arrivals: arrivals.clone(),
     });
     let settings = Arc::new(AgentSettings {
-        llm: Ok(llm),
         max_iterations: steps as u32 + 5,
-        max_budget: None,
         shell: ShellOptions::default(),
         secrets: Secrets::default(),
+        ..AgentSettings::new(Ok(llm))
     });
     let ctx = AgentContext {
         conversation: conversation.clone(),

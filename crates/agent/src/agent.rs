@@ -6,14 +6,17 @@
 //! once; limits and failures → `error` with a reason). Everything the agent knows comes from
 //! the log, so after a restart it rebuilds its history from it and goes on.
 
+use crate::condenser::{self, CondenserSettings};
 use crate::prompt;
 use crate::redact::Secrets;
+use crate::stuck;
 use crate::tools::{self, ToolAction};
 use ohd_llm::{
     Completion, CompletionRequest, LlmClient, LlmError, Metrics, RetryObserver, ToolSpec,
 };
 use ohd_protocol::action::{
-    Action, EditArgs, FinishArgs, MessageArgs, ReadArgs, RunArgs, SystemArgs, ThinkArgs,
+    Action, CondensationArgs, CondensationRequestArgs, ConfirmationState, EditArgs, FinishArgs,
+    MessageArgs, ReadArgs, RunArgs, SystemArgs, ThinkArgs,
 };
 use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::observation::{EditExtras, ReadExtras, RunExtras, RunMetadata};
@@ -35,15 +38,75 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What every agent of this server shares.
+/// What an agent runs with: the server's configuration with the saved settings over it, taken
+/// when the agent starts (a conversation started after a change gets the change).
 pub struct AgentSettings {
     /// `None` when no model is configured; the message says how to configure one.
     pub llm: Result<Arc<dyn LlmClient>, String>,
+    /// Writes the condenser's summaries (`[llm] condenser_model`); the conversation's model
+    /// when none is set.
+    pub condenser_llm: Option<Arc<dyn LlmClient>>,
     pub max_iterations: u32,
     pub max_budget: Option<f64>,
+    /// Why the budget cannot be kept (the model's price is unknown), said when a task starts.
+    pub budget_note: Option<String>,
+    /// The model's input window in tokens, when known (price table or `[llm] max_input_tokens`).
+    pub context_window: Option<u64>,
+    pub condenser: CondenserSettings,
+    pub confirmation: Confirmation,
+    pub stuck_detection: bool,
+    /// The shell's git identity (`git_user_name`, `git_user_email`).
+    pub git_identity: Option<(String, String)>,
+    /// An agent with nothing to do for this long ends, releasing its shell and sandbox; the
+    /// server starts it again (from the log) on the next message or join.
+    pub idle_timeout: Option<Duration>,
     pub shell: ShellOptions,
     /// Values hidden from every event (the model's key, the session key).
     pub secrets: Secrets,
+}
+
+impl AgentSettings {
+    /// The defaults around a model.
+    pub fn new(llm: Result<Arc<dyn LlmClient>, String>) -> AgentSettings {
+        AgentSettings {
+            llm,
+            condenser_llm: None,
+            max_iterations: 100,
+            max_budget: None,
+            budget_note: None,
+            context_window: None,
+            condenser: CondenserSettings::default(),
+            confirmation: Confirmation::default(),
+            stuck_detection: true,
+            git_identity: None,
+            idle_timeout: None,
+            shell: ShellOptions::default(),
+            secrets: Secrets::default(),
+        }
+    }
+}
+
+/// Confirmation mode: which actions wait for the user's yes before they run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Confirmation {
+    pub enabled: bool,
+    /// `Some("llm")`: the model's own `security_risk` decides, and only what it does not rate
+    /// LOW waits. Without an analyzer every action waits.
+    pub analyzer: Option<String>,
+}
+
+impl Confirmation {
+    /// Whether an action with this risk (-1 unknown, 0 low, 1 medium, 2 high) waits.
+    pub fn asks(&self, risk: i8) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        match self.analyzer.as_deref() {
+            // An unrated action waits too: failing safe.
+            Some("llm") => risk != 0,
+            _ => true,
+        }
+    }
 }
 
 /// One conversation's part.
@@ -81,6 +144,8 @@ enum Control {
 enum StepEnd {
     Continue,
     AwaitUser,
+    /// An action waits for the user's confirmation (the state says so already).
+    AwaitConfirmation,
     Finished,
     /// Stopped or paused by the user.
     Interrupted(AgentState),
@@ -118,7 +183,39 @@ pub struct Agent {
     cancel: CancellationToken,
     /// Whether this agent has already asked for a title.
     titled: bool,
+    /// The calls of the model's latest answer not performed yet, in order.
+    pending: VecDeque<PendingCall>,
+    /// The action waiting for the user's confirmation.
+    awaiting: Option<Awaiting>,
+    /// The most tokens a request may hold, learned from the provider refusing a longer one.
+    overflow_bound: Option<u64>,
+    /// Whether the user was told that the budget cannot be kept.
+    budget_said: bool,
 }
+
+/// One tool call of a model answer, understood (or why not), with what its action carries.
+struct PendingCall {
+    parsed: Result<ToolAction, String>,
+    thought: String,
+    meta: ToolCallMetadata,
+    metrics: Option<Value>,
+}
+
+/// An action stored as awaiting confirmation, and what to run once confirmed.
+struct Awaiting {
+    action: ToolAction,
+    event: Event,
+}
+
+/// What came of asking the model.
+enum Asked {
+    Answer(Result<Completion, LlmError>),
+    Interrupted(AgentState),
+}
+
+/// How many times one step condenses harder after the provider says the prompt is too long.
+const MAX_OVERFLOW_RETRIES: u32 = 8;
+const REJECTED: &str = "Action has been rejected by the user! Waiting for further user input.";
 
 /// Reports retries to the agent's loop so it can show `rate_limited`.
 struct RetryNotices(mpsc::UnboundedSender<String>);
@@ -251,6 +348,9 @@ impl Agent {
             .as_ref()
             .map(|l| l.model().to_owned())
             .unwrap_or_default();
+        let mut metrics = Metrics::new(&model);
+        metrics.accumulated_token_usage.context_window = settings.context_window.unwrap_or(0);
+        metrics.max_budget_per_task = settings.max_budget;
         let mut agent = Agent {
             core: Core {
                 ctx,
@@ -264,10 +364,14 @@ impl Agent {
             settings,
             follower,
             runtime: None,
-            metrics: Metrics::new(&model),
+            metrics,
             iterations: 0,
             cancel,
             titled: false,
+            pending: VecDeque::new(),
+            awaiting: None,
+            overflow_bound: None,
+            budget_said: false,
         };
         agent.recover().await?;
         Ok(agent)
@@ -290,6 +394,8 @@ impl Agent {
             .history
             .values()
             .filter(|e| !answered.contains(&e.id))
+            // Actions that waited for confirmation are answered through their re-added copy.
+            .filter(|e| confirmation_of(e) != Some(ConfirmationState::AwaitingConfirmation))
             // Any terminal command, and the agent's tool actions that get an observation.
             .filter(|e| match (&e.body, e.source) {
                 (EventBody::Action(Action::Run(_)), _) => true,
@@ -354,9 +460,14 @@ impl Agent {
         if waiting_message {
             self.core.queue.push_back(Control::Message);
         }
-        self.core
-            .set_state(AgentState::AwaitingUserInput, "")
-            .await?;
+        // An action that waited for confirmation when the server stopped waits again.
+        self.awaiting = still_awaiting(&self.core.history);
+        let state = if self.awaiting.is_some() {
+            AgentState::AwaitingUserConfirmation
+        } else {
+            AgentState::AwaitingUserInput
+        };
+        self.core.set_state(state, "").await?;
         Ok(())
     }
 
@@ -446,9 +557,15 @@ impl Agent {
             let control = match self.core.queue.pop_front() {
                 Some(control) => control,
                 None => {
+                    // Each event that arrives starts the idle wait over.
+                    let idle = self.settings.idle_timeout.unwrap_or(Duration::MAX);
                     let followed = tokio::select! {
                         _ = self.cancel.cancelled() => return Ok(()),
                         followed = self.follower.next() => followed?,
+                        _ = tokio::time::sleep(idle), if self.settings.idle_timeout.is_some() => {
+                            tracing::info!(conversation = %self.core.ctx.conversation, "agent idle: released");
+                            return Ok(());
+                        }
                     };
                     match self.core.absorb(followed)? {
                         Some(control) => control,
@@ -461,8 +578,17 @@ impl Agent {
     }
 
     async fn on_control_idle(&mut self, control: Control) -> Result<(), AgentFailure> {
+        let awaiting = self.core.state == AgentState::AwaitingUserConfirmation;
         match control {
             Control::Message => {
+                if awaiting {
+                    // A new message instead of an answer: the waiting action does not run.
+                    self.resolve_confirmation(
+                        false,
+                        "The user sent a new message instead of confirming this action, so it was not run.",
+                    )
+                    .await?;
+                }
                 if let Err(how_to) = &self.settings.llm {
                     let how_to = how_to.clone();
                     self.core
@@ -479,17 +605,46 @@ impl Agent {
                     self.core.set_state(AgentState::Error, &how_to).await?;
                     return Ok(());
                 }
+                if let Some(note) = &self.settings.budget_note
+                    && !self.budget_said
+                {
+                    self.budget_said = true;
+                    self.core
+                        .notify(&StatusUpdate::info("STATUS$BUDGET_UNKNOWN", note.clone()));
+                }
                 // The limit counts steps per user message.
                 self.iterations = 0;
+                self.pending.clear();
                 if !self.titled {
                     self.titled = true;
                     self.name_conversation();
                 }
                 self.core.set_state(AgentState::Running, "").await?;
             }
+            Control::State(AgentState::UserConfirmed) if awaiting => {
+                self.resolve_confirmation(true, "").await?
+            }
+            Control::State(AgentState::UserRejected) if awaiting => {
+                self.resolve_confirmation(false, REJECTED).await?
+            }
             Control::State(AgentState::Stopped) => {
+                if let Some(waiting) = self.awaiting.take() {
+                    let mut answer = NewEvent::observation(
+                        Source::Agent,
+                        Some(waiting.event.id),
+                        Observation::error(
+                            "Stop button pressed. The action has not been executed.",
+                            STOPPED_ERROR,
+                        ),
+                    );
+                    answer.tool_call_metadata = waiting.event.tool_call_metadata.clone();
+                    self.core.append(answer).await?;
+                }
+                self.pending.clear();
                 self.core.set_state(AgentState::Stopped, "").await?
             }
+            // Waiting for a confirmation is not something to pause or resume.
+            Control::State(_) if awaiting => {}
             Control::State(AgentState::Paused) => {
                 self.core.set_state(AgentState::Paused, "").await?
             }
@@ -511,7 +666,65 @@ impl Agent {
         Ok(())
     }
 
+    /// The user's answer to the waiting action: it is stored again with its new confirmation
+    /// state (as the original does), then run, or answered with `why` as a rejection.
+    async fn resolve_confirmation(
+        &mut self,
+        confirmed: bool,
+        why: &str,
+    ) -> Result<(), AgentFailure> {
+        let Some(Awaiting { action, event }) = self.awaiting.take() else {
+            return Ok(());
+        };
+        let EventBody::Action(mut body) = event.body.clone() else {
+            return Ok(());
+        };
+        set_confirmation(
+            &mut body,
+            if confirmed {
+                ConfirmationState::Confirmed
+            } else {
+                ConfirmationState::Rejected
+            },
+        );
+        let mut again = NewEvent::action(Source::Agent, body);
+        again.tool_call_metadata = event.tool_call_metadata.clone();
+        again.llm_metrics = event.llm_metrics.clone();
+        again.timeout = event.timeout;
+        let again = self.core.append(again).await?;
+        let Some(meta) = event.tool_call_metadata.clone() else {
+            return Ok(());
+        };
+        if confirmed {
+            self.core.set_state(AgentState::UserConfirmed, "").await?;
+            let end = self.execute(action, &again, meta).await?;
+            if matches!(end, StepEnd::Continue) {
+                self.core.set_state(AgentState::Running, "").await?;
+            }
+            return self.after_step(end).await;
+        }
+        self.pending.clear();
+        self.core.set_state(AgentState::UserRejected, "").await?;
+        let mut answer = NewEvent::observation(
+            Source::Agent,
+            Some(again.id),
+            Observation::UserRejected {
+                content: why.to_owned(),
+                extras: Default::default(),
+            },
+        );
+        answer.tool_call_metadata = Some(meta);
+        self.core.append(answer).await?;
+        self.core
+            .set_state(AgentState::AwaitingUserInput, "")
+            .await?;
+        Ok(())
+    }
+
     async fn after_step(&mut self, end: StepEnd) -> Result<(), AgentFailure> {
+        if !matches!(end, StepEnd::Continue | StepEnd::AwaitConfirmation) {
+            self.pending.clear();
+        }
         match end {
             StepEnd::Continue => {
                 // Commands the user sent while the agent worked run between steps.
@@ -526,6 +739,7 @@ impl Agent {
                     }
                 }
             }
+            StepEnd::AwaitConfirmation => {}
             StepEnd::AwaitUser => {
                 self.core
                     .set_state(AgentState::AwaitingUserInput, "")
@@ -545,13 +759,24 @@ impl Agent {
     async fn runtime(&mut self) -> Result<&mut Runtime, String> {
         if self.runtime.is_none() {
             let sandbox = self.core.ctx.sandbox.clone();
-            let env = self
+            let mut env = self
                 .core
                 .ctx
                 .env
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
+            // The identity the settings give git, for commits the agent makes.
+            if let Some((name, email)) = &self.settings.git_identity {
+                for (var, value) in [
+                    ("GIT_AUTHOR_NAME", name),
+                    ("GIT_COMMITTER_NAME", name),
+                    ("GIT_AUTHOR_EMAIL", email),
+                    ("GIT_COMMITTER_EMAIL", email),
+                ] {
+                    env.push((var.to_owned(), value.clone()));
+                }
+            }
             let launch = sandbox.launch(
                 &self.core.ctx.workspace,
                 &["bash", "--noprofile", "--norc", "--noediting", "-i"],
@@ -578,8 +803,166 @@ impl Agent {
             .ok_or_else(|| "the runtime did not start".to_owned())
     }
 
-    /// One model call and the actions it asks for.
+    /// The most tokens a request may hold: the model's window (with room left for its answer)
+    /// when the condenser is on, and what an overflow taught.
+    fn token_bound(&self) -> Option<u64> {
+        let window = self
+            .settings
+            .condenser
+            .enabled
+            .then_some(self.settings.context_window)
+            .flatten()
+            .map(|w| w - w / 10);
+        match (window, self.overflow_bound) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Asks the model while watching for stop and pause; retries show as `rate_limited`.
+    async fn ask(
+        &mut self,
+        llm: &Arc<dyn LlmClient>,
+        request: &CompletionRequest,
+    ) -> Result<Asked, AgentFailure> {
+        let (notices_tx, mut notices) = mpsc::unbounded_channel();
+        let observer = RetryNotices(notices_tx);
+        let call = llm.complete(request, &observer);
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                result = &mut call => break result,
+                Some(note) = notices.recv() => {
+                    self.core.notify(&StatusUpdate::info("STATUS$LLM_RETRY", note));
+                    self.core.set_state(AgentState::RateLimited, "").await?;
+                }
+                _ = self.cancel.cancelled() => return Ok(Asked::Interrupted(AgentState::Stopped)),
+                followed = self.follower.next() => {
+                    if let Some(state) = self.core.take_control(followed?) {
+                        return Ok(Asked::Interrupted(state));
+                    }
+                }
+            }
+        };
+        if self.core.state == AgentState::RateLimited {
+            self.core.set_state(AgentState::Running, "").await?;
+        }
+        Ok(Asked::Answer(answer))
+    }
+
+    /// The messages of the next request, condensing the history first when it is over its
+    /// bounds (events, tokens) or an overflow asked for it.
+    async fn prepare_messages(
+        &mut self,
+        system: &str,
+        tools_tokens: u64,
+        llm: &Arc<dyn LlmClient>,
+    ) -> Result<Result<Vec<ohd_llm::Message>, StepEnd>, AgentFailure> {
+        let settings = self.settings.condenser;
+        loop {
+            let bound = self.token_bound();
+            let (messages, plan, tokens) = {
+                let view = condenser::view(&self.core.history);
+                let messages = prompt::build(system, &view.items);
+                let tokens = condenser::messages_tokens(&messages) + tools_tokens;
+                let too_many = settings.enabled && view.items.len() > settings.max_size;
+                let too_big = bound.is_some_and(|b| tokens > b);
+                if !(too_many || too_big || view.unhandled_request) {
+                    return Ok(Ok(messages));
+                }
+                let mut max_tokens = bound
+                    .map(|b| b.saturating_sub(tools_tokens))
+                    .unwrap_or(u64::MAX);
+                if view.unhandled_request && !too_big {
+                    max_tokens = max_tokens.min(tokens);
+                }
+                let max_events = if too_many {
+                    settings.max_size
+                } else {
+                    usize::MAX
+                };
+                let plan = condenser::plan(&view, settings.keep_first, max_events, max_tokens);
+                (messages, plan.map_err(|_| too_big), tokens)
+            };
+            match plan {
+                Ok(plan) => {
+                    if let Some(end) = self.condense(plan, llm).await? {
+                        return Ok(Err(end));
+                    }
+                }
+                Err(true) => {
+                    return Ok(Err(StepEnd::Failed {
+                        status_id: "STATUS$ERROR".into(),
+                        reason: format!(
+                            "LLMContextWindowExceedError: The newest message alone does not fit in the model's context window: with the system prompt and the tools it comes to about {tokens} tokens, and the model takes about {}. Send a shorter message, or choose a model with a larger context window.",
+                            bound.unwrap_or(0)
+                        ),
+                    }));
+                }
+                // Nothing to forget, and nothing says the request is too big: send it.
+                Err(false) => return Ok(Ok(messages)),
+            }
+        }
+    }
+
+    /// Forgets what `plan` says, with a summary the model writes (a plain list when it
+    /// cannot), stored as a `condensation` action.
+    async fn condense(
+        &mut self,
+        plan: condenser::Plan,
+        llm: &Arc<dyn LlmClient>,
+    ) -> Result<Option<StepEnd>, AgentFailure> {
+        let summarizer = self
+            .settings
+            .condenser_llm
+            .clone()
+            .unwrap_or_else(|| llm.clone());
+        // The summary request must fit too: at most about two thirds of the bound.
+        let max_chars = self
+            .token_bound()
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX).saturating_mul(2))
+            .unwrap_or(400_000)
+            .clamp(8_000, 400_000);
+        let request = CompletionRequest {
+            messages: condenser::summary_request(&self.core.history, &plan, max_chars),
+            tools: Vec::new(),
+            max_tokens: Some(4096),
+            temperature: None,
+        };
+        let summary = match self.ask(&summarizer, &request).await? {
+            Asked::Interrupted(state) => return Ok(Some(StepEnd::Interrupted(state))),
+            Asked::Answer(Ok(completion)) => {
+                self.metrics.record(&completion);
+                if completion.text.trim().is_empty() {
+                    condenser::plain_summary(&self.core.history, &plan, "it answered nothing")
+                } else {
+                    completion.text
+                }
+            }
+            Asked::Answer(Err(e)) => {
+                tracing::warn!(conversation = %self.core.ctx.conversation, error = %e, "no summary from the model");
+                condenser::plain_summary(&self.core.history, &plan, &e.to_string())
+            }
+        };
+        let args = CondensationArgs {
+            forgotten_event_ids: None,
+            forgotten_events_start_id: Some(plan.start.0),
+            forgotten_events_end_id: Some(plan.end.0),
+            summary: Some(summary),
+            summary_offset: Some(plan.summary_offset),
+        };
+        let mut event = NewEvent::action(Source::Agent, Action::Condensation(args));
+        event.llm_metrics = Core::llm_metrics(&self.metrics);
+        self.core.append(event).await?;
+        Ok(None)
+    }
+
+    /// One model call and the actions it asks for; or, while calls of the last answer are
+    /// left, the next of them.
     async fn step(&mut self) -> Result<StepEnd, AgentFailure> {
+        if !self.pending.is_empty() {
+            return self.perform_pending().await;
+        }
         let llm = match &self.settings.llm {
             Ok(llm) => llm.clone(),
             Err(how_to) => {
@@ -589,6 +972,14 @@ impl Agent {
                 });
             }
         };
+        if self.settings.stuck_detection
+            && let Some(reason) = stuck::detect(&self.core.history)
+        {
+            return Ok(StepEnd::Failed {
+                status_id: "STATUS$ERROR".into(),
+                reason: format!("AgentStuckInLoopError: {reason} Send a new message to start afresh."),
+            });
+        }
         if self.iterations >= self.settings.max_iterations {
             return Ok(StepEnd::Failed {
                 status_id: "STATUS$ERROR".into(),
@@ -610,37 +1001,50 @@ impl Agent {
             }
         }
         self.iterations += 1;
-        let request = CompletionRequest {
-            messages: prompt::build(
-                &self.system_prompt(),
-                &self.core.history.values().collect::<Vec<_>>(),
-            ),
-            tools: tool_specs(),
-            max_tokens: None,
-            temperature: None,
-        };
-        let (notices_tx, mut notices) = mpsc::unbounded_channel();
-        let observer = RetryNotices(notices_tx);
-        let call = llm.complete(&request, &observer);
-        tokio::pin!(call);
+        let system = self.system_prompt();
+        let tools = tool_specs();
+        let tools_tokens = tools
+            .iter()
+            .map(|t| {
+                condenser::estimate_tokens(
+                    t.name.len() + t.description.len() + t.parameters.to_string().len(),
+                )
+            })
+            .sum();
+        let mut overflows = 0;
         let completion = loop {
-            tokio::select! {
-                result = &mut call => break result,
-                Some(note) = notices.recv() => {
-                    self.core.notify(&StatusUpdate::info("STATUS$LLM_RETRY", note));
-                    self.core.set_state(AgentState::RateLimited, "").await?;
+            let messages = match self.prepare_messages(&system, tools_tokens, &llm).await? {
+                Ok(messages) => messages,
+                Err(end) => return Ok(end),
+            };
+            let request = CompletionRequest {
+                messages,
+                tools: tools.clone(),
+                max_tokens: None,
+                temperature: None,
+            };
+            match self.ask(&llm, &request).await? {
+                Asked::Interrupted(state) => return Ok(StepEnd::Interrupted(state)),
+                Asked::Answer(Err(LlmError::ContextWindowExceeded(message)))
+                    if overflows < MAX_OVERFLOW_RETRIES =>
+                {
+                    // The provider's window is smaller than this request: condense to half
+                    // of it, and ask again.
+                    overflows += 1;
+                    let sent = condenser::messages_tokens(&request.messages) + tools_tokens;
+                    let half = (sent / 2).max(1);
+                    self.overflow_bound = Some(self.overflow_bound.map_or(half, |b| b.min(half)));
+                    tracing::info!(conversation = %self.core.ctx.conversation, %message, "context window exceeded; condensing");
+                    self.core
+                        .append(NewEvent::action(
+                            Source::Agent,
+                            Action::CondensationRequest(CondensationRequestArgs {}),
+                        ))
+                        .await?;
                 }
-                _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted(AgentState::Stopped)),
-                followed = self.follower.next() => {
-                    if let Some(state) = self.core.take_control(followed?) {
-                        return Ok(StepEnd::Interrupted(state));
-                    }
-                }
+                Asked::Answer(answer) => break answer,
             }
         };
-        if self.core.state == AgentState::RateLimited {
-            self.core.set_state(AgentState::Running, "").await?;
-        }
         let completion = match completion {
             Ok(c) => c,
             Err(e) => {
@@ -666,28 +1070,42 @@ impl Agent {
         }
         let total = completion.tool_calls.len() as u32;
         for (index, call) in completion.tool_calls.iter().enumerate() {
-            let meta = ToolCallMetadata {
-                function_name: call.name.clone(),
-                tool_call_id: call.id.clone(),
-                model_response: completion.model_response.clone(),
-                total_calls_in_response: total,
-            };
-            let thought = if index == 0 {
-                completion.text.clone()
-            } else {
-                String::new()
-            };
-            let parsed = match tools::parse(&call.name, &call.arguments) {
-                Ok(action) => action,
-                Err(e) => {
+            self.pending.push_back(PendingCall {
+                parsed: tools::parse(&call.name, &call.arguments).map_err(|e| e.0),
+                // The answer's text goes with its first call only.
+                thought: if index == 0 {
+                    completion.text.clone()
+                } else {
+                    String::new()
+                },
+                meta: ToolCallMetadata {
+                    function_name: call.name.clone(),
+                    tool_call_id: call.id.clone(),
+                    model_response: completion.model_response.clone(),
+                    total_calls_in_response: total,
+                },
+                metrics: metrics.clone(),
+            });
+        }
+        self.perform_pending().await
+    }
+
+    /// Performs the calls left of the model's answer until one ends the step.
+    async fn perform_pending(&mut self) -> Result<StepEnd, AgentFailure> {
+        while let Some(call) = self.pending.pop_front() {
+            let end = match call.parsed {
+                Err(message) => {
                     let mut observation =
-                        NewEvent::observation(Source::Agent, None, Observation::error(e.0, ""));
-                    observation.tool_call_metadata = Some(meta);
+                        NewEvent::observation(Source::Agent, None, Observation::error(message, ""));
+                    observation.tool_call_metadata = Some(call.meta);
                     self.core.append(observation).await?;
-                    continue;
+                    StepEnd::Continue
+                }
+                Ok(action) => {
+                    self.perform(action, call.thought, call.meta, call.metrics)
+                        .await?
                 }
             };
-            let end = self.perform(parsed, thought, meta, metrics.clone()).await?;
             if !matches!(end, StepEnd::Continue) {
                 return Ok(end);
             }
@@ -695,6 +1113,8 @@ impl Agent {
         Ok(StepEnd::Continue)
     }
 
+    /// Stores the action a call asks for and, unless it must wait for the user's
+    /// confirmation, does it.
     async fn perform(
         &mut self,
         action: ToolAction,
@@ -702,95 +1122,78 @@ impl Agent {
         meta: ToolCallMetadata,
         metrics: Option<Value>,
     ) -> Result<StepEnd, AgentFailure> {
-        let new_action = |action: Action, timeout: Option<f64>| {
-            let mut event = NewEvent::action(Source::Agent, action);
-            event.tool_call_metadata = Some(meta.clone());
-            event.llm_metrics = metrics.clone();
-            event.timeout = timeout;
-            event
-        };
-        let answer = |cause: EventId, observation: Observation| {
-            let mut event = NewEvent::observation(Source::Agent, Some(cause), observation);
+        let asks = action.changes_something() && self.settings.confirmation.asks(action.risk());
+        let (body, timeout) = action_body(&action, thought, asks);
+        let mut event = NewEvent::action(Source::Agent, body);
+        event.tool_call_metadata = Some(meta.clone());
+        event.llm_metrics = metrics;
+        event.timeout = timeout;
+        if asks {
+            // As the original: the state first, then the action that waits.
+            self.core
+                .set_state(AgentState::AwaitingUserConfirmation, "")
+                .await?;
+            let event = self.core.append(event).await?;
+            self.awaiting = Some(Awaiting { action, event });
+            return Ok(StepEnd::AwaitConfirmation);
+        }
+        let event = self.core.append(event).await?;
+        self.execute(action, &event, meta).await
+    }
+
+    /// Does what a stored action asks and stores its observation.
+    async fn execute(
+        &mut self,
+        action: ToolAction,
+        stored: &Event,
+        meta: ToolCallMetadata,
+    ) -> Result<StepEnd, AgentFailure> {
+        let answer = |observation: Observation| {
+            let mut event = NewEvent::observation(Source::Agent, Some(stored.id), observation);
             event.tool_call_metadata = Some(meta.clone());
             event
         };
         match action {
-            ToolAction::Think { thought: text } => {
-                let action = self
-                    .core
-                    .append(new_action(Action::Think(ThinkArgs { thought: text }), None))
-                    .await?;
+            ToolAction::Think { .. } => {
                 self.core
-                    .append(answer(
-                        action.id,
-                        Observation::Think {
-                            content: "Your thought has been logged.".into(),
-                            extras: Default::default(),
-                        },
-                    ))
+                    .append(answer(Observation::Think {
+                        content: "Your thought has been logged.".into(),
+                        extras: Default::default(),
+                    }))
                     .await?;
                 Ok(StepEnd::Continue)
             }
-            ToolAction::Finish {
-                message,
-                task_completed,
-            } => {
-                let finish = Action::Finish(FinishArgs {
-                    final_thought: message,
-                    task_completed,
-                    outputs: Value::Object(Default::default()),
-                    thought,
-                });
-                self.core.append(new_action(finish, None)).await?;
-                Ok(StepEnd::Finished)
-            }
+            ToolAction::Finish { .. } => Ok(StepEnd::Finished),
             ToolAction::Run {
                 command,
                 is_input,
                 timeout,
-                security_risk,
-            } => {
-                let mut args = RunArgs::new(command.clone());
-                args.is_input = is_input;
-                args.thought = thought;
-                args.blocking = timeout.is_some();
-                args.security_risk = security_risk;
-                let action = self
-                    .core
-                    .append(new_action(
-                        Action::Run(args),
-                        timeout.map(|t| t.as_secs_f64()),
-                    ))
-                    .await?;
-                match self.execute_command(&command, is_input, timeout).await? {
-                    Ok(result) => {
-                        let observation = run_observation(&command, result);
-                        self.core.append(answer(action.id, observation)).await?;
-                        Ok(StepEnd::Continue)
-                    }
-                    Err(Interrupt::ByUser(state)) => {
-                        self.core
-                            .append(answer(action.id, Observation::error(
-                                "Stop button pressed: the command was interrupted and its processes stopped.",
-                                STOPPED_ERROR,
-                            )))
-                            .await?;
-                        Ok(StepEnd::Interrupted(state))
-                    }
-                    Err(Interrupt::Runtime(message)) => {
-                        self.core
-                            .append(answer(action.id, Observation::error(message, "")))
-                            .await?;
-                        Ok(StepEnd::Continue)
-                    }
+                ..
+            } => match self.execute_command(&command, is_input, timeout).await? {
+                Ok(result) => {
+                    self.core
+                        .append(answer(run_observation(&command, result)))
+                        .await?;
+                    Ok(StepEnd::Continue)
                 }
-            }
-            ToolAction::Editor {
-                command,
-                security_risk,
-            } => {
-                let (event_action, is_view) = editor_action(&command, thought, security_risk);
-                let action = self.core.append(new_action(event_action, None)).await?;
+                Err(Interrupt::ByUser(state)) => {
+                    self.core
+                        .append(answer(Observation::error(
+                            "Stop button pressed: the command was interrupted and its processes stopped.",
+                            STOPPED_ERROR,
+                        )))
+                        .await?;
+                    Ok(StepEnd::Interrupted(state))
+                }
+                Err(Interrupt::Runtime(message)) => {
+                    self.core
+                        .append(answer(Observation::error(message, "")))
+                        .await?;
+                    Ok(StepEnd::Continue)
+                }
+            },
+            ToolAction::Editor { command, .. } => {
+                let is_view = matches!(command, EditorCommand::View { .. });
                 let outcome = match self.runtime().await {
                     Ok(runtime) => runtime.editor.execute(command).map_err(|e| e.0),
                     Err(e) => Err(e),
@@ -826,7 +1229,7 @@ impl Agent {
                     Err(message) => Observation::Edit {
                         content: format!("ERROR:\n{message}"),
                         extras: EditExtras {
-                            path: action_path(&action),
+                            path: action_path(stored),
                             prev_exist: false,
                             old_content: None,
                             new_content: None,
@@ -836,7 +1239,7 @@ impl Agent {
                         },
                     },
                 };
-                self.core.append(answer(action.id, observation)).await?;
+                self.core.append(answer(observation)).await?;
                 Ok(StepEnd::Continue)
             }
         }
@@ -961,6 +1364,118 @@ fn run_observation(command: &str, result: CommandResult) -> Observation {
     }
 }
 
+/// The action a call asks for, as stored; `asks` marks it as waiting for confirmation.
+fn action_body(action: &ToolAction, thought: String, asks: bool) -> (Action, Option<f64>) {
+    match action {
+        ToolAction::Think { thought: text } => (
+            Action::Think(ThinkArgs {
+                thought: text.clone(),
+            }),
+            None,
+        ),
+        ToolAction::Finish {
+            message,
+            task_completed,
+        } => (
+            Action::Finish(FinishArgs {
+                final_thought: message.clone(),
+                task_completed: task_completed.clone(),
+                outputs: Value::Object(Default::default()),
+                thought,
+            }),
+            None,
+        ),
+        ToolAction::Run {
+            command,
+            is_input,
+            timeout,
+            security_risk,
+        } => {
+            let mut args = RunArgs::new(command.clone());
+            args.is_input = *is_input;
+            args.thought = thought;
+            args.blocking = timeout.is_some();
+            args.security_risk = *security_risk;
+            if asks {
+                args.confirmation_state = ConfirmationState::AwaitingConfirmation;
+            }
+            (Action::Run(args), timeout.map(|t| t.as_secs_f64()))
+        }
+        ToolAction::Editor {
+            command,
+            security_risk,
+        } => {
+            let (mut action, _) = editor_action(command, thought, *security_risk);
+            if asks {
+                set_confirmation(&mut action, ConfirmationState::AwaitingConfirmation);
+            }
+            (action, None)
+        }
+    }
+}
+
+/// Marks an action with the user's answer; a re-added action loses its thought, as in the
+/// original, so clients do not show it twice.
+fn set_confirmation(action: &mut Action, state: ConfirmationState) {
+    match action {
+        Action::Run(args) => {
+            args.confirmation_state = state;
+            if state != ConfirmationState::AwaitingConfirmation {
+                args.thought.clear();
+            }
+        }
+        Action::Edit(args) => {
+            args.confirmation_state = Some(state);
+            if state != ConfirmationState::AwaitingConfirmation {
+                args.thought.clear();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An action's confirmation state, for the actions that have one.
+fn confirmation_of(event: &Event) -> Option<ConfirmationState> {
+    match &event.body {
+        EventBody::Action(Action::Run(args)) => Some(args.confirmation_state),
+        EventBody::Action(Action::Edit(args)) => args.confirmation_state,
+        _ => None,
+    }
+}
+
+/// The action still waiting for the user's confirmation in `history`, if any: the last one
+/// stored as waiting, neither stored again with an answer nor answered (by a stop).
+fn still_awaiting(history: &BTreeMap<EventId, Event>) -> Option<Awaiting> {
+    let waiting = history.values().rev().find(|e| {
+        e.source == Source::Agent
+            && confirmation_of(e) == Some(ConfirmationState::AwaitingConfirmation)
+    })?;
+    let meta = waiting.tool_call_metadata.as_ref()?;
+    let resolved = history.range(waiting.id.next()..).any(|(_, e)| {
+        e.cause == Some(waiting.id)
+            || (matches!(e.body, EventBody::Action(_))
+                && e.tool_call_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.tool_call_id == meta.tool_call_id))
+            || (e.source == Source::User && matches!(e.body, EventBody::Action(Action::Message(_))))
+    });
+    if resolved {
+        return None;
+    }
+    // What to run is read back from the model's call, as it was parsed the first time.
+    let arguments = meta.model_response["choices"][0]["message"]["tool_calls"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"].as_str() == Some(meta.tool_call_id.as_str()))?["function"]["arguments"]
+        .as_str()?
+        .to_owned();
+    let action = tools::parse(&meta.function_name, &arguments).ok()?;
+    Some(Awaiting {
+        action,
+        event: waiting.clone(),
+    })
+}
+
 fn editor_action(command: &EditorCommand, thought: String, security_risk: i8) -> (Action, bool) {
     let edit = |command: &str, path: &str| EditArgs {
         path: path.to_owned(),
@@ -975,6 +1490,7 @@ fn editor_action(command: &EditorCommand, thought: String, security_risk: i8) ->
         thought: thought.clone(),
         security_risk,
         impl_source: "oh_aci".to_owned(),
+        confirmation_state: None,
     };
     match command {
         EditorCommand::View { path, view_range } => (

@@ -3,12 +3,17 @@
 //!
 //! - [`tools`]: the CodeAct tool set offered to the model, and parsing its calls.
 //! - [`prompt`]: the system prompt and the history as chat messages.
-//! - [`agent`]: the loop and its states.
+//! - [`condenser`]: the condensed view of a long history the model is sent.
+//! - [`stuck`]: noticing a model that repeats itself.
+//! - [`agent`]: the loop and its states, confirmation mode.
 
 pub mod agent;
+pub mod condenser;
 pub mod prompt;
 pub mod redact;
+pub mod stuck;
 pub mod tools;
 
-pub use agent::{Agent, AgentContext, AgentSettings};
+pub use agent::{Agent, AgentContext, AgentSettings, Confirmation};
+pub use condenser::CondenserSettings;
 pub use redact::Secrets;

@@ -2,6 +2,7 @@
 //! messages, with every tool call answered by its `tool_call_id` right after the assistant
 //! message that made it (as the providers require).
 
+use crate::condenser::Item;
 use ohd_llm::{Message, ToolCall};
 use ohd_protocol::action::Action;
 use ohd_protocol::observation::Observation;
@@ -37,18 +38,29 @@ the user to answer a question, reply without calling a tool."
     )
 }
 
-/// Builds the chat messages from the history (in id order), after the system prompt.
-pub fn build(system: &str, history: &[&Event]) -> Vec<Message> {
+/// Builds the chat messages from the condensed view of the history (in id order), after the
+/// system prompt.
+pub fn build(system: &str, view: &[Item]) -> Vec<Message> {
     let mut builder = Builder::default();
     builder.out.push(Message::system(system));
     // Which action each observation answers, to find tool calls and user commands.
-    let actions: HashMap<EventId, &Event> = history
+    let actions: HashMap<EventId, &Event> = view
         .iter()
-        .filter(|e| matches!(e.body, EventBody::Action(_)))
-        .map(|e| (e.id, *e))
+        .filter_map(|item| match item {
+            Item::Event(e) if matches!(e.body, EventBody::Action(_)) => Some((e.id, *e)),
+            _ => None,
+        })
         .collect();
-    for event in history {
-        builder.add(event, &actions);
+    for item in view {
+        match item {
+            Item::Event(event) => builder.add(event, &actions),
+            Item::Summary(summary) => {
+                builder.close_open_calls();
+                builder.push(Message::user(format!(
+                    "Summary of the earlier part of this conversation, which you no longer see in full:\n{summary}"
+                )));
+            }
+        }
     }
     builder.close_open_calls();
     builder.flush_deferred();

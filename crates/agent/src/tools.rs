@@ -11,6 +11,13 @@ pub const STR_REPLACE_EDITOR: &str = "str_replace_editor";
 pub const THINK: &str = "think";
 pub const FINISH: &str = "finish";
 
+/// What the model is told about `security_risk`, which decides in confirmation mode (with the
+/// `llm` analyzer) whether the user is asked first.
+const RISK_DESCRIPTION: &str = "Your estimate of the action's risk: LOW for reading and for \
+changes confined to the workspace that are easy to undo; MEDIUM for changes that are harder to \
+undo, installing packages, or network access; HIGH for anything destructive, touching secrets, \
+or acting outside the workspace.";
+
 /// A tool call the model made, understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolAction {
@@ -33,6 +40,27 @@ pub enum ToolAction {
     },
 }
 
+impl ToolAction {
+    /// The model's estimate of the action's risk: -1 unknown, 0 low, 1 medium, 2 high.
+    pub fn risk(&self) -> i8 {
+        match self {
+            ToolAction::Run { security_risk, .. } | ToolAction::Editor { security_risk, .. } => {
+                *security_risk
+            }
+            _ => -1,
+        }
+    }
+
+    /// Whether it may change something (a command, an edit), and so may need confirmation.
+    pub fn changes_something(&self) -> bool {
+        match self {
+            ToolAction::Run { .. } => true,
+            ToolAction::Editor { command, .. } => !matches!(command, EditorCommand::View { .. }),
+            _ => false,
+        }
+    }
+}
+
 /// The tool list sent to the model, in the OpenAI function format.
 pub fn specs() -> Vec<(String, String, Value)> {
     vec![
@@ -52,9 +80,9 @@ pub fn specs() -> Vec<(String, String, Value)> {
                     "command": {"type": "string", "description": "The bash command. With is_input=\"true\": text to send to the running command, empty to wait for more output, or a key such as C-c, C-d, C-z."},
                     "is_input": {"type": "string", "enum": ["true", "false"], "description": "\"true\" to send the command as input to the command still running. Default \"false\"."},
                     "timeout": {"type": "number", "description": "Optional hard limit in seconds; the command is interrupted when it runs longer."},
-                    "security_risk": {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH"], "description": "Your estimate of the command's risk."}
+                    "security_risk": {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH"], "description": RISK_DESCRIPTION}
                 },
-                "required": ["command"]
+                "required": ["command", "security_risk"]
             }),
         ),
         (
@@ -101,9 +129,9 @@ pub fn specs() -> Vec<(String, String, Value)> {
                     "new_str": {"type": "string", "description": "For `str_replace`: the replacement (empty to delete); for `insert`: the text to insert."},
                     "insert_line": {"type": "integer", "description": "For `insert`: the line after which new_str goes."},
                     "view_range": {"type": "array", "items": {"type": "integer"}, "description": "For `view` of a file: [first, last] line, 1-based; last -1 means the end."},
-                    "security_risk": {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH"], "description": "Your estimate of the edit's risk."}
+                    "security_risk": {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH"], "description": RISK_DESCRIPTION}
                 },
-                "required": ["command", "path"]
+                "required": ["command", "path", "security_risk"]
             }),
         ),
     ]

@@ -128,6 +128,47 @@ const PRICES: &[(&str, f64, f64, f64, f64)] = &[
     ("claude-3-5-haiku", 0.80, 4.00, 0.08, 1.00),
 ];
 
+/// Input windows (tokens) of the same models, as published.
+const CONTEXT_WINDOWS: &[(&str, u64)] = &[
+    ("gpt-4o", 128_000),
+    ("gpt-4o-mini", 128_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4.1-mini", 1_047_576),
+    ("gpt-4.1-nano", 1_047_576),
+    ("gpt-5", 272_000),
+    ("gpt-5-mini", 272_000),
+    ("gpt-5-nano", 272_000),
+    ("o3", 200_000),
+    ("o4-mini", 200_000),
+    ("claude-opus-4-1", 200_000),
+    ("claude-opus-4", 200_000),
+    ("claude-sonnet-4-5", 200_000),
+    ("claude-sonnet-4", 200_000),
+    ("claude-3-7-sonnet", 200_000),
+    ("claude-haiku-4-5", 200_000),
+    ("claude-3-5-haiku", 200_000),
+];
+
+/// Whether `model` is `name`, a dated snapshot of it or its `-latest` alias.
+fn is_family(model: &str, name: &str) -> bool {
+    model.strip_prefix(name).is_some_and(|rest| {
+        rest.is_empty()
+            || rest == "-latest"
+            || rest
+                .strip_prefix('-')
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+/// The input window of a well-known model (bare name, as for [`known_price`]).
+pub fn known_context_window(model: &str) -> Option<u64> {
+    CONTEXT_WINDOWS
+        .iter()
+        .filter(|(name, _)| is_family(model, name))
+        .max_by_key(|(name, _)| name.len())
+        .map(|&(_, window)| window)
+}
+
 /// The models with a built-in price, as `provider/model`: what a settings page can offer.
 pub fn known_models() -> Vec<String> {
     PRICES
@@ -149,15 +190,7 @@ pub fn known_models() -> Vec<String> {
 pub fn known_price(model: &str) -> Option<Price> {
     PRICES
         .iter()
-        .filter(|(name, ..)| {
-            model.strip_prefix(name).is_some_and(|rest| {
-                rest.is_empty()
-                    || rest == "-latest"
-                    || rest
-                        .strip_prefix('-')
-                        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-            })
-        })
+        .filter(|(name, ..)| is_family(model, name))
         .max_by_key(|(name, ..)| name.len())
         .map(|&(_, input, output, cache_read, cache_write)| Price {
             input,

@@ -25,7 +25,43 @@ pub enum Action {
     Think(ThinkArgs),
     Finish(FinishArgs),
     ChangeAgentState(ChangeAgentStateArgs),
+    /// The condenser's record of what the model no longer sees, and the summary it sees instead.
+    Condensation(CondensationArgs),
+    /// The model's context window overflowed: the next step condenses first.
+    CondensationRequest(CondensationRequestArgs),
 }
+
+/// Either `forgotten_event_ids` or the inclusive range `forgotten_events_start_id` ..=
+/// `forgotten_events_end_id`; `summary` goes into the view at `summary_offset`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CondensationArgs {
+    #[serde(default)]
+    pub forgotten_event_ids: Option<Vec<u64>>,
+    #[serde(default)]
+    pub forgotten_events_start_id: Option<u64>,
+    #[serde(default)]
+    pub forgotten_events_end_id: Option<u64>,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub summary_offset: Option<usize>,
+}
+
+impl CondensationArgs {
+    /// Whether the event with this id is forgotten.
+    pub fn forgets(&self, id: u64) -> bool {
+        if let Some(ids) = &self.forgotten_event_ids {
+            return ids.contains(&id);
+        }
+        match (self.forgotten_events_start_id, self.forgotten_events_end_id) {
+            (Some(start), Some(end)) => (start..=end).contains(&id),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CondensationRequestArgs {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageArgs {
@@ -123,6 +159,9 @@ pub struct EditArgs {
     pub security_risk: i8,
     #[serde(default = "oh_aci")]
     pub impl_source: String,
+    /// Set in confirmation mode only, so that edits outside it keep the original's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_state: Option<ConfirmationState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +210,13 @@ impl Action {
             Action::Finish(a) if !a.thought.is_empty() => a.thought.clone(),
             Action::Finish(_) => "All done! What's next on the agenda?".to_owned(),
             Action::ChangeAgentState(a) => format!("Agent state changed to {}", a.agent_state),
+            Action::Condensation(a) => match &a.summary {
+                Some(summary) if !summary.is_empty() => format!("Summary: {summary}"),
+                _ => "Condenser is dropping events from the model's view.".to_owned(),
+            },
+            Action::CondensationRequest(_) => {
+                "Requesting a condensation of the conversation history.".to_owned()
+            }
         }
     }
 
@@ -184,6 +230,8 @@ impl Action {
             Action::Think(_) => "think",
             Action::Finish(_) => "finish",
             Action::ChangeAgentState(_) => "change_agent_state",
+            Action::Condensation(_) => "condensation",
+            Action::CondensationRequest(_) => "condensation_request",
         }
     }
 }

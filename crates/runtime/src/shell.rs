@@ -48,6 +48,10 @@ impl Default for ShellOptions {
     }
 }
 
+/// The exit code of a command that was not run (another still runs): not a success, and not
+/// -1, which says a command is still running or was cut off.
+pub const NOT_RUN_EXIT_CODE: i64 = 1;
+
 /// What came of a command or of input sent to a running one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandResult {
@@ -281,7 +285,7 @@ impl Shell {
         shell
             .write(b"stty -echo; PROMPT_COMMAND='__ohd_ec=$?'; PS1='\\036OHD:${__ohd_ec}:${PWD}\\036'; PS2=''; set +H; unset HISTFILE\n")
             .await?;
-        match shell.wait(Instant::now() + Duration::from_secs(15)).await? {
+        match shell.wait(Instant::now() + Duration::from_secs(15), true).await? {
             Wait::Prompt { cwd, .. } => shell.cwd = cwd,
             Wait::Exited(out) | Wait::Quiet(out) | Wait::Deadline(out) => {
                 return Err(ShellError::Start(format!(
@@ -324,15 +328,18 @@ impl Shell {
         hard_timeout: Option<Duration>,
     ) -> Result<CommandResult, ShellError> {
         if let Some(previous) = &self.running {
+            // Said in the output, which every client shows and the model reads, and with an
+            // exit code that is not a success: nothing ran.
             return Ok(CommandResult {
-                output: String::new(),
-                exit_code: -1,
+                output: format!(
+                    "ERROR: `{command}` was not run: the previous command `{previous}` is still \
+                     running. Send empty input (is_input=true, command='') to see more of its \
+                     output, send input to it with is_input=true, or interrupt it with \
+                     command='C-c' and is_input=true, then run `{command}` again."
+                ),
+                exit_code: NOT_RUN_EXIT_CODE,
                 working_dir: self.cwd.clone(),
-                note: Some(format!(
-                    "The previous command `{previous}` is still running, so `{command}` was not run. \
-                     Send empty input (is_input=true, command='') to see more of its output, send \
-                     input to it with is_input=true, or interrupt it with command='C-c' and is_input=true."
-                )),
+                note: Some("The command was not run.".to_owned()),
                 still_running: true,
             });
         }
@@ -341,12 +348,11 @@ impl Shell {
         // written (the user stopped the agent), an interrupt still sends Ctrl-C for it.
         self.running = Some(command.to_owned());
         self.write(eval_line(command).as_bytes()).await?;
-        let deadline = Instant::now() + hard_timeout.unwrap_or(self.options.default_hard_timeout);
-        self.finish(
-            deadline,
-            hard_timeout.unwrap_or(self.options.default_hard_timeout),
-        )
-        .await
+        // A command given its own timeout runs until it ends or the timeout passes, however
+        // quiet it is; only the others are reported as still running after a silence.
+        let hard = hard_timeout.unwrap_or(self.options.default_hard_timeout);
+        let quiet = hard_timeout.is_none();
+        self.finish(Instant::now() + hard, hard, quiet).await
     }
 
     /// Sends input to the running command (`C-c`, `C-d`, `C-z` as keys; empty text only waits
@@ -370,15 +376,16 @@ impl Shell {
         }
         self.running.get_or_insert_with(|| input.to_owned());
         let hard = self.options.default_hard_timeout;
-        self.finish(Instant::now() + hard, hard).await
+        self.finish(Instant::now() + hard, hard, true).await
     }
 
     async fn finish(
         &mut self,
         deadline: Instant,
         hard: Duration,
+        quiet: bool,
     ) -> Result<CommandResult, ShellError> {
-        let mut result = self.finish_command(deadline, hard).await?;
+        let mut result = self.finish_command(deadline, hard, quiet).await?;
         let due = self
             .last_checks
             .is_none_or(|at| at.elapsed() >= CHECK_EVERY);
@@ -441,8 +448,9 @@ impl Shell {
         &mut self,
         deadline: Instant,
         hard: Duration,
+        quiet: bool,
     ) -> Result<CommandResult, ShellError> {
-        match self.wait(deadline).await? {
+        match self.wait(deadline, quiet).await? {
             Wait::Prompt {
                 exit_code,
                 cwd,
@@ -524,7 +532,7 @@ impl Shell {
         self.write(&[0x03]).await?;
         let mut output = String::new();
         for attempt in 0..2 {
-            match self.wait(Instant::now() + Duration::from_secs(2)).await? {
+            match self.wait(Instant::now() + Duration::from_secs(2), true).await? {
                 Wait::Prompt {
                     cwd, output: out, ..
                 } => {
@@ -624,9 +632,9 @@ impl Shell {
         Ok(())
     }
 
-    /// Waits for the prompt, for `no_output_timeout` of silence, for the deadline, or for the
-    /// shell to exit.
-    async fn wait(&mut self, deadline: Instant) -> Result<Wait, ShellError> {
+    /// Waits for the prompt, for `no_output_timeout` of silence (when `quiet` asks for that),
+    /// for the deadline, or for the shell to exit.
+    async fn wait(&mut self, deadline: Instant, quiet: bool) -> Result<Wait, ShellError> {
         let mut last_change = Instant::now();
         loop {
             let notified = self.capture.changed.notified();
@@ -647,7 +655,8 @@ impl Shell {
             let quiet_at = last_change + self.options.no_output_timeout;
             tokio::select! {
                 _ = notified => last_change = Instant::now(),
-                _ = tokio::time::sleep_until(quiet_at.into()) => {
+                // Without the silence check, only the deadline ends the wait.
+                _ = tokio::time::sleep_until(quiet_at.into()), if quiet => {
                     return Ok(Wait::Quiet(self.capture.lock().take_partial()));
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {

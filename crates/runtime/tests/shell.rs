@@ -99,11 +99,46 @@ async fn a_quiet_command_is_reported_running_then_input_and_ctrl_c_reach_it() {
     // New commands are refused while one runs; C-c stops it.
     let r = sh.run("sleep 100", None).await.unwrap();
     assert!(r.still_running);
+    // The refusal is in the output, which clients show and the model reads, and is no success.
     let refused = sh.run("echo nope", None).await.unwrap();
-    assert!(refused.note.unwrap().contains("still running"));
+    assert!(
+        refused.output.contains("was not run") && refused.output.contains("sleep 100"),
+        "{refused:?}"
+    );
+    assert!(refused.exit_code != 0 && refused.exit_code != -1, "{refused:?}");
     let r = sh.send_input("C-c").await.unwrap();
     assert!(!r.still_running, "{r:?}");
     assert_eq!(sh.run("echo after", None).await.unwrap().output, "after\n");
+    sh.close().await;
+}
+
+#[tokio::test]
+async fn a_command_with_its_own_timeout_runs_to_its_end_however_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::decide(SandboxConfig {
+        mode: SandboxMode::None,
+        ..SandboxConfig::default()
+    });
+    let launch = sandbox.launch(
+        dir.path(),
+        &["bash", "--noprofile", "--norc", "--noediting", "-i"],
+        &[],
+        true,
+    );
+    let options = ShellOptions {
+        no_output_timeout: Duration::from_millis(500),
+        ..ShellOptions::default()
+    };
+    let mut sh = Shell::start(launch, options).await.unwrap();
+    // Quiet for four times the silence limit, within its own timeout: it completes.
+    let r = sh
+        .run("sleep 2; echo woke", Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!((r.output.as_str(), r.exit_code), ("woke\n", 0), "{r:?}");
+    // Without a timeout of its own the same command is reported as still running.
+    let r = sh.run("sleep 2; echo woke", None).await.unwrap();
+    assert!(r.still_running && r.exit_code == -1, "{r:?}");
     sh.close().await;
 }
 

@@ -2,16 +2,20 @@
 //! created, joined or sent something, and stopped when it is deleted or the server stops.
 
 use crate::auth::Secret;
-use crate::config::{Config, LlmConfig};
-use ohd_agent::{Agent, AgentContext, AgentSettings};
+use crate::config::{AgentConfig, Config, LlmConfig};
+use crate::settings::Settings;
+use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation};
 use ohd_llm::{LlmClient, LlmSettings};
+use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::ConversationId;
 use ohd_runtime::sandbox::{Launch, Sandbox, SandboxConfig};
 use ohd_runtime::shell::ShellOptions;
 use ohd_store::EventLog;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +33,10 @@ pub struct Agents {
     /// What agents started from now on get; running agents keep the one they started with.
     settings: RwLock<Arc<AgentSettings>>,
     llm_config: LlmConfig,
+    agent_config: AgentConfig,
+    session_key: Option<Secret>,
+    /// Places for agents that run at once (`[agent] max_running`).
+    slots: Option<Arc<Semaphore>>,
     log: EventLog,
     workspaces: PathBuf,
     running: Mutex<HashMap<ConversationId, Running>>,
@@ -70,6 +78,20 @@ struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     env: Arc<Mutex<Vec<(String, String)>>>,
+    /// Waiting for a place under `[agent] max_running`.
+    queued: Arc<AtomicBool>,
+}
+
+/// Where a conversation's agent is, for the REST status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// No agent (never started, released when idle, or stopped); a join or a message starts it.
+    Stopped,
+    /// Waiting for a place under `[agent] max_running`.
+    Queued,
+    Running,
+    /// ohd runs without agents: the log is always open.
+    Disabled,
 }
 
 /// The sandbox the configuration asks for.
@@ -139,6 +161,83 @@ pub fn connect_llm(config: &LlmConfig, choice: &LlmChoice) -> Result<Arc<dyn Llm
     })
 }
 
+/// What agents started now run with: the configuration, with the saved settings over it.
+fn agent_settings(
+    config: &LlmConfig,
+    agent: &AgentConfig,
+    session_key: Option<&Secret>,
+    saved: &Settings,
+    full: &Config,
+) -> AgentSettings {
+    let choice = saved.llm_choice(full);
+    let prefs = saved.agent_prefs(full);
+    let llm = connect_llm(config, &choice);
+    log_llm(&llm);
+    let model_name = choice
+        .model
+        .as_deref()
+        .and_then(|m| ohd_llm::ModelId::parse(m).ok())
+        .map(|id| id.name);
+    let priced = model_name.as_deref().is_some_and(|name| {
+        ohd_llm::price_for(
+            name,
+            config.input_cost_per_million,
+            config.output_cost_per_million,
+        )
+        .is_some()
+    });
+    let budget_note = (prefs.max_budget.is_some() && !priced && llm.is_ok()).then(|| {
+        format!(
+            "The budget of {:.2} USD per task cannot be kept: the price of {} is not known. Set [llm] input_cost_per_million and output_cost_per_million in config.toml to count its cost.",
+            prefs.max_budget.unwrap_or_default(),
+            choice.model.as_deref().unwrap_or("this model")
+        )
+    });
+    let condenser_llm = config.condenser_model.as_ref().and_then(|model| {
+        connect_llm(
+            config,
+            &LlmChoice {
+                model: Some(model.clone()),
+                ..choice.clone()
+            },
+        )
+        .map_err(|why| tracing::warn!("condenser model not used: {why}"))
+        .ok()
+    });
+    AgentSettings {
+        llm,
+        condenser_llm,
+        max_iterations: prefs.max_iterations,
+        max_budget: prefs.max_budget,
+        budget_note,
+        context_window: config
+            .max_input_tokens
+            .or_else(|| model_name.as_deref().and_then(ohd_llm::known_context_window)),
+        condenser: CondenserSettings {
+            enabled: prefs.condenser_enabled,
+            // Room for the kept head and the summary, at least.
+            max_size: prefs.condenser_max_size.max(10),
+            ..CondenserSettings::default()
+        },
+        confirmation: Confirmation {
+            enabled: prefs.confirmation_mode,
+            analyzer: prefs.security_analyzer,
+        },
+        stuck_detection: agent.stuck_detection,
+        git_identity: Some((prefs.git_user_name, prefs.git_user_email)),
+        idle_timeout: agent.idle_timeout,
+        shell: ShellOptions::default(),
+        secrets: ohd_agent::Secrets::new(
+            config
+                .api_key
+                .iter()
+                .chain(choice.api_key.iter())
+                .chain(session_key)
+                .map(|k| k.expose().to_owned()),
+        ),
+    }
+}
+
 fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
     match llm {
         Ok(client) => tracing::info!(model = client.model(), "language model configured"),
@@ -147,8 +246,8 @@ fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
 }
 
 impl Agents {
-    /// Agents on `choice`'s model: the configuration's, or the saved settings' over it.
-    pub fn new(config: &Config, log: EventLog, choice: &LlmChoice) -> Self {
+    /// Agents as the configuration and the saved settings say.
+    pub fn new(config: &Config, log: EventLog, saved: &Settings) -> Self {
         // Deciding the sandbox means running bubblewrap: done beside start-up, so the server
         // answers at once; whatever needs the sandbox waits for the decision.
         let sandbox = Arc::new(SandboxDecision {
@@ -159,8 +258,13 @@ impl Agents {
         tokio::spawn(async move {
             early.get().await;
         });
-        let llm = connect_llm(&config.llm, choice);
-        log_llm(&llm);
+        let settings = agent_settings(
+            &config.llm,
+            &config.agent,
+            config.session_api_key.as_ref(),
+            saved,
+            config,
+        );
         let tokens = PROVIDER_TOKENS
             .iter()
             .filter_map(|(provider, var)| {
@@ -178,21 +282,13 @@ impl Agents {
         Agents {
             enabled: config.agent.enabled,
             llm_config: config.llm.clone(),
-            settings: RwLock::new(Arc::new(AgentSettings {
-                llm,
-                max_iterations: config.agent.max_iterations,
-                max_budget: config.agent.max_budget_per_task,
-                shell: ShellOptions::default(),
-                secrets: ohd_agent::Secrets::new(
-                    config
-                        .llm
-                        .api_key
-                        .iter()
-                        .chain(choice.api_key.iter())
-                        .chain(config.session_api_key.iter())
-                        .map(|k| k.expose().to_owned()),
-                ),
-            })),
+            agent_config: config.agent.clone(),
+            session_key: config.session_api_key.clone(),
+            slots: config
+                .agent
+                .max_running
+                .map(|n| Arc::new(Semaphore::new(n))),
+            settings: RwLock::new(Arc::new(settings)),
             log,
             workspaces: config.workspaces_dir(),
             running: Mutex::new(HashMap::new()),
@@ -208,23 +304,41 @@ impl Agents {
             .clone()
     }
 
-    /// Switches the model for agents started from now on (a conversation created, or one whose
-    /// agent was stopped, after the settings changed). Running agents keep theirs: a task does
-    /// not change model halfway. The new key is added to the values hidden from events.
-    pub fn set_llm(&self, choice: &LlmChoice) {
-        let llm = connect_llm(&self.llm_config, choice);
-        log_llm(&llm);
+    /// Takes saved settings for agents started from now on (a conversation created, or one
+    /// whose agent was stopped or released, after the settings changed). Running agents keep
+    /// theirs: a task does not change model or rules halfway. Keys seen so far stay hidden.
+    pub fn configure(&self, saved: &Settings, config: &Config) {
+        let mut next = agent_settings(
+            &self.llm_config,
+            &self.agent_config,
+            self.session_key.as_ref(),
+            saved,
+            config,
+        );
         let mut settings = self.settings.write().unwrap_or_else(|p| p.into_inner());
-        let old = settings.as_ref();
-        *settings = Arc::new(AgentSettings {
-            llm,
-            max_iterations: old.max_iterations,
-            max_budget: old.max_budget,
-            shell: old.shell.clone(),
-            secrets: old
-                .secrets
-                .with(choice.api_key.iter().map(|k| k.expose().to_owned())),
-        });
+        next.secrets = settings.secrets.with(
+            saved
+                .llm_choice(config)
+                .api_key
+                .iter()
+                .map(|k| k.expose().to_owned()),
+        );
+        *settings = Arc::new(next);
+    }
+
+    /// Where the conversation's agent is.
+    pub fn status(&self, conversation: &ConversationId) -> AgentStatus {
+        if !self.enabled {
+            return AgentStatus::Disabled;
+        }
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get(conversation) {
+            Some(r) if !r.task.is_finished() && r.queued.load(Ordering::Relaxed) => {
+                AgentStatus::Queued
+            }
+            Some(r) if !r.task.is_finished() => AgentStatus::Running,
+            _ => AgentStatus::Stopped,
+        }
     }
 
     /// The model agents started now would use (`openai/gpt-4o`), if one is usable.
@@ -287,7 +401,32 @@ impl Agents {
         let settings = self.current();
         let token = cancel.clone();
         let id = conversation.clone();
+        let (slots, queued) = (self.slots.clone(), Arc::new(AtomicBool::new(false)));
+        let waiting = queued.clone();
         let task = tokio::spawn(async move {
+            // Held while the agent runs: its place under `[agent] max_running`.
+            let _place = match slots {
+                Some(slots) => match slots.clone().try_acquire_owned() {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        waiting.store(true, Ordering::Relaxed);
+                        log.notify(
+                            &id,
+                            &StatusUpdate::info(
+                                "STATUS$WAITING_FOR_AGENT",
+                                "As many agents as this server runs at once are busy; this conversation's agent starts as soon as one of them is done.",
+                            ),
+                        );
+                        let place = tokio::select! {
+                            place = slots.acquire_owned() => place.ok(),
+                            _ = token.cancelled() => return,
+                        };
+                        waiting.store(false, Ordering::Relaxed);
+                        place
+                    }
+                },
+                None => None,
+            };
             let ctx = AgentContext {
                 conversation: id.clone(),
                 log,
@@ -300,7 +439,15 @@ impl Agents {
                 Err(e) => tracing::error!(conversation = %id, error = %e, "agent did not start"),
             }
         });
-        running.insert(conversation.clone(), Running { cancel, task, env });
+        running.insert(
+            conversation.clone(),
+            Running {
+                cancel,
+                task,
+                env,
+                queued,
+            },
+        );
     }
 
     /// Stops a conversation's agent and waits for its shell to end; says whether one ran.

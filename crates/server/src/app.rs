@@ -60,8 +60,7 @@ impl AppState {
         );
         // The model saved on the settings page wins over the configuration's.
         let settings = SettingsStore::load(config.settings_path())?;
-        let choice = settings.get().await.llm_choice(&config);
-        let agents = Arc::new(Agents::new(&config, log.clone(), &choice));
+        let agents = Arc::new(Agents::new(&config, log.clone(), &settings.get().await));
         let conversations = Arc::new(Conversations::new(
             log.clone(),
             config.workspaces_dir(),

@@ -64,6 +64,13 @@ pub struct AgentConfig {
     pub max_iterations: u32,
     /// USD; none means no budget.
     pub max_budget_per_task: Option<f64>,
+    /// An agent idle this long releases its shell and sandbox (and its memory); it comes back
+    /// on the next message or join. `None` (0 in the file): never.
+    pub idle_timeout: Option<Duration>,
+    /// Agents that may run at once; more wait for a place. `None`: no cap.
+    pub max_running: Option<usize>,
+    /// Stop a model that repeats itself (on by default, as in the original).
+    pub stuck_detection: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +95,10 @@ pub struct LlmConfig {
     pub max_retries: u32,
     pub input_cost_per_million: Option<f64>,
     pub output_cost_per_million: Option<f64>,
+    /// Writes the condenser's summaries; the conversation's model when unset.
+    pub condenser_model: Option<String>,
+    /// The model's input window in tokens, over the built-in figure of a well-known model.
+    pub max_input_tokens: Option<u64>,
 }
 
 /// What the command line and the environment say; `None` leaves the choice to the file.
@@ -131,6 +142,9 @@ struct AgentSection {
     enabled: Option<bool>,
     max_iterations: Option<u32>,
     max_budget_per_task: Option<f64>,
+    idle_timeout_secs: Option<u64>,
+    max_running: Option<usize>,
+    stuck_detection: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +208,8 @@ struct LlmSection {
     max_retries: Option<u32>,
     input_cost_per_million: Option<f64>,
     output_cost_per_million: Option<f64>,
+    condenser_model: Option<String>,
+    max_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +329,8 @@ impl Config {
                 max_retries: file.llm.max_retries.unwrap_or(5),
                 input_cost_per_million: file.llm.input_cost_per_million,
                 output_cost_per_million: file.llm.output_cost_per_million,
+                condenser_model: file.llm.condenser_model.filter(|m| !m.trim().is_empty()),
+                max_input_tokens: file.llm.max_input_tokens.filter(|t| *t > 0),
             },
             agent: AgentConfig {
                 enabled: !overrides.no_agent && file.agent.enabled.unwrap_or(true),
@@ -321,6 +339,12 @@ impl Config {
                     .or(file.agent.max_iterations)
                     .unwrap_or(100),
                 max_budget_per_task: file.agent.max_budget_per_task,
+                idle_timeout: match file.agent.idle_timeout_secs.unwrap_or(900) {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                max_running: file.agent.max_running.filter(|n| *n > 0),
+                stuck_detection: file.agent.stuck_detection.unwrap_or(true),
             },
             sandbox: SandboxSettings {
                 mode: sandbox_mode,

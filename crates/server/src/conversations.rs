@@ -1,6 +1,6 @@
 //! Conversations: their records, their workspaces, and the events clients add to them.
 
-use crate::agents::Agents;
+use crate::agents::{AgentStatus, Agents};
 use crate::error::ApiError;
 use ohd_protocol::{ClientAction, ConversationId, NewEvent, Source, Timestamp};
 use ohd_store::{ConversationRecord, EventLog, StoreError, StoredEvent};
@@ -178,14 +178,14 @@ impl Conversations {
 
     pub fn info(&self, record: ConversationRecord) -> ConversationInfo {
         let num_connections = self.num_connections(&record.id);
+        let (status, runtime_status) = status_of(self.agents.status(&record.id));
         ConversationInfo {
             num_connections,
             title: record.title,
             last_updated_at: Timestamp::from_datetime(record.last_updated_at).to_string(),
             created_at: Timestamp::from_datetime(record.created_at).to_string(),
-            // The event log is always there to join, so a conversation can always be opened.
-            status: "RUNNING",
-            runtime_status: Some("STATUS$READY"),
+            status,
+            runtime_status,
             selected_repository: record.selected_repository,
             selected_branch: record.selected_branch,
             git_provider: record.git_provider,
@@ -197,5 +197,16 @@ impl Conversations {
             sub_conversation_ids: Vec::new(),
             conversation_id: record.id,
         }
+    }
+}
+
+/// The original's `status` and `runtime_status` for where the agent is. The web UI joins only
+/// a `RUNNING` conversation with a runtime status, and asks to start a `STOPPED` one.
+pub fn status_of(agent: AgentStatus) -> (&'static str, Option<&'static str>) {
+    match agent {
+        // Without agents the log is always there to join.
+        AgentStatus::Running | AgentStatus::Disabled => ("RUNNING", Some("STATUS$READY")),
+        AgentStatus::Queued => ("STARTING", Some("STATUS$STARTING_RUNTIME")),
+        AgentStatus::Stopped => ("STOPPED", None),
     }
 }

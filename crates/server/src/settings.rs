@@ -1,9 +1,10 @@
 //! The settings the web UI saves (`GET`/`POST /api/settings`), kept in
 //! `<data_dir>/settings.json`.
 //!
-//! The model, its API key and its base URL saved here win over the configuration's `[llm]` and
-//! take effect for agents started afterwards. The other fields (language, analytics consent,
-//! sound, ...) are kept and shown back as the UI saved them. API keys are write-only: they are
+//! The model, its API key and its base URL saved here win over the configuration's `[llm]`;
+//! they and the agent's fields (iterations, budget, confirmation mode, security analyzer,
+//! condenser, git identity) take effect for agents started afterwards. The other fields
+//! (language, analytics consent, sound, ...) are kept and shown back as the UI saved them. API keys are write-only: they are
 //! held as [`Secret`]s, written to the file (mode 0600, as the original keeps them in its file
 //! store) and never returned; `llm_api_key_set` says whether there is one.
 
@@ -16,6 +17,23 @@ use std::path::{Path, PathBuf};
 
 /// The most the saved settings may take: the UI's come to a few kilobytes.
 const MAX_SETTINGS_BYTES: usize = 1024 * 1024;
+
+const DEFAULT_GIT_NAME: &str = "openhands";
+const DEFAULT_GIT_EMAIL: &str = "openhands@all-hands.dev";
+const DEFAULT_CONDENSER_MAX_SIZE: usize = 120;
+
+/// How agents started from now on work, as the settings page left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPrefs {
+    pub max_iterations: u32,
+    pub max_budget: Option<f64>,
+    pub confirmation_mode: bool,
+    pub security_analyzer: Option<String>,
+    pub condenser_enabled: bool,
+    pub condenser_max_size: usize,
+    pub git_user_name: String,
+    pub git_user_email: String,
+}
 
 /// What was saved. `None` for the model fields means "not set here: the configuration's".
 #[derive(Clone, Default)]
@@ -182,6 +200,49 @@ impl Settings {
         }
     }
 
+    /// What the settings page says about how agents work, over the configuration.
+    pub fn agent_prefs(&self, config: &Config) -> AgentPrefs {
+        let prefs = &self.prefs;
+        let text = |name: &str| {
+            prefs
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        AgentPrefs {
+            max_iterations: prefs
+                .get("max_iterations")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(config.agent.max_iterations),
+            max_budget: prefs
+                .get("max_budget_per_task")
+                .and_then(Value::as_f64)
+                .filter(|b| *b > 0.0)
+                .or(config.agent.max_budget_per_task),
+            confirmation_mode: prefs
+                .get("confirmation_mode")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            security_analyzer: text("security_analyzer"),
+            condenser_enabled: prefs
+                .get("enable_default_condenser")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            condenser_max_size: prefs
+                .get("condenser_max_size")
+                .and_then(Value::as_u64)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+                .unwrap_or(DEFAULT_CONDENSER_MAX_SIZE),
+            git_user_name: text("git_user_name").unwrap_or_else(|| DEFAULT_GIT_NAME.to_owned()),
+            git_user_email: text("git_user_email")
+                .unwrap_or_else(|| DEFAULT_GIT_EMAIL.to_owned()),
+        }
+    }
+
     /// `GET /api/settings`: the original's `Settings` shape, defaults filled in from the
     /// configuration, keys replaced by whether they are set.
     pub fn view(&self, config: &Config) -> Value {
@@ -194,7 +255,7 @@ impl Settings {
             "confirmation_mode": false,
             "remote_runtime_resource_factor": 1,
             "enable_default_condenser": true,
-            "condenser_max_size": 120,
+            "condenser_max_size": DEFAULT_CONDENSER_MAX_SIZE,
             "enable_sound_notifications": false,
             "enable_proactive_conversation_starters": false,
             "enable_solvability_analysis": false,
@@ -202,8 +263,8 @@ impl Settings {
             "max_budget_per_task": config.agent.max_budget_per_task,
             "mcp_config": {"sse_servers": [], "stdio_servers": [], "shttp_servers": []},
             "email": "",
-            "git_user_name": "openhands",
-            "git_user_email": "openhands@all-hands.dev",
+            "git_user_name": DEFAULT_GIT_NAME,
+            "git_user_email": DEFAULT_GIT_EMAIL,
         });
         if let Value::Object(map) = &mut out {
             for (name, value) in &self.prefs {

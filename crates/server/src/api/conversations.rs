@@ -219,10 +219,11 @@ async fn start_conversation(
     }
     let record = existing(&state, &id).await?;
     state.agents.ensure(&record.id, &providers);
+    let (status, _) = crate::conversations::status_of(state.agents.status(&record.id));
     Ok(Json(json!({
         "status": "ok",
         "conversation_id": record.id,
-        "conversation_status": "RUNNING",
+        "conversation_status": status,
     })))
 }
 

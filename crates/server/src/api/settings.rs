@@ -27,12 +27,9 @@ async fn save_settings(
     let config = state.config.clone();
     state
         .settings
-        .update(body, |old, new| {
-            let choice = new.llm_choice(&config);
-            if old.llm_choice(&config) != choice {
-                // New conversations (and conversations whose agent is started again) get it.
-                agents.set_llm(&choice);
-            }
+        .update(body, |_old, new| {
+            // New conversations (and conversations whose agent is started again) get it.
+            agents.configure(new, &config);
         })
         .await
         .map_err(|e| match e {
