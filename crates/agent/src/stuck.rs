@@ -80,9 +80,13 @@ struct ResultKey {
 /// confirmation), as comparable text.
 fn action_key(action: &Action) -> Option<String> {
     let mut value = serde_json::to_value(action).ok()?;
+    // A think action's thought is what it does; elsewhere the thought is commentary.
+    let is_think = matches!(action, Action::Think(_));
     if let Some(Value::Object(args)) = value.get_mut("args") {
         for noise in ["thought", "security_risk", "confirmation_state"] {
-            args.remove(noise);
+            if !(is_think && noise == "thought") {
+                args.remove(noise);
+            }
         }
     }
     Some(value.to_string())

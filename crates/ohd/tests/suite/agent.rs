@@ -268,9 +268,13 @@ async fn stop_interrupts_a_running_command_and_answers_it() {
 
 #[tokio::test]
 async fn a_model_that_never_stops_ends_in_error_at_max_iterations() {
-    let (llm, mut options) = scripted_llm(
-        Script::new(vec![Turn::tool_call("think", json!({"thought":"hmm"}))]).repeating_last(),
-    )
+    // Different thoughts each time: a model that repeats itself exactly is stopped sooner,
+    // by stuck detection.
+    let (llm, mut options) = scripted_llm(Script::new(
+        (0..10)
+            .map(|i| Turn::tool_call("think", json!({"thought": format!("hmm {i}")})))
+            .collect(),
+    ))
     .await;
     options.env.push(("OHD_MAX_ITERATIONS".into(), "4".into()));
     let ohd = Ohd::start_with(options).await;
