@@ -977,7 +977,9 @@ impl Agent {
         {
             return Ok(StepEnd::Failed {
                 status_id: "STATUS$ERROR".into(),
-                reason: format!("AgentStuckInLoopError: {reason} Send a new message to start afresh."),
+                reason: format!(
+                    "AgentStuckInLoopError: {reason} Send a new message to start afresh."
+                ),
             });
         }
         if self.iterations >= self.settings.max_iterations {

@@ -438,15 +438,18 @@ mod tests {
             let id = h.len() as u64;
             h.insert(EventId(id), event(id, new));
         };
-        add(&mut h, NewEvent::action(
-            Source::Agent,
-            Action::System(SystemArgs {
-                content: "sys".into(),
-                tools: json!([]),
-                openhands_version: String::new(),
-                agent_class: String::new(),
-            }),
-        ));
+        add(
+            &mut h,
+            NewEvent::action(
+                Source::Agent,
+                Action::System(SystemArgs {
+                    content: "sys".into(),
+                    tools: json!([]),
+                    openhands_version: String::new(),
+                    agent_class: String::new(),
+                }),
+            ),
+        );
         add(
             &mut h,
             NewEvent::action(Source::User, Action::Message(MessageArgs::user("do it"))),
@@ -464,11 +467,14 @@ mod tests {
             );
             observation.tool_call_metadata = Some(meta(&call));
             add(&mut h, observation);
-            add(&mut h, NewEvent::observation(
-                Source::Environment,
-                None,
-                Observation::agent_state_changed(ohd_protocol::AgentState::Running, ""),
-            ));
+            add(
+                &mut h,
+                NewEvent::observation(
+                    Source::Environment,
+                    None,
+                    Observation::agent_state_changed(ohd_protocol::AgentState::Running, ""),
+                ),
+            );
         }
         h
     }

@@ -19,7 +19,9 @@ pub fn detect(history: &BTreeMap<EventId, Event>) -> Option<String> {
     let since = history
         .values()
         .rev()
-        .find(|e| e.source == Source::User && matches!(e.body, EventBody::Action(Action::Message(_))))
+        .find(|e| {
+            e.source == Source::User && matches!(e.body, EventBody::Action(Action::Message(_)))
+        })
         .map(|e| e.id)?;
     let mut steps: Vec<Step> = Vec::new();
     for (_, event) in history.range(since..) {
@@ -96,10 +98,7 @@ fn result_key(observation: &Observation) -> ResultKey {
     let (content, is_error) = match observation {
         Observation::Run {
             content, extras, ..
-        } => (
-            format!("{content}\n{}", extras.metadata.exit_code),
-            false,
-        ),
+        } => (format!("{content}\n{}", extras.metadata.exit_code), false),
         Observation::Error { content, .. } => (content.clone(), true),
         other => (other.message(), false),
     };
@@ -234,7 +233,11 @@ mod tests {
             .map(|i| acted(&format!("a{i}"), "x", false))
             .collect();
         assert!(repeated_action(&varied).is_none() && alternating(&varied).is_none());
-        let errors = vec![acted("a", "e1", true), acted("a", "e2", true), acted("a", "e3", true)];
+        let errors = vec![
+            acted("a", "e1", true),
+            acted("a", "e2", true),
+            acted("a", "e3", true),
+        ];
         assert!(repeated_error(&errors).is_some());
         let mut ab = Vec::new();
         for _ in 0..3 {

@@ -24,9 +24,8 @@ pub use anthropic::DEFAULT_MAX_TOKENS;
 pub use error::LlmError;
 pub use metrics::{Metrics, TokenUsage};
 pub use model::{
-    ANTHROPIC_BASE_URL, ModelId, OPENAI_BASE_URL, Price, Provider, known_context_window, known_models,
-    known_price,
-    price_for,
+    ANTHROPIC_BASE_URL, ModelId, OPENAI_BASE_URL, Price, Provider, known_context_window,
+    known_models, known_price, price_for,
 };
 pub use retry::{RetryObserver, RetryPolicy, retry_after};
 pub use types::{Completion, CompletionRequest, Message, Role, ToolCall, ToolSpec, Usage};

@@ -285,7 +285,10 @@ impl Shell {
         shell
             .write(b"stty -echo; PROMPT_COMMAND='__ohd_ec=$?'; PS1='\\036OHD:${__ohd_ec}:${PWD}\\036'; PS2=''; set +H; unset HISTFILE\n")
             .await?;
-        match shell.wait(Instant::now() + Duration::from_secs(15), true).await? {
+        match shell
+            .wait(Instant::now() + Duration::from_secs(15), true)
+            .await?
+        {
             Wait::Prompt { cwd, .. } => shell.cwd = cwd,
             Wait::Exited(out) | Wait::Quiet(out) | Wait::Deadline(out) => {
                 return Err(ShellError::Start(format!(
@@ -532,7 +535,10 @@ impl Shell {
         self.write(&[0x03]).await?;
         let mut output = String::new();
         for attempt in 0..2 {
-            match self.wait(Instant::now() + Duration::from_secs(2), true).await? {
+            match self
+                .wait(Instant::now() + Duration::from_secs(2), true)
+                .await?
+            {
                 Wait::Prompt {
                     cwd, output: out, ..
                 } => {

@@ -105,7 +105,10 @@ async fn a_quiet_command_is_reported_running_then_input_and_ctrl_c_reach_it() {
         refused.output.contains("was not run") && refused.output.contains("sleep 100"),
         "{refused:?}"
     );
-    assert!(refused.exit_code != 0 && refused.exit_code != -1, "{refused:?}");
+    assert!(
+        refused.exit_code != 0 && refused.exit_code != -1,
+        "{refused:?}"
+    );
     let r = sh.send_input("C-c").await.unwrap();
     assert!(!r.still_running, "{r:?}");
     assert_eq!(sh.run("echo after", None).await.unwrap().output, "after\n");

@@ -6,8 +6,8 @@ use crate::config::{AgentConfig, Config, LlmConfig};
 use crate::settings::Settings;
 use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation};
 use ohd_llm::{LlmClient, LlmSettings};
-use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::ConversationId;
+use ohd_protocol::notice::StatusUpdate;
 use ohd_runtime::sandbox::{Launch, Sandbox, SandboxConfig};
 use ohd_runtime::shell::ShellOptions;
 use ohd_store::EventLog;
@@ -210,9 +210,11 @@ fn agent_settings(
         max_iterations: prefs.max_iterations,
         max_budget: prefs.max_budget,
         budget_note,
-        context_window: config
-            .max_input_tokens
-            .or_else(|| model_name.as_deref().and_then(ohd_llm::known_context_window)),
+        context_window: config.max_input_tokens.or_else(|| {
+            model_name
+                .as_deref()
+                .and_then(ohd_llm::known_context_window)
+        }),
         condenser: CondenserSettings {
             enabled: prefs.condenser_enabled,
             // Room for the kept head and the summary, at least.
@@ -236,6 +238,14 @@ fn agent_settings(
                 .map(|k| k.expose().to_owned()),
         ),
     }
+}
+
+/// Said to the clients of a conversation whose agent waits for a place.
+fn waiting_notice() -> StatusUpdate {
+    StatusUpdate::info(
+        "STATUS$WAITING_FOR_AGENT",
+        "As many agents as this server runs at once are busy ([agent] max_running); this conversation's agent starts as soon as one of them is done.",
+    )
 }
 
 fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
@@ -382,6 +392,10 @@ impl Agents {
             .collect();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(agent) = running.get(conversation).filter(|r| !r.task.is_finished()) {
+            // A client that joins a waiting conversation hears why nothing happens yet.
+            if agent.queued.load(Ordering::Relaxed) {
+                self.log.notify(conversation, &waiting_notice());
+            }
             // Tokens named later still reach a shell that has not started yet.
             let mut env = agent.env.lock().unwrap_or_else(|p| p.into_inner());
             for token in tokens {
@@ -410,13 +424,7 @@ impl Agents {
                     Ok(place) => Some(place),
                     Err(_) => {
                         waiting.store(true, Ordering::Relaxed);
-                        log.notify(
-                            &id,
-                            &StatusUpdate::info(
-                                "STATUS$WAITING_FOR_AGENT",
-                                "As many agents as this server runs at once are busy; this conversation's agent starts as soon as one of them is done.",
-                            ),
-                        );
+                        log.notify(&id, &waiting_notice());
                         let place = tokio::select! {
                             place = slots.acquire_owned() => place.ok(),
                             _ = token.cancelled() => return,

@@ -238,8 +238,7 @@ impl Settings {
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
                 .unwrap_or(DEFAULT_CONDENSER_MAX_SIZE),
             git_user_name: text("git_user_name").unwrap_or_else(|| DEFAULT_GIT_NAME.to_owned()),
-            git_user_email: text("git_user_email")
-                .unwrap_or_else(|| DEFAULT_GIT_EMAIL.to_owned()),
+            git_user_email: text("git_user_email").unwrap_or_else(|| DEFAULT_GIT_EMAIL.to_owned()),
         }
     }
 

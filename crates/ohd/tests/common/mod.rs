@@ -24,6 +24,7 @@ pub struct Ohd {
     log_file: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub env: Vec<(String, String)>,
     pub config_toml: Option<String>,

@@ -3,6 +3,7 @@ mod bad_input;
 mod browser;
 mod clients;
 mod exposure;
+mod long_tasks;
 mod rest;
 mod restart;
 mod sandbox;

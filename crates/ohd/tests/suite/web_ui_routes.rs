@@ -158,7 +158,7 @@ async fn options_answer_in_the_shapes_the_ui_reads() {
     );
     assert_eq!(
         get(&ohd, "/api/options/security-analyzers").await,
-        (200, json!([]))
+        (200, json!(["llm"]))
     );
     // The configuration's model, as the settings page shows it before anything is saved.
     let (status, settings) = get(&ohd, "/api/settings").await;

@@ -47,7 +47,9 @@ async fn agents() -> Json<Value> {
     Json(json!(["CodeActAgent"]))
 }
 
-/// No security analyzer is built in.
+/// `llm`: in confirmation mode, the model's own `security_risk` decides which actions wait
+/// (LOW runs unasked). The original's other analyzers (invariant, grayswan) need services ohd
+/// does not run.
 async fn security_analyzers() -> Json<Value> {
-    Json(json!([]))
+    Json(json!(["llm"]))
 }
