@@ -12,6 +12,10 @@
 //                    the events it missed, and a reload shows the same history.
 //   auth             ohd runs with SESSION_API_KEY=--api-key and no agent: the page asks for the
 //                    key, then lists, creates, joins and sends with it.
+//   confirm          ohd runs in confirmation mode with a scripted model that answers
+//                    1. execute_bash `echo yes > confirmed.txt`  2. execute_bash `echo no > rejected.txt`
+//                    The page shows each waiting command with Confirm and Reject; the first is
+//                    confirmed and runs, the second is rejected and does not.
 //
 // Output: one JSON object per line on stdout ({"kind":"step",...}, {"kind":"result",...} last).
 // Exit codes: 0 passed, 1 failed (the reason on stderr and in {"kind":"failed"}), 2 usage.
@@ -46,7 +50,7 @@ function parseArgs(argv) {
     }
   }
   if (!opts.url) usage("--url is required");
-  if (!["agent", "auth"].includes(opts.scenario)) usage(`unknown scenario ${opts.scenario}`);
+  if (!["agent", "auth", "confirm"].includes(opts.scenario)) usage(`unknown scenario ${opts.scenario}`);
   if (opts.scenario === "auth" && !opts.apiKey) usage("--scenario auth needs --api-key");
   return opts;
 }
@@ -258,6 +262,41 @@ async function agentScenario(page, timeout) {
   return { conversation, ids };
 }
 
+async function confirmScenario(page, timeout) {
+  let conversation;
+  await step("create a conversation and send a task", async () => {
+    await page.goto(opts.url + "/");
+    await page.getByRole("button", { name: "New conversation" }).click();
+    await page.waitForURL(/#\/conversations\/[0-9a-f]+$/, { timeout });
+    conversation = new URL(page.url()).hash.split("/").pop();
+    await page.locator("#connection[data-status='connected']").waitFor({ timeout });
+    await page.locator("#composer-input").fill("Write two files, asking first.");
+    await page.locator("#composer-input").press("Enter");
+  });
+  await step("the first command waits; Confirm runs it", async () => {
+    const waiting = page.locator(".event.action.run", { hasText: "echo yes > confirmed.txt" }).first();
+    await waiting.locator(".confirm-bar").waitFor({ timeout });
+    await page.locator("#agent-state[data-state='awaiting_user_confirmation']").waitFor({ timeout });
+    await shot(page, "01-waiting");
+    await waiting.getByRole("button", { name: "Confirm" }).click();
+    await waiting.locator(".status.ok", { hasText: "confirmed" }).waitFor({ timeout });
+    check(await waiting.locator(".confirm-bar").count() === 0, "the buttons stay after the answer");
+    // The confirmed copy runs and gets the result.
+    const ran = page.locator(".event.action.run", { hasText: "echo yes > confirmed.txt" }).last();
+    await ran.locator(".status.ok", { hasText: "exit 0" }).waitFor({ timeout });
+  });
+  await step("the second command waits; Reject refuses it", async () => {
+    const waiting = page.locator(".event.action.run", { hasText: "echo no > rejected.txt" }).first();
+    await waiting.locator(".confirm-bar").waitFor({ timeout });
+    await waiting.getByRole("button", { name: "Reject" }).click();
+    await waiting.locator(".status.failed", { hasText: "rejected" }).waitFor({ timeout });
+    await page.locator(".observation.user_rejected", { hasText: "rejected by the user" }).waitFor({ timeout });
+    await page.locator("#agent-state[data-state='awaiting_user_input']").waitFor({ timeout });
+  });
+  await shot(page, "02-answered");
+  return { conversation, ids: await pageIds(page) };
+}
+
 async function authScenario(page, timeout, keyGiven) {
   await step("the page asks for the key", async () => {
     await page.goto(opts.url + "/");
@@ -314,7 +353,9 @@ async function main() {
     const timeout = opts.timeoutMs;
     const result = opts.scenario === "agent"
       ? await agentScenario(page, timeout)
-      : await authScenario(page, timeout, () => { refusalsExpected = false; });
+      : opts.scenario === "confirm"
+        ? await confirmScenario(page, timeout)
+        : await authScenario(page, timeout, () => { refusalsExpected = false; });
     check(problems.length === 0, `the browser reported problems: ${JSON.stringify(problems)}`);
     emit("result", { ok: true, ...result });
   } catch (error) {

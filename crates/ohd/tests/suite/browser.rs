@@ -179,6 +179,37 @@ async fn browser_the_built_in_page_runs_a_task_stops_it_resumes_and_reloads() {
 }
 
 #[tokio::test]
+async fn browser_the_built_in_page_confirms_one_waiting_action_and_rejects_another() {
+    let Some(chromium) = browser_or_skip("confirmation in the built-in page") else {
+        return;
+    };
+    let (_llm, mut options) = scripted_llm(Script::new(vec![
+        bash("echo yes > confirmed.txt"),
+        bash("echo no > rejected.txt"),
+        Turn::tool_call("finish", json!({"message": "unreachable"})),
+    ]))
+    .await;
+    server_log(&mut options, "confirm");
+    let ohd = Ohd::start_with(options).await;
+    let (status, _) = ohd
+        .post("/api/settings", json!({"confirmation_mode": true}))
+        .await;
+    assert_eq!(status, 200);
+    let lines = run_page_test(&ohd, &chromium, &["--scenario", "confirm"]).await;
+    let conversation = result(&lines)["conversation"].as_str().unwrap().to_owned();
+    let workspace = ohd.data_dir.join("workspaces").join(&conversation);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("confirmed.txt")).unwrap(),
+        "yes\n"
+    );
+    assert!(!workspace.join("rejected.txt").exists());
+    let stored = ohd.events(&conversation).await;
+    assert!(stored.iter().any(|e| e["action"] == "change_agent_state"
+        && e["args"]["agent_state"] == "user_rejected"
+        && e["source"] == "user"));
+}
+
+#[tokio::test]
 async fn browser_the_built_in_page_works_with_a_session_key() {
     let Some(chromium) = browser_or_skip("the built-in page with a session key") else {
         return;

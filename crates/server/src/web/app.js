@@ -406,7 +406,7 @@ function route() {
 
 async function openConversation(id) {
   if (view.socket) view.socket.stop();
-  Object.assign(view, { id, socket: null, seen: new Set(), lastId: -1, cards: new Map() });
+  Object.assign(view, { id, socket: null, seen: new Set(), lastId: -1, cards: new Map(), awaiting: null });
   $("#events").replaceChildren();
   $("#events-empty").hidden = false;
   setAgentState("");
@@ -479,6 +479,7 @@ function setConnection(status, detail) {
 
 function setAgentState(state, reason) {
   view.agentState = state;
+  settleConfirmation(state);
   const badge = $("#agent-state");
   badge.dataset.state = state;
   badge.textContent = state ? (STATE_LABELS[state] || state) : "";
@@ -597,12 +598,12 @@ function renderAction(event) {
     case "think":
       return item(event, "think", el("span", { class: "label" }, "Thought"), el("p", {}, args.thought || ""));
     case "run":
-      return card(event, byUser ? "You ran" : "Ran", el("code", { class: "command" }, args.command || ""), args.thought);
+      return confirmable(event, card(event, byUser ? "You ran" : "Ran", el("code", { class: "command" }, args.command || ""), args.thought));
     case "read":
       return card(event, "Read", el("code", {}, args.path || ""), args.thought);
     case "edit": {
       const verb = { create: "Created", str_replace: "Edited", insert: "Inserted into", undo_edit: "Undid an edit of" }[args.command] || "Edited";
-      return card(event, verb, el("code", {}, args.path || ""), args.thought);
+      return confirmable(event, card(event, verb, el("code", {}, args.path || ""), args.thought));
     }
     case "change_agent_state": {
       const wanted = args.agent_state || "";
@@ -617,6 +618,47 @@ function renderAction(event) {
     default:
       return item(event, "note", event.message || `(${event.action})`);
   }
+}
+
+/**
+ * An action stored in confirmation mode as awaiting confirmation gets Confirm and Reject
+ * buttons. It never gets an observation itself: the server stores it again with the answer,
+ * and that copy gets the result.
+ */
+function confirmable(event, node) {
+  if (event.args?.confirmation_state !== "awaiting_confirmation") return node;
+  const owner = view.cards.get(event.id);
+  view.cards.delete(event.id);
+  if (!owner) return node;
+  owner.status.className = "status pending";
+  owner.status.textContent = "waiting for your confirmation";
+  const verb = node.querySelector(".verb");
+  if (verb) verb.textContent = event.action === "run" ? "Asks to run" : "Asks to edit";
+  const answer = (state) => {
+    for (const button of bar.querySelectorAll("button")) button.disabled = true;
+    send({ action: "change_agent_state", args: { agent_state: state } });
+  };
+  const bar = el("div", { class: "confirm-bar" },
+    el("span", {}, "Run this?"),
+    el("button", { type: "button", class: "confirm", onclick: () => answer("user_confirmed") }, "Confirm"),
+    el("button", { type: "button", class: "reject danger", onclick: () => answer("user_rejected") }, "Reject"));
+  node.querySelector(".card").append(bar);
+  view.awaiting = { status: owner.status, bar };
+  return node;
+}
+
+/** The agent left the wait for a confirmation: the waiting card says how it ended. */
+function settleConfirmation(state) {
+  if (!view.awaiting || state === "awaiting_user_confirmation") return;
+  const { status, bar } = view.awaiting;
+  view.awaiting = null;
+  bar.remove();
+  const [outcome, text] = {
+    user_confirmed: ["ok", "✓ confirmed"],
+    user_rejected: ["failed", "✗ rejected"],
+  }[state] || ["failed", "not run"];
+  status.className = `status ${outcome}`;
+  status.textContent = text;
 }
 
 /** An action that waits for its observation: a head line, a status, and a place for the result. */
