@@ -11,6 +11,7 @@ use crate::prompt;
 use crate::redact::Secrets;
 use crate::stuck;
 use crate::tools::{self, ToolAction};
+use base64::Engine as _;
 use ohd_llm::{
     Completion, CompletionRequest, LlmClient, LlmError, Metrics, RetryObserver, ToolSpec,
 };
@@ -52,6 +53,8 @@ pub struct AgentSettings {
     pub budget_note: Option<String>,
     /// The model's input window in tokens, when known (price table or `[llm] max_input_tokens`).
     pub context_window: Option<u64>,
+    /// Whether the model takes images (user attachments, viewed image files).
+    pub vision: bool,
     pub condenser: CondenserSettings,
     pub confirmation: Confirmation,
     pub stuck_detection: bool,
@@ -75,6 +78,7 @@ impl AgentSettings {
             max_budget: None,
             budget_note: None,
             context_window: None,
+            vision: false,
             condenser: CondenserSettings::default(),
             confirmation: Confirmation::default(),
             stuck_detection: true,
@@ -863,7 +867,7 @@ impl Agent {
             let bound = self.token_bound();
             let (messages, plan, tokens) = {
                 let view = condenser::view(&self.core.history);
-                let messages = prompt::build(system, &view.items);
+                let messages = prompt::build(system, &view.items, self.settings.vision);
                 let tokens = condenser::messages_tokens(&messages) + tools_tokens;
                 let too_many = settings.enabled && view.items.len() > settings.max_size;
                 let too_big = bound.is_some_and(|b| tokens > b);
@@ -1201,6 +1205,27 @@ impl Agent {
                     Err(e) => Err(e),
                 };
                 let observation = match outcome {
+                    Ok(EditorOutcome::Image {
+                        path,
+                        media_type,
+                        bytes,
+                    }) => Observation::Read {
+                        content: if self.settings.vision {
+                            format!(
+                                "data:{media_type};base64,{}",
+                                base64::engine::general_purpose::STANDARD.encode(&bytes)
+                            )
+                        } else {
+                            format!(
+                                "{path} is an image ({media_type}, {} KB). This model does not take images, so it cannot be shown; describe what you need from it to the user, or inspect it with shell tools.",
+                                bytes.len() / 1024
+                            )
+                        },
+                        extras: ReadExtras {
+                            path,
+                            impl_source: "oh_aci".into(),
+                        },
+                    },
                     Ok(EditorOutcome::Viewed { path, content }) => Observation::Read {
                         content,
                         extras: ReadExtras {

@@ -185,6 +185,8 @@ fn event_text_len(event: &Event) -> usize {
 
 /// The estimated tokens of a request's messages.
 pub fn messages_tokens(messages: &[Message]) -> u64 {
+    // An image costs about as much as a thousand tokens of text at the providers' sizes.
+    const IMAGE_TOKENS: u64 = 1_000;
     messages
         .iter()
         .map(|m| {
@@ -194,7 +196,7 @@ pub fn messages_tokens(messages: &[Message]) -> u64 {
                         .iter()
                         .map(|c| c.name.len() + c.arguments.len() + c.id.len())
                         .sum::<usize>(),
-            )
+            ) + IMAGE_TOKENS * m.images.len() as u64
         })
         .sum()
 }

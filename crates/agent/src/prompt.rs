@@ -40,8 +40,11 @@ the user to answer a question, reply without calling a tool."
 
 /// Builds the chat messages from the condensed view of the history (in id order), after the
 /// system prompt.
-pub fn build(system: &str, view: &[Item]) -> Vec<Message> {
-    let mut builder = Builder::default();
+pub fn build(system: &str, view: &[Item], vision: bool) -> Vec<Message> {
+    let mut builder = Builder {
+        vision,
+        ..Builder::default()
+    };
     builder.out.push(Message::system(system));
     // Which action each observation answers, to find tool calls and user commands.
     let actions: HashMap<EventId, &Event> = view
@@ -69,6 +72,8 @@ pub fn build(system: &str, view: &[Item]) -> Vec<Message> {
 
 #[derive(Default)]
 struct Builder {
+    /// Whether the model takes images; without, they are replaced by a note.
+    vision: bool,
     out: Vec<Message>,
     /// The response whose tool calls the last assistant message holds.
     current_response: Option<String>,
@@ -106,14 +111,21 @@ impl Builder {
         self.flush_deferred();
     }
 
-    fn answer(&mut self, tool_call_id: &str, text: String) {
+    fn answer(&mut self, tool_call_id: &str, observation: &Observation) {
         if let Some(pos) = self
             .open_calls
             .iter()
             .position(|(id, _)| id == tool_call_id)
         {
             self.open_calls.remove(pos);
-            self.out.push(Message::tool_result(tool_call_id, text));
+            let message = match (image_of(observation), self.vision) {
+                (Some((path, url)), true) => {
+                    Message::tool_result(tool_call_id, format!("The image {path}:"))
+                        .with_images(vec![url.to_owned()])
+                }
+                _ => Message::tool_result(tool_call_id, observation_text(observation)),
+            };
+            self.out.push(message);
             self.flush_deferred();
         }
     }
@@ -161,13 +173,31 @@ impl Builder {
             };
             self.open_response(&meta.model_response, thought);
             if let EventBody::Observation(observation) = &event.body {
-                self.answer(&meta.tool_call_id, observation_text(observation));
+                self.answer(&meta.tool_call_id, observation);
             }
             return;
         }
         match (&event.body, event.source) {
             (EventBody::Action(Action::Message(m)), Source::User) => {
-                self.push(Message::user(m.content.clone()));
+                let images: Vec<String> = m
+                    .image_urls
+                    .iter()
+                    .flatten()
+                    .filter(|url| is_image_url(url))
+                    .cloned()
+                    .collect();
+                let message = if images.is_empty() {
+                    Message::user(m.content.clone())
+                } else if self.vision {
+                    Message::user(m.content.clone()).with_images(images)
+                } else {
+                    Message::user(format!(
+                        "{}\n\n[The user attached {} image(s), which this model cannot see: it does not take images.]",
+                        m.content,
+                        images.len()
+                    ))
+                };
+                self.push(message);
             }
             (EventBody::Action(Action::Message(m)), _) => {
                 self.close_open_calls();
@@ -205,8 +235,28 @@ fn action_thought(action: &Action) -> &str {
     }
 }
 
+/// An image a client may attach: a `data:image/...;base64,` URL or an http(s) URL.
+pub fn is_image_url(url: &str) -> bool {
+    url.starts_with("data:image/") && url.contains(";base64,")
+        || url.starts_with("https://")
+        || url.starts_with("http://")
+}
+
+/// The path and data URL of an image a `view` returned.
+fn image_of(observation: &Observation) -> Option<(&str, &str)> {
+    match observation {
+        Observation::Read { content, extras } if content.starts_with("data:image/") => {
+            Some((extras.path.as_str(), content.as_str()))
+        }
+        _ => None,
+    }
+}
+
 /// An observation as the model reads it.
 pub fn observation_text(observation: &Observation) -> String {
+    if let Some((path, url)) = image_of(observation) {
+        return format!("[The image {path}, {} KB]", url.len() * 3 / 4 / 1024);
+    }
     match observation {
         Observation::Run {
             content, extras, ..

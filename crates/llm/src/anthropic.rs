@@ -140,19 +140,28 @@ fn wire_messages(messages: &[Message]) -> Vec<Value> {
         match message.role {
             Role::System => {}
             Role::User => {
-                let block = text_block(&message.content);
+                let mut block: Vec<Value> = text_block(&message.content).into_iter().collect();
+                block.extend(message.images.iter().filter_map(|url| image_block(url)));
                 // Text after tool results in the same user message is allowed (results must
                 // come first), so a user message right after results joins them.
                 match wire.last_mut() {
                     Some(("user", blocks)) => blocks.extend(block),
-                    _ => wire.push(("user", block.into_iter().collect())),
+                    _ => wire.push(("user", block)),
                 }
             }
             Role::Tool => {
+                // A result with images holds them as blocks beside its text.
+                let content = if message.images.is_empty() {
+                    Value::from(message.content.as_str())
+                } else {
+                    let mut blocks: Vec<Value> = text_block(&message.content).into_iter().collect();
+                    blocks.extend(message.images.iter().filter_map(|url| image_block(url)));
+                    Value::Array(blocks)
+                };
                 let block = json!({
                     "type": "tool_result",
                     "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
-                    "content": message.content,
+                    "content": content,
                 });
                 match wire.last_mut() {
                     Some(("user", blocks)) if blocks.iter().all(is_tool_result) => {
@@ -198,6 +207,19 @@ fn wire_messages(messages: &[Message]) -> Vec<Value> {
         .filter(|(_, blocks)| !blocks.is_empty())
         .map(|(role, blocks)| json!({"role": role, "content": blocks}))
         .collect()
+}
+
+/// An image block: a `data:` URL as base64 data, an http(s) URL as a URL source.
+fn image_block(url: &str) -> Option<Value> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (media_type, data) = rest.split_once(";base64,")?;
+        return Some(json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }));
+    }
+    (url.starts_with("https://") || url.starts_with("http://"))
+        .then(|| json!({"type": "image", "source": {"type": "url", "url": url}}))
 }
 
 /// A text block, or none for empty text (Anthropic refuses empty text blocks).

@@ -25,7 +25,7 @@ pub use error::LlmError;
 pub use metrics::{Metrics, TokenUsage};
 pub use model::{
     ANTHROPIC_BASE_URL, ModelId, OPENAI_BASE_URL, Price, Provider, known_context_window,
-    known_models, known_price, price_for,
+    known_models, known_price, known_to_take_images, price_for,
 };
 pub use retry::{RetryObserver, RetryPolicy, retry_after};
 pub use types::{Completion, CompletionRequest, Message, Role, ToolCall, ToolSpec, Usage};

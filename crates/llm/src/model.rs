@@ -169,6 +169,11 @@ pub fn known_context_window(model: &str) -> Option<u64> {
         .map(|&(_, window)| window)
 }
 
+/// Whether a well-known model takes images (every model in the tables does).
+pub fn known_to_take_images(model: &str) -> bool {
+    known_context_window(model).is_some()
+}
+
 /// The models with a built-in price, as `provider/model`: what a settings page can offer.
 pub fn known_models() -> Vec<String> {
     PRICES

@@ -57,7 +57,7 @@ impl OpenAiClient {
         body.insert("model".into(), self.core.name.clone().into());
         body.insert(
             "messages".into(),
-            request.messages.iter().map(wire_message).collect(),
+            Value::Array(wire_messages(&request.messages)),
         );
         // An empty `tools` list is an error on some servers; leave it out instead.
         if !request.tools.is_empty() {
@@ -134,9 +134,42 @@ fn is_reasoning_model(name: &str) -> bool {
         || name.starts_with("gpt-5")
 }
 
+/// The messages in OpenAI's form. Tool messages cannot hold images there, so a tool result's
+/// images follow, in a user message, once the results of that response are all given.
+fn wire_messages(messages: &[Message]) -> Vec<Value> {
+    let mut wire = Vec::with_capacity(messages.len());
+    let mut held: Vec<Value> = Vec::new();
+    for message in messages {
+        if message.role != Role::Tool && !held.is_empty() {
+            wire.push(json!({"role": "user", "content": std::mem::take(&mut held)}));
+        }
+        wire.push(wire_message(message));
+        if message.role == Role::Tool && !message.images.is_empty() {
+            held.push(json!({"type": "text", "text": format!(
+                "The image(s) of the result of tool call {}:",
+                message.tool_call_id.as_deref().unwrap_or_default()
+            )}));
+            held.extend(message.images.iter().map(|url| image_part(url)));
+        }
+    }
+    if !held.is_empty() {
+        wire.push(json!({"role": "user", "content": held}));
+    }
+    wire
+}
+
+fn image_part(url: &str) -> Value {
+    json!({"type": "image_url", "image_url": {"url": url}})
+}
+
 fn wire_message(message: &Message) -> Value {
     match message.role {
         Role::System => json!({"role": "system", "content": message.content}),
+        Role::User if !message.images.is_empty() => {
+            let mut parts = vec![json!({"type": "text", "text": message.content})];
+            parts.extend(message.images.iter().map(|url| image_part(url)));
+            json!({"role": "user", "content": parts})
+        }
         Role::User => json!({"role": "user", "content": message.content}),
         Role::Tool => json!({
             "role": "tool",

@@ -25,6 +25,10 @@ pub struct Message {
     /// For a `Tool` message, the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Images shown with a user message or a tool result: `data:image/...;base64,` URLs or
+    /// http(s) URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl Message {
@@ -50,12 +54,19 @@ impl Message {
         }
     }
 
+    /// The same message with these images.
+    pub fn with_images(mut self, images: Vec<String>) -> Message {
+        self.images = images;
+        self
+    }
+
     fn text(role: Role, content: impl Into<String>) -> Message {
         Message {
             role,
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
     }
 }

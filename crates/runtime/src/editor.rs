@@ -49,6 +49,12 @@ pub enum EditorOutcome {
         path: String,
         content: String,
     },
+    /// `view` of a PNG, JPEG, GIF or WebP image: its bytes, for models that take images.
+    Image {
+        path: String,
+        media_type: &'static str,
+        bytes: Vec<u8>,
+    },
     Edited {
         path: String,
         content: String,
@@ -65,6 +71,31 @@ pub struct EditorError(pub String);
 
 fn fail<T>(message: impl Into<String>) -> Result<T, EditorError> {
     Err(EditorError(message.into()))
+}
+
+/// The media type of an image in one of the formats the providers take, by its magic bytes.
+pub fn image_type(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [0x89, b'P', b'N', b'G', ..] => Some("image/png"),
+        [0xFF, 0xD8, 0xFF, ..] => Some("image/jpeg"),
+        [b'G', b'I', b'F', b'8', ..] => Some("image/gif"),
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => Some("image/webp"),
+        _ => None,
+    }
 }
 
 pub struct Editor {
@@ -159,6 +190,40 @@ impl Editor {
         String::from_utf8(bytes).or_else(|e| Ok(String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
+    /// An image file, told by its first bytes (not its name): its bytes, up to the 5 MB the
+    /// providers take.
+    fn view_image(&self, rel: &Path, shown: &str) -> Result<Option<EditorOutcome>, EditorError> {
+        const MAX_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
+        let mut file = self.open_file(rel, shown)?;
+        let mut head = [0u8; 12];
+        let read = file
+            .read(&mut head)
+            .map_err(|e| self.io_error("read", shown, e))?;
+        let Some(media_type) = image_type(&head[..read]) else {
+            return Ok(None);
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| self.io_error("read", shown, e))?
+            .len();
+        if size > MAX_IMAGE_BYTES {
+            return fail(format!(
+                "{shown} is an image of {} KB, over the {} KB a model takes; make a smaller copy (for example with ImageMagick's convert -resize) and view that.",
+                size / 1024,
+                MAX_IMAGE_BYTES / 1024
+            ));
+        }
+        let mut bytes = head[..read].to_vec();
+        file.take(MAX_IMAGE_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.io_error("read", shown, e))?;
+        Ok(Some(EditorOutcome::Image {
+            path: shown.to_owned(),
+            media_type,
+            bytes,
+        }))
+    }
+
     /// Replaces an existing file's content in place (see [`Workspace::open_rewrite`] for why
     /// in place): its owner and mode stay.
     fn write_text(&self, rel: &Path, shown: &str, text: &str) -> Result<(), EditorError> {
@@ -185,6 +250,11 @@ impl Editor {
                 content: self.list_dir(&rel, &shown),
                 path: shown,
             });
+        }
+        if range.is_none()
+            && let Some(image) = self.view_image(&rel, &shown)?
+        {
+            return Ok(image);
         }
         if range.is_none()
             && let Some(content) = self.view_large(&rel, &shown)?

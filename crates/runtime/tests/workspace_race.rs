@@ -95,6 +95,7 @@ fn the_editor_never_reads_or_writes_outside_while_a_folder_is_swapped_for_a_syml
                 let text = match outcome {
                     EditorOutcome::Viewed { content, .. } => content.clone(),
                     EditorOutcome::Edited { diff, .. } => diff.clone(),
+                    EditorOutcome::Image { bytes, .. } => String::from_utf8_lossy(bytes).into(),
                 };
                 if text.contains(SECRET) || text.contains("outside") {
                     escapes.push(format!("{command:?}: {text}"));

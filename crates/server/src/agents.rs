@@ -215,6 +215,11 @@ fn agent_settings(
                 .as_deref()
                 .and_then(ohd_llm::known_context_window)
         }),
+        vision: config.supports_images.unwrap_or_else(|| {
+            model_name
+                .as_deref()
+                .is_some_and(ohd_llm::known_to_take_images)
+        }),
         condenser: CondenserSettings {
             enabled: prefs.condenser_enabled,
             // Room for the kept head and the summary, at least.

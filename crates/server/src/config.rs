@@ -99,6 +99,8 @@ pub struct LlmConfig {
     pub condenser_model: Option<String>,
     /// The model's input window in tokens, over the built-in figure of a well-known model.
     pub max_input_tokens: Option<u64>,
+    /// Whether the model takes images; by default, yes for the well-known models only.
+    pub supports_images: Option<bool>,
 }
 
 /// What the command line and the environment say; `None` leaves the choice to the file.
@@ -210,6 +212,7 @@ struct LlmSection {
     output_cost_per_million: Option<f64>,
     condenser_model: Option<String>,
     max_input_tokens: Option<u64>,
+    supports_images: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +334,7 @@ impl Config {
                 output_cost_per_million: file.llm.output_cost_per_million,
                 condenser_model: file.llm.condenser_model.filter(|m| !m.trim().is_empty()),
                 max_input_tokens: file.llm.max_input_tokens.filter(|t| *t > 0),
+                supports_images: file.llm.supports_images,
             },
             agent: AgentConfig {
                 enabled: !overrides.no_agent && file.agent.enabled.unwrap_or(true),

@@ -734,3 +734,141 @@ async fn over_the_running_cap_a_conversation_waits_and_says_so() {
     let (_, info) = ohd.get(&format!("/api/conversations/{second}")).await;
     assert_eq!(info["status"], "RUNNING");
 }
+
+/// A 1×1 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];
+const PNG_BASE64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg==";
+
+/// A task that looks at an attached image and at an image file in the workspace, on `model`
+/// (its provider decides the wire format); returns the task's requests.
+async fn look_at_images(model: &str, config: Option<&str>) -> Vec<Value> {
+    let (llm, mut options) = scripted_llm(Script::new(vec![
+        Turn::tool_call(
+            "str_replace_editor",
+            json!({"command": "view", "path": "/workspace/dot.png"}),
+        ),
+        finish("seen"),
+    ]))
+    .await;
+    let base = options
+        .env
+        .iter()
+        .find(|(name, _)| name == "LLM_BASE_URL")
+        .map(|(_, value)| value.trim_end_matches("/v1").to_owned())
+        .unwrap();
+    for (name, value) in options.env.iter_mut() {
+        match name.as_str() {
+            "LLM_MODEL" => *value = model.to_owned(),
+            "LLM_BASE_URL" if model.starts_with("anthropic/") => *value = base.clone(),
+            _ => {}
+        }
+    }
+    options.config_toml = config.map(str::to_owned);
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    std::fs::write(
+        ohd.data_dir.join("workspaces").join(&conv).join("dot.png"),
+        PNG,
+    )
+    .unwrap();
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    let message = json!({"action": "message", "args": {
+        "content": "What is in these pictures?",
+        "image_urls": [format!("data:image/png;base64,{PNG_BASE64}"), "https://example.org/cat.jpg"],
+    }});
+    client
+        .send(&format!("42{}", json!(["oh_user_action", message])))
+        .await;
+    let events = client.until_state(&["finished", "error"]).await;
+    assert_eq!(
+        events.last().unwrap()["extras"]["agent_state"],
+        "finished",
+        "{:?}",
+        summary(&events)
+    );
+    task_requests(&llm)
+}
+
+#[tokio::test]
+async fn images_reach_a_model_that_takes_them_in_the_openai_format() {
+    let requests = look_at_images(
+        "openai/scripted-model",
+        Some("[llm]\nsupports_images = true\n"),
+    )
+    .await;
+    // The attachment: image parts of the user message.
+    let user = requests[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()
+        .clone();
+    let parts = user["content"].as_array().expect("content parts");
+    assert_eq!(parts[0]["text"], "What is in these pictures?");
+    assert_eq!(
+        parts[1]["image_url"]["url"],
+        format!("data:image/png;base64,{PNG_BASE64}")
+    );
+    assert_eq!(parts[2]["image_url"]["url"], "https://example.org/cat.jpg");
+    // The viewed file: a tool result, then its image in a user message after the results.
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let tool = messages.iter().position(|m| m["role"] == "tool").unwrap();
+    assert!(
+        messages[tool]["content"]
+            .as_str()
+            .unwrap()
+            .contains("dot.png")
+    );
+    let after = &messages[tool + 1];
+    assert_eq!(after["role"], "user");
+    assert!(after.to_string().contains(PNG_BASE64));
+}
+
+#[tokio::test]
+async fn images_reach_a_model_that_takes_them_in_the_anthropic_format() {
+    let requests = look_at_images("anthropic/claude-sonnet-4-5", None).await;
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let user = &messages[0]["content"];
+    let image = user
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "image")
+        .expect("no image block for the attachment");
+    assert_eq!(image["source"]["type"], "base64");
+    assert_eq!(image["source"]["media_type"], "image/png");
+    assert_eq!(image["source"]["data"], PNG_BASE64);
+    assert!(
+        user.to_string()
+            .contains("\"url\":\"https://example.org/cat.jpg\"")
+    );
+    let result = messages
+        .iter()
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["type"] == "tool_result")
+        .expect("no tool result");
+    let blocks = result["content"].as_array().expect("result blocks");
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b["type"] == "image" && b["source"]["data"] == PNG_BASE64)
+    );
+}
+
+#[tokio::test]
+async fn a_model_without_images_gets_a_note_instead() {
+    let requests = look_at_images("openai/scripted-model", None).await;
+    let text = request_text(&requests[1]);
+    assert!(!text.contains(PNG_BASE64) && !text.contains("image_url"));
+    assert!(text.contains("attached 2 image(s), which this model cannot see"));
+    assert!(text.contains("does not take images"));
+}
