@@ -2,6 +2,7 @@
 //! ohd's protocol, plus `rawcast`, a raw websocket broadcast to compare against, and `report`,
 //! which turns the results into a Markdown table. `bench/run.sh` runs it all.
 
+mod agents;
 mod fanout;
 mod idle;
 mod proc;
@@ -36,6 +37,8 @@ enum Command {
     Idle(idle::Args),
     /// Time from spawning a server to its /alive answering
     Startup(startup::Args),
+    /// Memory of N conversations whose agents ran a task, live and after their idle release
+    Agents(agents::Args),
     /// Run the raw websocket broadcast reference server
     Rawcast(rawcast::Args),
     /// Print a Markdown table of the JSON results in a folder
@@ -79,6 +82,10 @@ fn main() -> Result<()> {
             Command::Idle(args) => {
                 let out = args.common.out.clone();
                 (idle::run(args).await?, out)
+            }
+            Command::Agents(args) => {
+                let out = args.common.out.clone();
+                (agents::run(args).await?, out)
             }
             Command::Startup(args) => {
                 let out = args.out.clone();
