@@ -91,7 +91,9 @@ async fn fill(log: &EventLog, conversation: &ConversationId, events: usize) {
         let mut action = NewEvent::action(
             Source::Agent,
             Action::Think(ThinkArgs {
-                thought: format!("step {n} of the earlier work, with some detail about what was found"),
+                thought: format!(
+                    "step {n} of the earlier work, with some detail about what was found"
+                ),
             }),
         );
         action.tool_call_metadata = Some(meta.clone());
@@ -117,7 +119,10 @@ async fn fill(log: &EventLog, conversation: &ConversationId, events: usize) {
     // Causes: each observation answers the action just before it.
     let base = 0u64;
     for (i, event) in batch.iter_mut().enumerate() {
-        if matches!(event.body, ohd_protocol::EventBody::Observation(Observation::Think { .. })) {
+        if matches!(
+            event.body,
+            ohd_protocol::EventBody::Observation(Observation::Think { .. })
+        ) {
             event.cause = Some(EventId(base + i as u64 - 1));
         }
     }
@@ -191,6 +196,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
             network: false,
             ..SandboxConfig::default()
         })),
+        presence: Default::default(),
     };
     let last = log
         .store()
@@ -243,10 +249,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
     for pair in step_calls.windows(2) {
         let (from, to) = (pair[0], pair[1]);
         let wall = calls[to].end - calls[from].end;
-        let model: Duration = calls[from + 1..=to]
-            .iter()
-            .map(|c| c.end - c.start)
-            .sum();
+        let model: Duration = calls[from + 1..=to].iter().map(|c| c.end - c.start).sum();
         own.push(wall.saturating_sub(model));
     }
     Outcome {

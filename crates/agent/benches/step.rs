@@ -121,6 +121,7 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
             network: false,
             ..SandboxConfig::default()
         })),
+        presence: Default::default(),
     };
     let mut follower = Follower::new(log.clone(), conversation.clone(), None);
     let cancel = tokio_util::sync::CancellationToken::new();

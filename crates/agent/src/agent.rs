@@ -123,6 +123,52 @@ pub struct AgentContext {
     pub env: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// How this conversation's commands are isolated (decided once, at the server's start).
     pub sandbox: Arc<Sandbox>,
+    /// Shared with the server: decides, without a race, between this agent ending for being
+    /// idle and the server handing it new work.
+    pub presence: Arc<Presence>,
+}
+
+/// Whether an agent still takes work. An agent that wants to end for being idle may only do so
+/// if the server has not handed it anything since it last looked ([`Presence::poke`], after
+/// the work is in the log); once it has given up, the server starts a new agent instead.
+#[derive(Debug, Default)]
+pub struct Presence(std::sync::atomic::AtomicU8);
+
+const ACTIVE: u8 = 0;
+const POKED: u8 = 1;
+const RELEASING: u8 = 2;
+
+impl Presence {
+    /// Called by the server after it put work in the log: false when the agent is ending (or
+    /// has ended for being idle), so a new one must be started.
+    pub fn poke(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        match self
+            .0
+            .compare_exchange(ACTIVE, POKED, AcqRel, std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(current) => current == POKED,
+        }
+    }
+
+    /// Whether the agent is ending for being idle.
+    pub fn is_released(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire) == RELEASING
+    }
+
+    /// The agent's side: true when it may end; false when it was poked (it then waits again,
+    /// and its log follower brings the new work).
+    fn try_release(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        match self.0.compare_exchange(ACTIVE, RELEASING, AcqRel, Acquire) {
+            Ok(_) => true,
+            Err(_) => {
+                self.0.store(ACTIVE, std::sync::atomic::Ordering::Release);
+                false
+            }
+        }
+    }
 }
 
 /// Why the agent stopped for good (the task ends; the conversation can start a new one).
@@ -567,8 +613,11 @@ impl Agent {
                         _ = self.cancel.cancelled() => return Ok(()),
                         followed = self.follower.next() => followed?,
                         _ = tokio::time::sleep(idle), if self.settings.idle_timeout.is_some() => {
-                            tracing::info!(conversation = %self.core.ctx.conversation, "agent idle: released");
-                            return Ok(());
+                            if self.core.ctx.presence.try_release() {
+                                tracing::info!(conversation = %self.core.ctx.conversation, "agent idle: released");
+                                return Ok(());
+                            }
+                            continue;
                         }
                     };
                     match self.core.absorb(followed)? {
@@ -1572,5 +1621,37 @@ fn action_path(event: &Event) -> String {
         EventBody::Action(Action::Edit(e)) => e.path.clone(),
         EventBody::Action(Action::Read(r)) => r.path.clone(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_poked_before_it_gives_up_stays_and_one_that_gave_up_is_replaced() {
+        let presence = Presence::default();
+        assert!(presence.poke());
+        // Work came: the agent does not end, and may end at the next quiet period.
+        assert!(!presence.try_release());
+        assert!(presence.try_release());
+        assert!(presence.is_released());
+        // It gave up first: the server must start a new one.
+        assert!(!presence.poke());
+    }
+
+    #[test]
+    fn without_an_analyzer_every_action_asks_and_with_llm_only_what_is_not_low() {
+        let every = Confirmation {
+            enabled: true,
+            analyzer: None,
+        };
+        assert!([-1, 0, 1, 2].iter().all(|r| every.asks(*r)));
+        let llm = Confirmation {
+            enabled: true,
+            analyzer: Some("llm".into()),
+        };
+        assert!(!llm.asks(0) && llm.asks(1) && llm.asks(2) && llm.asks(-1));
+        assert!(!Confirmation::default().asks(2));
     }
 }

@@ -14,6 +14,6 @@ pub mod redact;
 pub mod stuck;
 pub mod tools;
 
-pub use agent::{Agent, AgentContext, AgentSettings, Confirmation};
+pub use agent::{Agent, AgentContext, AgentSettings, Confirmation, Presence};
 pub use condenser::CondenserSettings;
 pub use redact::Secrets;

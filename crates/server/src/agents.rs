@@ -4,7 +4,7 @@
 use crate::auth::Secret;
 use crate::config::{AgentConfig, Config, LlmConfig};
 use crate::settings::Settings;
-use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation};
+use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation, Presence};
 use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
 use ohd_protocol::notice::StatusUpdate;
@@ -80,6 +80,14 @@ struct Running {
     env: Arc<Mutex<Vec<(String, String)>>>,
     /// Waiting for a place under `[agent] max_running`.
     queued: Arc<AtomicBool>,
+    presence: Arc<Presence>,
+}
+
+impl Running {
+    /// Whether the agent is there to take work: not ended, and not ending for being idle.
+    fn alive(&self) -> bool {
+        !self.task.is_finished() && !self.presence.is_released()
+    }
 }
 
 /// Where a conversation's agent is, for the REST status.
@@ -348,10 +356,8 @@ impl Agents {
         }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         match running.get(conversation) {
-            Some(r) if !r.task.is_finished() && r.queued.load(Ordering::Relaxed) => {
-                AgentStatus::Queued
-            }
-            Some(r) if !r.task.is_finished() => AgentStatus::Running,
+            Some(r) if r.alive() && r.queued.load(Ordering::Relaxed) => AgentStatus::Queued,
+            Some(r) if r.alive() => AgentStatus::Running,
             _ => AgentStatus::Stopped,
         }
     }
@@ -396,7 +402,12 @@ impl Agents {
             .map(|(_, var, secret)| (var.clone(), secret.expose().to_owned()))
             .collect();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(agent) = running.get(conversation).filter(|r| !r.task.is_finished()) {
+        // Poked under the lock, after the work is in the log: the agent either sees it or has
+        // already given up, and then a new one starts.
+        if let Some(agent) = running
+            .get(conversation)
+            .filter(|r| r.alive() && r.presence.poke())
+        {
             // A client that joins a waiting conversation hears why nothing happens yet.
             if agent.queued.load(Ordering::Relaxed) {
                 self.log.notify(conversation, &waiting_notice());
@@ -421,6 +432,8 @@ impl Agents {
         let token = cancel.clone();
         let id = conversation.clone();
         let (slots, queued) = (self.slots.clone(), Arc::new(AtomicBool::new(false)));
+        let presence = Arc::new(Presence::default());
+        let agent_presence = presence.clone();
         let waiting = queued.clone();
         let task = tokio::spawn(async move {
             // Held while the agent runs: its place under `[agent] max_running`.
@@ -446,9 +459,19 @@ impl Agents {
                 workspace,
                 env: shell_env,
                 sandbox: sandbox.get().await,
+                presence: agent_presence,
             };
+            let released = ctx.presence.clone();
             match Agent::start(ctx, settings, token).await {
-                Ok(agent) => agent.run().await,
+                Ok(agent) => {
+                    agent.run().await;
+                    // An agent released for being idle freed its history: give it back.
+                    if released.is_released() {
+                        let _ =
+                            tokio::task::spawn_blocking(crate::listener::give_back_freed_memory)
+                                .await;
+                    }
+                }
                 Err(e) => tracing::error!(conversation = %id, error = %e, "agent did not start"),
             }
         });
@@ -459,6 +482,7 @@ impl Agents {
                 task,
                 env,
                 queued,
+                presence,
             },
         );
     }

@@ -178,7 +178,7 @@ impl Burst {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     // SAFETY: malloc_trim takes no pointers and locks each arena itself; any thread may call it.
     unsafe {
         libc::malloc_trim(0);
@@ -186,7 +186,7 @@ fn give_back_freed_memory() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn give_back_freed_memory() {}
+pub(crate) fn give_back_freed_memory() {}
 
 /// Errors about one connection that went away before `accept` returned it.
 fn is_connection_error(e: &io::Error) -> bool {
