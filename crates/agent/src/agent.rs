@@ -157,6 +157,13 @@ impl Presence {
         self.0.load(std::sync::atomic::Ordering::Acquire) == RELEASING
     }
 
+    /// The agent's side, when an event came: whatever the server handed over is in the log,
+    /// before that event or soon after it, so the next quiet period may end the agent.
+    fn settle(&self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let _ = self.0.compare_exchange(POKED, ACTIVE, AcqRel, Acquire);
+    }
+
     /// The agent's side: true when it may end; false when it was poked (it then waits again,
     /// and its log follower brings the new work).
     fn try_release(&self) -> bool {
@@ -620,6 +627,7 @@ impl Agent {
                             continue;
                         }
                     };
+                    self.core.ctx.presence.settle();
                     match self.core.absorb(followed)? {
                         Some(control) => control,
                         None => continue,
