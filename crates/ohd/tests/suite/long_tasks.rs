@@ -872,3 +872,52 @@ async fn a_model_without_images_gets_a_note_instead() {
     assert!(text.contains("attached 2 image(s), which this model cannot see"));
     assert!(text.contains("does not take images"));
 }
+
+#[tokio::test]
+async fn a_known_window_condenses_before_the_provider_refuses_with_the_condenser_model() {
+    // Outputs of about 3,000 characters a step, a window of 6,000 tokens: the history passes
+    // it after a few steps, and is condensed before any request would exceed it.
+    let mut turns: Vec<Turn> = (0..16)
+        .map(|i| {
+            bash(&format!(
+                "head -c 3000 /dev/zero | tr '\\0' {}",
+                (b'a' + i) as char
+            ))
+        })
+        .collect();
+    turns.push(finish("done"));
+    let (llm, mut options) =
+        scripted_llm(Script::new(turns).with_aside("SUMMARY: blocks were printed")).await;
+    options.config_toml =
+        Some("[llm]\nmax_input_tokens = 6000\ncondenser_model = \"openai/summarizer\"\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("print sixteen blocks")).await;
+    let events = client.until_state(&["finished", "error"]).await;
+    assert_eq!(events.last().unwrap()["extras"]["agent_state"], "finished");
+    assert!(of_kind(&events, "action", "condensation_request").is_empty());
+    assert!(!of_kind(&events, "action", "condensation").is_empty());
+    // No request came near the window: 6,000 tokens are at least 18,000 characters of text.
+    for request in task_requests(&llm) {
+        let size: usize = request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().map_or(0, str::len))
+            .sum();
+        assert!(size < 18_000, "a request of {size} characters");
+    }
+    // The summaries were asked of the condenser's model.
+    let summaries: Vec<Value> = llm
+        .asides()
+        .into_iter()
+        .filter(|r| r.to_string().contains("summarize"))
+        .collect();
+    assert!(!summaries.is_empty());
+    assert!(
+        summaries.iter().all(|r| r["model"] == "summarizer"),
+        "{summaries:?}"
+    );
+}
