@@ -614,7 +614,11 @@ function renderAction(event) {
       return item(event, "note", text);
     }
     case "system":
+    case "condensation_request":
       return hidden(event);
+    case "condensation":
+      return item(event, "note condensation",
+        folded(args.summary || "", "The history the model sees was condensed; its summary", true));
     default:
       return item(event, "note", event.message || `(${event.action})`);
   }
