@@ -243,7 +243,7 @@ pub fn plan(
         .collect();
     let mut head = keep_first.min(events.len());
     // The head never ends inside a response: its results stay with it.
-    while head < events.len() && same_response(events[head - 1], events[head]) {
+    while head > 0 && head < events.len() && same_response(events[head - 1], events[head]) {
         head += 1;
     }
     let head_tokens: u64 = events[..head]
