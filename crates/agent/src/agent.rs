@@ -132,21 +132,35 @@ pub struct AgentContext {
 /// if the server has not handed it anything since it last looked ([`Presence::poke`], after
 /// the work is in the log); once it has given up, the server starts a new agent instead.
 #[derive(Debug, Default)]
-pub struct Presence(std::sync::atomic::AtomicU8);
+pub struct Presence {
+    state: std::sync::atomic::AtomicU8,
+    /// Clients joined to the conversation: an agent someone is looking at is not released.
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 const ACTIVE: u8 = 0;
 const POKED: u8 = 1;
 const RELEASING: u8 = 2;
 
 impl Presence {
+    /// A presence that counts the conversation's clients in `clients`.
+    pub fn with_clients(clients: Arc<std::sync::atomic::AtomicUsize>) -> Presence {
+        Presence {
+            state: Default::default(),
+            clients,
+        }
+    }
+
     /// Called by the server after it put work in the log: false when the agent is ending (or
     /// has ended for being idle), so a new one must be started.
     pub fn poke(&self) -> bool {
         use std::sync::atomic::Ordering::AcqRel;
-        match self
-            .0
-            .compare_exchange(ACTIVE, POKED, AcqRel, std::sync::atomic::Ordering::Acquire)
-        {
+        match self.state.compare_exchange(
+            ACTIVE,
+            POKED,
+            AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        ) {
             Ok(_) => true,
             Err(current) => current == POKED,
         }
@@ -154,24 +168,31 @@ impl Presence {
 
     /// Whether the agent is ending for being idle.
     pub fn is_released(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire) == RELEASING
+        self.state.load(std::sync::atomic::Ordering::Acquire) == RELEASING
     }
 
     /// The agent's side, when an event came: whatever the server handed over is in the log,
     /// before that event or soon after it, so the next quiet period may end the agent.
     fn settle(&self) {
         use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        let _ = self.0.compare_exchange(POKED, ACTIVE, AcqRel, Acquire);
+        let _ = self.state.compare_exchange(POKED, ACTIVE, AcqRel, Acquire);
     }
 
     /// The agent's side: true when it may end; false when it was poked (it then waits again,
     /// and its log follower brings the new work).
     fn try_release(&self) -> bool {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        match self.0.compare_exchange(ACTIVE, RELEASING, AcqRel, Acquire) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        if self.clients.load(Acquire) > 0 {
+            self.state.store(ACTIVE, Release);
+            return false;
+        }
+        match self
+            .state
+            .compare_exchange(ACTIVE, RELEASING, AcqRel, Acquire)
+        {
             Ok(_) => true,
             Err(_) => {
-                self.0.store(ACTIVE, std::sync::atomic::Ordering::Release);
+                self.state.store(ACTIVE, Release);
                 false
             }
         }
@@ -405,7 +426,14 @@ impl Agent {
             .as_ref()
             .map(|l| l.model().to_owned())
             .unwrap_or_default();
-        let mut metrics = Metrics::new(&model);
+        // The cost so far carries over an agent's restart (or its release for being idle): the
+        // budget counts the whole conversation, as the web UI shows it.
+        let mut metrics = history
+            .values()
+            .rev()
+            .find_map(|e| e.llm_metrics.clone())
+            .and_then(|m| serde_json::from_value::<Metrics>(m).ok())
+            .unwrap_or_else(|| Metrics::new(&model));
         metrics.accumulated_token_usage.context_window = settings.context_window.unwrap_or(0);
         metrics.max_budget_per_task = settings.max_budget;
         let mut agent = Agent {
@@ -437,6 +465,36 @@ impl Agent {
     /// Rebuilds after a start: answers actions a crash cut off, records the system prompt
     /// once, and decides whether there is work waiting.
     async fn recover(&mut self) -> Result<(), AgentFailure> {
+        // What the user sent after the last event an agent wrote reached no agent (none was
+        // running: released for being idle, waiting for a place, or restarting): terminal
+        // commands and state changes among it are still to be done. Messages are found below.
+        let last_own = self
+            .core
+            .history
+            .values()
+            .rev()
+            .find(|e| e.source != Source::User)
+            .map(|e| e.id);
+        let unseen: Vec<Control> = self
+            .core
+            .history
+            .values()
+            .filter(|e| e.source == Source::User && last_own.is_none_or(|own| e.id > own))
+            .filter_map(|e| match &e.body {
+                EventBody::Action(Action::Run(run)) => Some(Control::Run(e.id, run.clone())),
+                EventBody::Action(Action::ChangeAgentState(a)) => {
+                    Some(Control::State(a.agent_state))
+                }
+                _ => None,
+            })
+            .collect();
+        let unseen_runs: std::collections::HashSet<EventId> = unseen
+            .iter()
+            .filter_map(|c| match c {
+                Control::Run(id, _) => Some(*id),
+                _ => None,
+            })
+            .collect();
         let answered: std::collections::HashSet<EventId> = self
             .core
             .history
@@ -450,7 +508,7 @@ impl Agent {
             .core
             .history
             .values()
-            .filter(|e| !answered.contains(&e.id))
+            .filter(|e| !answered.contains(&e.id) && !unseen_runs.contains(&e.id))
             // Actions that waited for confirmation are answered through their re-added copy.
             .filter(|e| confirmation_of(e) != Some(ConfirmationState::AwaitingConfirmation))
             // Any terminal command, and the agent's tool actions that get an observation.
@@ -464,7 +522,7 @@ impl Agent {
             })
             .cloned()
             .collect();
-        // Pending user commands from before the restart are not run now: they are answered.
+        // Actions an agent started and could not finish are answered, not run again.
         for action in cut_off {
             let mut observation = NewEvent::observation(
                 action.source,
@@ -514,6 +572,7 @@ impl Agent {
                 .append(NewEvent::action(Source::Agent, system))
                 .await?;
         }
+        self.core.queue.extend(unseen);
         if waiting_message {
             self.core.queue.push_back(Control::Message);
         }
@@ -954,10 +1013,7 @@ impl Agent {
                 Err(true) => {
                     return Ok(Err(StepEnd::Failed {
                         status_id: "STATUS$ERROR".into(),
-                        reason: format!(
-                            "LLMContextWindowExceedError: The newest message alone does not fit in the model's context window: with the system prompt and the tools it comes to about {tokens} tokens, and the model takes about {}. Send a shorter message, or choose a model with a larger context window.",
-                            bound.unwrap_or(0)
-                        ),
+                        reason: context_too_small(tokens, bound),
                     }));
                 }
                 // Nothing to forget, and nothing says the request is too big: send it.
@@ -1104,6 +1160,15 @@ impl Agent {
                             Action::CondensationRequest(CondensationRequestArgs {}),
                         ))
                         .await?;
+                }
+                Asked::Answer(Err(LlmError::ContextWindowExceeded(_))) => {
+                    return Ok(StepEnd::Failed {
+                        status_id: "STATUS$ERROR".into(),
+                        reason: context_too_small(
+                            condenser::messages_tokens(&request.messages) + tools_tokens,
+                            self.overflow_bound,
+                        ),
+                    });
                 }
                 Asked::Answer(answer) => break answer,
             }
@@ -1448,6 +1513,14 @@ fn run_observation(command: &str, result: CommandResult) -> Observation {
     }
 }
 
+/// Why the agent cannot go on when even the condensed view does not fit the model's window.
+fn context_too_small(tokens: u64, bound: Option<u64>) -> String {
+    let window = bound.map_or_else(String::new, |b| format!(", and the model takes about {b}"));
+    format!(
+        "LLMContextWindowExceedError: The conversation does not fit in the model's context window even condensed: what must be kept (the newest message, and the first message and steps of the task) comes to about {tokens} tokens with the system prompt and the tools{window}. Send a shorter message, start a new conversation, or choose a model with a larger context window."
+    )
+}
+
 /// The action a call asks for, as stored; `asks` marks it as waiting for confirmation.
 fn action_body(action: &ToolAction, thought: String, asks: bool) -> (Action, Option<f64>) {
     match action {
@@ -1646,6 +1719,12 @@ mod tests {
         assert!(presence.is_released());
         // It gave up first: the server must start a new one.
         assert!(!presence.poke());
+        // Someone is looking: it stays.
+        let clients = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let watched = Presence::with_clients(clients.clone());
+        assert!(!watched.try_release());
+        clients.store(0, std::sync::atomic::Ordering::Release);
+        assert!(watched.try_release());
     }
 
     #[test]

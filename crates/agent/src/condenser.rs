@@ -287,8 +287,12 @@ pub fn plan(
 fn same_response(a: &Event, b: &Event) -> bool {
     match (&a.tool_call_metadata, &b.tool_call_metadata) {
         (Some(x), Some(y)) => {
+            // An empty id says nothing (older events of servers that sent none).
             let id = |m: &ohd_protocol::ToolCallMetadata| {
-                m.model_response["id"].as_str().map(str::to_owned)
+                m.model_response["id"]
+                    .as_str()
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
             };
             x.tool_call_id == y.tool_call_id || (id(x).is_some() && id(x) == id(y))
         }

@@ -237,9 +237,16 @@ fn action_thought(action: &Action) -> &str {
 
 /// An image a client may attach: a `data:image/...;base64,` URL or an http(s) URL.
 pub fn is_image_url(url: &str) -> bool {
-    url.starts_with("data:image/") && url.contains(";base64,")
-        || url.starts_with("https://")
-        || url.starts_with("http://")
+    // The formats every provider takes, up to 5 MB (as base64, a third more).
+    const FORMATS: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+    const MAX_DATA_URL: usize = 5 * 1024 * 1024 * 4 / 3 + 64;
+    if let Some(rest) = url.strip_prefix("data:") {
+        return url.len() <= MAX_DATA_URL
+            && rest
+                .split_once(";base64,")
+                .is_some_and(|(media_type, _)| FORMATS.contains(&media_type));
+    }
+    (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 8192
 }
 
 /// The path and data URL of an image a `view` returned.

@@ -76,6 +76,9 @@ struct ResultKey {
     kind: &'static str,
     content: String,
     is_error: bool,
+    /// A command still running (exit code -1): waiting on a quiet build looks the same each
+    /// time and is not a loop.
+    still_running: bool,
 }
 
 /// An action without what does not change what it does (its thought, its risk estimate, its
@@ -102,10 +105,15 @@ fn result_key(observation: &Observation) -> ResultKey {
         Observation::Error { content, .. } => (content.clone(), true),
         other => (other.message(), false),
     };
+    let still_running = matches!(
+        observation,
+        Observation::Run { extras, .. } if extras.metadata.exit_code == -1
+    );
     ResultKey {
         kind: observation.kind(),
         content,
         is_error,
+        still_running,
     }
 }
 
@@ -142,6 +150,9 @@ fn describe(key: &str) -> String {
 
 fn repeated_action(steps: &[Step]) -> Option<String> {
     let acts = last_acts(steps, 4)?;
+    if acts.iter().any(|(_, r)| r.still_running) {
+        return None;
+    }
     let (key, result) = acts[0];
     acts.iter()
         .all(|(k, r)| *k == key && *r == result)
@@ -183,6 +194,9 @@ fn monologue(steps: &[Step]) -> Option<String> {
 
 fn alternating(steps: &[Step]) -> Option<String> {
     let acts = last_acts(steps, 6)?;
+    if acts.iter().any(|(_, r)| r.still_running) {
+        return None;
+    }
     let (a, b) = (acts[0], acts[1]);
     if a == b {
         return None;
@@ -221,6 +235,7 @@ mod tests {
                 kind: if is_error { "error" } else { "run" },
                 content: content.into(),
                 is_error,
+                still_running: false,
             }),
         }
     }
@@ -229,6 +244,17 @@ mod tests {
     fn each_pattern_is_found_and_varied_work_is_not() {
         let same = vec![acted("a", "x", false); 4];
         assert!(repeated_action(&same).is_some());
+        // Waiting on a quiet command, poll after poll, is not a loop.
+        let mut polls = vec![acted("poll", "", false); 6];
+        for poll in &mut polls {
+            if let Step::Acted {
+                result: Some(r), ..
+            } = poll
+            {
+                r.still_running = true;
+            }
+        }
+        assert!(repeated_action(&polls).is_none() && alternating(&polls).is_none());
         let varied: Vec<Step> = (0..10)
             .map(|i| acted(&format!("a{i}"), "x", false))
             .collect();

@@ -107,6 +107,12 @@ impl Core {
                 .map_err(|err| err.redact(self.api_key()))
         })
         .await?;
+        // Every answer gets an id of its own: the agent tells responses apart by it, and some
+        // servers send none (or the same one each time is not worth guarding against here).
+        let mut answer = answer;
+        if answer.response_id.trim().is_empty() {
+            answer.response_id = format!("chatcmpl-{:016x}", fastrand::u64(..));
+        }
         let model = if answer.model.is_empty() {
             self.name.as_str()
         } else {

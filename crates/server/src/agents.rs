@@ -43,6 +43,9 @@ pub struct Agents {
     /// Tokens found in the environment at start, by provider name.
     tokens: Vec<(String, String, Secret)>,
     sandbox: Arc<SandboxDecision>,
+    /// Clients joined to each conversation, kept across its agents: an agent someone is
+    /// looking at is not released for being idle.
+    clients: Mutex<HashMap<ConversationId, Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 /// The sandbox, decided once, in the background.
@@ -239,7 +242,7 @@ fn agent_settings(
             analyzer: prefs.security_analyzer,
         },
         stuck_detection: agent.stuck_detection,
-        git_identity: Some((prefs.git_user_name, prefs.git_user_email)),
+        git_identity: prefs.git_identity,
         idle_timeout: agent.idle_timeout,
         shell: ShellOptions::default(),
         secrets: ohd_agent::Secrets::new(
@@ -317,7 +320,18 @@ impl Agents {
             running: Mutex::new(HashMap::new()),
             tokens,
             sandbox,
+            clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The count of the conversation's joined clients (the socket layer keeps it).
+    pub fn clients(&self, conversation: &ConversationId) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(conversation.clone())
+            .or_default()
+            .clone()
     }
 
     fn current(&self) -> Arc<AgentSettings> {
@@ -432,7 +446,7 @@ impl Agents {
         let token = cancel.clone();
         let id = conversation.clone();
         let (slots, queued) = (self.slots.clone(), Arc::new(AtomicBool::new(false)));
-        let presence = Arc::new(Presence::default());
+        let presence = Arc::new(Presence::with_clients(self.clients(conversation)));
         let agent_presence = presence.clone();
         let waiting = queued.clone();
         let task = tokio::spawn(async move {

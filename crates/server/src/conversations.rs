@@ -59,10 +59,14 @@ pub struct ConversationInfo {
 pub struct ConnectionGuard {
     conversations: Arc<Conversations>,
     id: ConversationId,
+    /// The agents' count of this conversation's clients.
+    clients: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        self.clients
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let mut map = self
             .conversations
             .connections
@@ -165,9 +169,12 @@ impl Conversations {
     pub fn connect(self: &Arc<Self>, id: &ConversationId) -> ConnectionGuard {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(id.clone()).or_default() += 1;
+        let clients = self.agents.clients(id);
+        clients.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         ConnectionGuard {
             conversations: self.clone(),
             id: id.clone(),
+            clients,
         }
     }
 

@@ -31,8 +31,8 @@ pub struct AgentPrefs {
     pub security_analyzer: Option<String>,
     pub condenser_enabled: bool,
     pub condenser_max_size: usize,
-    pub git_user_name: String,
-    pub git_user_email: String,
+    /// Name and e-mail, when the settings page saved either.
+    pub git_identity: Option<(String, String)>,
 }
 
 /// What was saved. `None` for the model fields means "not set here: the configuration's".
@@ -237,8 +237,14 @@ impl Settings {
                 .and_then(Value::as_u64)
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
                 .unwrap_or(DEFAULT_CONDENSER_MAX_SIZE),
-            git_user_name: text("git_user_name").unwrap_or_else(|| DEFAULT_GIT_NAME.to_owned()),
-            git_user_email: text("git_user_email").unwrap_or_else(|| DEFAULT_GIT_EMAIL.to_owned()),
+            // Only a saved identity is given to git, so a repository's own stays otherwise.
+            git_identity: match (text("git_user_name"), text("git_user_email")) {
+                (None, None) => None,
+                (name, email) => Some((
+                    name.unwrap_or_else(|| DEFAULT_GIT_NAME.to_owned()),
+                    email.unwrap_or_else(|| DEFAULT_GIT_EMAIL.to_owned()),
+                )),
+            },
         }
     }
 

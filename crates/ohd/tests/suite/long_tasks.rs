@@ -250,7 +250,7 @@ async fn a_message_too_big_for_the_window_ends_in_error_that_says_so() {
         .unwrap()
         .to_owned();
     assert!(
-        reason.contains("newest message alone does not fit"),
+        reason.contains("does not fit in the model's context window even condensed"),
         "{reason}"
     );
 }
@@ -668,9 +668,18 @@ async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history
     let mut client = joined(&ohd, &conv, "-1").await;
     client.until_ready().await;
     client.send(&user_message("write a note")).await;
-    client.until_state(&["finished", "error"]).await;
+    let events = client.until_state(&["finished", "error"]).await;
     let (_, info) = ohd.get(&format!("/api/conversations/{conv}")).await;
     assert_eq!(info["status"], "RUNNING");
+    // Someone looking keeps it: released only once the client has gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, info) = ohd.get(&format!("/api/conversations/{conv}")).await;
+    assert_eq!(
+        info["status"], "RUNNING",
+        "released while a client was joined"
+    );
+    let latest = events.last().unwrap()["id"].to_string();
+    client.close().await;
     // Idle: released, with its shell and what it left running.
     let mut released = false;
     for _ in 0..50 {
@@ -699,6 +708,7 @@ async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history
         (status, started["conversation_status"].as_str()),
         (200, Some("RUNNING"))
     );
+    let mut client = joined(&ohd, &conv, &latest).await;
     client.send(&user_message("read the note")).await;
     let events = client.until_state(&["finished", "error"]).await;
     let run = of_kind(&events, "observation", "run")[0];
@@ -919,5 +929,50 @@ async fn a_known_window_condenses_before_the_provider_refuses_with_the_condenser
     assert!(
         summaries.iter().all(|r| r["model"] == "summarizer"),
         "{summaries:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_the_user_sends_while_no_agent_runs_is_done_when_one_starts() {
+    let (_llm, mut options) = scripted_llm(Script::new(vec![finish("done")])).await;
+    options.config_toml = Some("[agent]\nmax_running = 1\n".into());
+    let ohd = Ohd::start_with(options).await;
+    let first = ohd.create_conversation().await;
+    let mut first_client = joined(&ohd, &first, "-1").await;
+    first_client.until_ready().await;
+    // The second conversation waits for a place; its user runs a command meanwhile.
+    let second = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &second, "-1").await;
+    client
+        .send(r#"42["oh_user_action",{"action":"run","args":{"command":"echo ran > while-waiting.txt"}}]"#)
+        .await;
+    let stored = loop {
+        let e = client
+            .next_event()
+            .await
+            .expect("the command was not stored");
+        if e["action"] == "run" {
+            break e;
+        }
+    };
+    let workspace = ohd.data_dir.join("workspaces").join(&second);
+    assert!(!workspace.join("while-waiting.txt").exists());
+    // A place frees up: the agent that starts runs the command, once.
+    ohd.post(&format!("/api/conversations/{first}/stop"), json!({}))
+        .await;
+    let answer = loop {
+        let e = client
+            .next_event()
+            .await
+            .expect("the command was not answered");
+        if e["cause"] == stored["id"] {
+            break e;
+        }
+    };
+    assert_eq!(answer["observation"], "run", "{answer}");
+    assert_eq!(answer["extras"]["metadata"]["exit_code"], 0);
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("while-waiting.txt")).unwrap(),
+        "ran\n"
     );
 }

@@ -653,7 +653,8 @@ function confirmable(event, node) {
 
 /** The agent left the wait for a confirmation: the waiting card says how it ended. */
 function settleConfirmation(state) {
-  if (!view.awaiting || state === "awaiting_user_confirmation") return;
+  // A restart (loading) leaves the action waiting: the agent reads it back from the log.
+  if (!view.awaiting || state === "awaiting_user_confirmation" || state === "loading") return;
   const { status, bar } = view.awaiting;
   view.awaiting = null;
   bar.remove();
