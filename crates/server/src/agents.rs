@@ -204,17 +204,10 @@ fn agent_settings(
             choice.model.as_deref().unwrap_or("this model")
         )
     });
-    let condenser_llm = config.condenser_model.as_ref().and_then(|model| {
-        connect_llm(
-            config,
-            &LlmChoice {
-                model: Some(model.clone()),
-                ..choice.clone()
-            },
-        )
-        .map_err(|why| tracing::warn!("condenser model not used: {why}"))
-        .ok()
-    });
+    let condenser_llm = config
+        .condenser_model
+        .as_ref()
+        .and_then(|model| condenser_llm(config, &choice, model));
     AgentSettings {
         llm,
         condenser_llm,
@@ -250,10 +243,50 @@ fn agent_settings(
                 .api_key
                 .iter()
                 .chain(choice.api_key.iter())
+                .chain(config.condenser_api_key.iter())
                 .chain(session_key)
                 .map(|k| k.expose().to_owned()),
         ),
     }
+}
+
+/// The model that writes the condenser's summaries. It gets its own key and address when
+/// `[llm] condenser_api_key` / `condenser_base_url` are set; otherwise it shares the
+/// conversation model's only when both are of the same provider, so that no key is ever sent
+/// to another provider.
+fn condenser_llm(
+    config: &LlmConfig,
+    choice: &LlmChoice,
+    model: &str,
+) -> Option<Arc<dyn LlmClient>> {
+    let provider = |m: &str| ohd_llm::ModelId::parse(m).ok().map(|id| id.provider);
+    let same_provider = choice
+        .model
+        .as_deref()
+        .is_some_and(|main| provider(main).is_some() && provider(main) == provider(model));
+    let own = config.condenser_api_key.is_some() || config.condenser_base_url.is_some();
+    if !same_provider && !own {
+        tracing::warn!(
+            model,
+            "condenser model not used: it is of another provider than the conversation's model; set [llm] condenser_api_key (and condenser_base_url) for it"
+        );
+        return None;
+    }
+    let condenser_choice = if own {
+        LlmChoice {
+            model: Some(model.to_owned()),
+            api_key: config.condenser_api_key.clone(),
+            base_url: config.condenser_base_url.clone(),
+        }
+    } else {
+        LlmChoice {
+            model: Some(model.to_owned()),
+            ..choice.clone()
+        }
+    };
+    connect_llm(config, &condenser_choice)
+        .map_err(|why| tracing::warn!("condenser model not used: {why}"))
+        .ok()
 }
 
 /// Said to the clients of a conversation whose agent waits for a place.

@@ -97,6 +97,10 @@ pub struct LlmConfig {
     pub output_cost_per_million: Option<f64>,
     /// Writes the condenser's summaries; the conversation's model when unset.
     pub condenser_model: Option<String>,
+    /// The condenser model's own key and address (else the conversation model's, when of the
+    /// same provider).
+    pub condenser_api_key: Option<Secret>,
+    pub condenser_base_url: Option<String>,
     /// The model's input window in tokens, over the built-in figure of a well-known model.
     pub max_input_tokens: Option<u64>,
     /// Whether the model takes images; by default, yes for the well-known models only.
@@ -211,6 +215,8 @@ struct LlmSection {
     input_cost_per_million: Option<f64>,
     output_cost_per_million: Option<f64>,
     condenser_model: Option<String>,
+    condenser_api_key: Option<Secret>,
+    condenser_base_url: Option<String>,
     max_input_tokens: Option<u64>,
     supports_images: Option<bool>,
 }
@@ -333,6 +339,8 @@ impl Config {
                 input_cost_per_million: file.llm.input_cost_per_million,
                 output_cost_per_million: file.llm.output_cost_per_million,
                 condenser_model: file.llm.condenser_model.filter(|m| !m.trim().is_empty()),
+                condenser_api_key: file.llm.condenser_api_key,
+                condenser_base_url: file.llm.condenser_base_url.filter(|u| !u.trim().is_empty()),
                 max_input_tokens: file.llm.max_input_tokens.filter(|t| *t > 0),
                 supports_images: file.llm.supports_images,
             },
