@@ -568,3 +568,34 @@ impl Agents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LlmConfig {
+        crate::config::Config::resolve(crate::config::Overrides {
+            data_dir: Some(std::env::temp_dir()),
+            ..Default::default()
+        })
+        .map(|c| c.llm)
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_condenser_model_never_gets_another_providers_key() {
+        let main = LlmChoice {
+            model: Some("anthropic/claude-sonnet-4-5".into()),
+            api_key: Some(Secret::new("sk-ant-main".to_owned())),
+            base_url: None,
+        };
+        // Another provider, no key of its own: not used.
+        assert!(condenser_llm(&config(), &main, "openai/gpt-4o-mini").is_none());
+        // The same provider: shares the key.
+        assert!(condenser_llm(&config(), &main, "anthropic/claude-haiku-4-5").is_some());
+        // Another provider with its own key: used.
+        let mut own = config();
+        own.condenser_api_key = Some(Secret::new("sk-openai-own".to_owned()));
+        assert!(condenser_llm(&own, &main, "openai/gpt-4o-mini").is_some());
+    }
+}
