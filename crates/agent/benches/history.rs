@@ -197,6 +197,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
             ..SandboxConfig::default()
         })),
         presence: Default::default(),
+        places: None,
     };
     let last = log
         .store()

@@ -122,6 +122,7 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
             ..SandboxConfig::default()
         })),
         presence: Default::default(),
+        places: None,
     };
     let mut follower = Follower::new(log.clone(), conversation.clone(), None);
     let cancel = tokio_util::sync::CancellationToken::new();

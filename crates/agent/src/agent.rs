@@ -126,6 +126,9 @@ pub struct AgentContext {
     /// Shared with the server: decides, without a race, between this agent ending for being
     /// idle and the server handing it new work.
     pub presence: Arc<Presence>,
+    /// Places for agents at work (`[agent] max_running`): held from a task's first step until
+    /// the agent stops working (waiting for the user, finished, stopped, in error).
+    pub places: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Whether an agent still takes work. An agent that wants to end for being idle may only do so
@@ -136,6 +139,8 @@ pub struct Presence {
     state: std::sync::atomic::AtomicU8,
     /// Clients joined to the conversation: an agent someone is looking at is not released.
     clients: Arc<std::sync::atomic::AtomicUsize>,
+    /// Waiting for a place under `[agent] max_running`.
+    queued: std::sync::atomic::AtomicBool,
 }
 
 const ACTIVE: u8 = 0;
@@ -148,7 +153,13 @@ impl Presence {
         Presence {
             state: Default::default(),
             clients,
+            queued: Default::default(),
         }
+    }
+
+    /// Whether the agent waits for a place under `[agent] max_running`.
+    pub fn is_queued(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Called by the server after it put work in the log: false when the agent is ending (or
@@ -269,6 +280,8 @@ pub struct Agent {
     overflow_bound: Option<u64>,
     /// Whether the user was told that the budget cannot be kept.
     budget_said: bool,
+    /// This agent's place among those at work, while it works.
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One tool call of a model answer, understood (or why not), with what its action carries.
@@ -457,6 +470,7 @@ impl Agent {
             awaiting: None,
             overflow_bound: None,
             budget_said: false,
+            place: None,
         };
         agent.recover().await?;
         Ok(agent)
@@ -666,10 +680,16 @@ impl Agent {
     async fn main_loop(&mut self) -> Result<(), AgentFailure> {
         loop {
             if self.core.state == AgentState::Running {
+                if let Some(end) = self.take_place().await? {
+                    self.after_step(end).await?;
+                    continue;
+                }
                 let end = self.step().await?;
                 self.after_step(end).await?;
                 continue;
             }
+            // Not at work: the place goes to an agent that waits for one.
+            self.place = None;
             let control = match self.core.queue.pop_front() {
                 Some(control) => control,
                 None => {
@@ -921,6 +941,44 @@ impl Agent {
         self.runtime
             .as_mut()
             .ok_or_else(|| "the runtime did not start".to_owned())
+    }
+
+    /// A place among the agents at work, waited for when all are taken (with a notice to the
+    /// conversation's clients, and the REST status saying so); a stop or pause ends the wait.
+    async fn take_place(&mut self) -> Result<Option<StepEnd>, AgentFailure> {
+        let Some(places) = self.core.ctx.places.clone() else {
+            return Ok(None);
+        };
+        if self.place.is_some() {
+            return Ok(None);
+        }
+        if let Ok(place) = places.clone().try_acquire_owned() {
+            self.place = Some(place);
+            return Ok(None);
+        }
+        let presence = self.core.ctx.presence.clone();
+        presence
+            .queued
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.core.notify(&waiting_notice());
+        let end = loop {
+            tokio::select! {
+                place = places.clone().acquire_owned() => {
+                    self.place = place.ok();
+                    break None;
+                }
+                _ = self.cancel.cancelled() => break Some(StepEnd::Interrupted(AgentState::Stopped)),
+                followed = self.follower.next() => {
+                    if let Some(state) = self.core.take_control(followed?) {
+                        break Some(StepEnd::Interrupted(state));
+                    }
+                }
+            }
+        };
+        presence
+            .queued
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(end)
     }
 
     /// The most tokens a request may hold: the model's window (with room left for its answer)
@@ -1511,6 +1569,14 @@ fn run_observation(command: &str, result: CommandResult) -> Observation {
         },
         success: result.exit_code == 0,
     }
+}
+
+/// Said to a conversation's clients while its agent waits for a place.
+pub fn waiting_notice() -> StatusUpdate {
+    StatusUpdate::info(
+        "STATUS$WAITING_FOR_AGENT",
+        "As many agents as this server runs at once are at work ([agent] max_running); this conversation's agent starts as soon as one of them is done.",
+    )
 }
 
 /// Why the agent cannot go on when even the condensed view does not fit the model's window.

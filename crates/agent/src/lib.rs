@@ -14,6 +14,6 @@ pub mod redact;
 pub mod stuck;
 pub mod tools;
 
-pub use agent::{Agent, AgentContext, AgentSettings, Confirmation, Presence};
+pub use agent::{Agent, AgentContext, AgentSettings, Confirmation, Presence, waiting_notice};
 pub use condenser::CondenserSettings;
 pub use redact::Secrets;

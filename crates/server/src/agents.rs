@@ -7,13 +7,11 @@ use crate::settings::Settings;
 use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation, Presence};
 use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
-use ohd_protocol::notice::StatusUpdate;
 use ohd_runtime::sandbox::{Launch, Sandbox, SandboxConfig};
 use ohd_runtime::shell::ShellOptions;
 use ohd_store::EventLog;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -81,8 +79,6 @@ struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     env: Arc<Mutex<Vec<(String, String)>>>,
-    /// Waiting for a place under `[agent] max_running`.
-    queued: Arc<AtomicBool>,
     presence: Arc<Presence>,
 }
 
@@ -289,14 +285,6 @@ fn condenser_llm(
         .ok()
 }
 
-/// Said to the clients of a conversation whose agent waits for a place.
-fn waiting_notice() -> StatusUpdate {
-    StatusUpdate::info(
-        "STATUS$WAITING_FOR_AGENT",
-        "As many agents as this server runs at once are busy ([agent] max_running); this conversation's agent starts as soon as one of them is done.",
-    )
-}
-
 fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
     match llm {
         Ok(client) => tracing::info!(model = client.model(), "language model configured"),
@@ -403,7 +391,7 @@ impl Agents {
         }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         match running.get(conversation) {
-            Some(r) if r.alive() && r.queued.load(Ordering::Relaxed) => AgentStatus::Queued,
+            Some(r) if r.alive() && r.presence.is_queued() => AgentStatus::Queued,
             Some(r) if r.alive() => AgentStatus::Running,
             _ => AgentStatus::Stopped,
         }
@@ -456,8 +444,8 @@ impl Agents {
             .filter(|r| r.alive() && r.presence.poke())
         {
             // A client that joins a waiting conversation hears why nothing happens yet.
-            if agent.queued.load(Ordering::Relaxed) {
-                self.log.notify(conversation, &waiting_notice());
+            if agent.presence.is_queued() {
+                self.log.notify(conversation, &ohd_agent::waiting_notice());
             }
             // Tokens named later still reach a shell that has not started yet.
             let mut env = agent.env.lock().unwrap_or_else(|p| p.into_inner());
@@ -478,28 +466,10 @@ impl Agents {
         let settings = self.current();
         let token = cancel.clone();
         let id = conversation.clone();
-        let (slots, queued) = (self.slots.clone(), Arc::new(AtomicBool::new(false)));
+        let slots = self.slots.clone();
         let presence = Arc::new(Presence::with_clients(self.clients(conversation)));
         let agent_presence = presence.clone();
-        let waiting = queued.clone();
         let task = tokio::spawn(async move {
-            // Held while the agent runs: its place under `[agent] max_running`.
-            let _place = match slots {
-                Some(slots) => match slots.clone().try_acquire_owned() {
-                    Ok(place) => Some(place),
-                    Err(_) => {
-                        waiting.store(true, Ordering::Relaxed);
-                        log.notify(&id, &waiting_notice());
-                        let place = tokio::select! {
-                            place = slots.acquire_owned() => place.ok(),
-                            _ = token.cancelled() => return,
-                        };
-                        waiting.store(false, Ordering::Relaxed);
-                        place
-                    }
-                },
-                None => None,
-            };
             let ctx = AgentContext {
                 conversation: id.clone(),
                 log,
@@ -507,6 +477,7 @@ impl Agents {
                 env: shell_env,
                 sandbox: sandbox.get().await,
                 presence: agent_presence,
+                places: slots,
             };
             let released = ctx.presence.clone();
             match Agent::start(ctx, settings, token).await {
@@ -528,7 +499,6 @@ impl Agents {
                 cancel,
                 task,
                 env,
-                queued,
                 presence,
             },
         );

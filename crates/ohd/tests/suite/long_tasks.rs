@@ -720,27 +720,52 @@ async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history
 
 #[tokio::test]
 async fn over_the_running_cap_a_conversation_waits_and_says_so() {
-    let (_llm, mut options) = scripted_llm(Script::new(vec![finish("done")])).await;
+    // The first conversation's agent is at work (a quiet command); the second's must wait.
+    let (_llm, mut options) = scripted_llm(Script::new(vec![
+        Turn::tool_call(
+            "execute_bash",
+            json!({"command": "sleep 30", "timeout": 60}),
+        ),
+        finish("second done"),
+    ]))
+    .await;
     options.config_toml = Some("[agent]\nmax_running = 1\n".into());
     let ohd = Ohd::start_with(options).await;
     let first = ohd.create_conversation().await;
     let mut first_client = joined(&ohd, &first, "-1").await;
     first_client.until_ready().await;
+    first_client.send(&user_message("sleep")).await;
+    loop {
+        let e = first_client.next_event().await.expect("no command");
+        if e["action"] == "run" {
+            break;
+        }
+    }
+    // An agent waiting for its user holds no place: the second one starts and is ready...
     let second = ohd.create_conversation().await;
     let mut second_client = joined(&ohd, &second, "-1").await;
-    let notice = second_client
-        .next_event_within(Duration::from_secs(10))
-        .await
-        .unwrap();
+    second_client.until_ready().await;
+    // ...but its task waits, says so, and its REST status too.
+    second_client.send(&user_message("go")).await;
+    let notice = loop {
+        let e = second_client.next_event().await.expect("no notice");
+        // (The title notice may come first.)
+        if e["status_update"] == true && e.get("conversation_title").is_none() {
+            break e;
+        }
+    };
     assert_eq!(notice["id"], "STATUS$WAITING_FOR_AGENT", "{notice}");
     let (_, info) = ohd.get(&format!("/api/conversations/{second}")).await;
     assert_eq!(info["status"], "STARTING");
-    // The first one stops: the second gets its place.
+    // The first one stops: the second gets its place and finishes.
     let (status, _) = ohd
         .post(&format!("/api/conversations/{first}/stop"), json!({}))
         .await;
     assert_eq!(status, 200);
-    second_client.until_ready().await;
+    let events = second_client
+        .until_state_from(&["finished", "error"], true)
+        .await;
+    assert_eq!(events.last().unwrap()["extras"]["agent_state"], "finished");
     let (_, info) = ohd.get(&format!("/api/conversations/{second}")).await;
     assert_eq!(info["status"], "RUNNING");
 }
@@ -934,17 +959,12 @@ async fn a_known_window_condenses_before_the_provider_refuses_with_the_condenser
 
 #[tokio::test]
 async fn what_the_user_sends_while_no_agent_runs_is_done_when_one_starts() {
-    let (_llm, mut options) = scripted_llm(Script::new(vec![finish("done")])).await;
-    options.config_toml = Some("[agent]\nmax_running = 1\n".into());
-    let ohd = Ohd::start_with(options).await;
-    let first = ohd.create_conversation().await;
-    let mut first_client = joined(&ohd, &first, "-1").await;
-    first_client.until_ready().await;
-    // The second conversation waits for a place; its user runs a command meanwhile.
-    let second = ohd.create_conversation().await;
-    let mut client = joined(&ohd, &second, "-1").await;
+    // Stored by ohd running without an agent (an event log only)...
+    let mut relay = Ohd::start_with(Options::new()).await;
+    let conv = relay.create_conversation().await;
+    let mut client = joined(&relay, &conv, "-1").await;
     client
-        .send(r#"42["oh_user_action",{"action":"run","args":{"command":"echo ran > while-waiting.txt"}}]"#)
+        .send(r#"42["oh_user_action",{"action":"run","args":{"command":"echo ran > while-away.txt"}}]"#)
         .await;
     let stored = loop {
         let e = client
@@ -955,11 +975,14 @@ async fn what_the_user_sends_while_no_agent_runs_is_done_when_one_starts() {
             break e;
         }
     };
-    let workspace = ohd.data_dir.join("workspaces").join(&second);
-    assert!(!workspace.join("while-waiting.txt").exists());
-    // A place frees up: the agent that starts runs the command, once.
-    ohd.post(&format!("/api/conversations/{first}/stop"), json!({}))
-        .await;
+    relay.terminate().await;
+    let data_dir = relay.data_dir.clone();
+    let workspace = data_dir.join("workspaces").join(&conv);
+    assert!(!workspace.join("while-away.txt").exists());
+    // ...is done by the agent that starts next: the command runs, once.
+    let (_llm, options) = scripted_llm(Script::new(vec![finish("done")])).await;
+    let ohd = Ohd::spawn(&data_dir, &options).await;
+    let mut client = joined(&ohd, &conv, &stored["id"].to_string()).await;
     let answer = loop {
         let e = client
             .next_event()
@@ -972,7 +995,7 @@ async fn what_the_user_sends_while_no_agent_runs_is_done_when_one_starts() {
     assert_eq!(answer["observation"], "run", "{answer}");
     assert_eq!(answer["extras"]["metadata"]["exit_code"], 0);
     assert_eq!(
-        std::fs::read_to_string(workspace.join("while-waiting.txt")).unwrap(),
+        std::fs::read_to_string(workspace.join("while-away.txt")).unwrap(),
         "ran\n"
     );
 }
