@@ -345,6 +345,14 @@ impl Agents {
         }
     }
 
+    /// Forgets a deleted conversation's client count.
+    pub fn forget(&self, conversation: &ConversationId) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(conversation);
+    }
+
     /// The count of the conversation's joined clients (the socket layer keeps it).
     pub fn clients(&self, conversation: &ConversationId) -> Arc<std::sync::atomic::AtomicUsize> {
         self.clients

@@ -153,6 +153,7 @@ impl Conversations {
         self.agents.stop(id).await;
         let deleted = self.log.store().delete_conversation(id).await?;
         if deleted {
+            self.agents.forget(id);
             let workspace = self.workspace(id);
             if let Err(e) = tokio::fs::remove_dir_all(&workspace).await
                 && e.kind() != std::io::ErrorKind::NotFound
