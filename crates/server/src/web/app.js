@@ -153,6 +153,9 @@ async function api(path, { method = "GET", body } = {}) {
 // sends only the events after it, in order. The page also drops any id it has seen, anyway.
 
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
+/** An attempt that has neither opened nor failed by then is given up and tried again: a browser
+ *  may hold a new connection back for long after earlier ones failed. */
+const CONNECT_TIMEOUT_MS = 5000;
 
 class ConversationSocket {
   /**
@@ -221,10 +224,15 @@ class ConversationSocket {
     }
     this.ws = ws;
     this.joined = false;
+    const connectTimer = setTimeout(() => {
+      if (ws === this.ws && ws.readyState === WebSocket.CONNECTING) ws.close();
+    }, CONNECT_TIMEOUT_MS);
+    ws.onopen = () => clearTimeout(connectTimer);
     ws.onmessage = (message) => {
       if (ws === this.ws && typeof message.data === "string") this.onPacket(message.data);
     };
     ws.onclose = () => {
+      clearTimeout(connectTimer);
       if (ws !== this.ws) return;
       this.ws = null;
       this.joined = false;
