@@ -129,6 +129,9 @@ pub struct AgentContext {
     /// Places for agents at work (`[agent] max_running`): held from a task's first step until
     /// the agent stops working (waiting for the user, finished, stopped, in error).
     pub places: Option<Arc<tokio::sync::Semaphore>>,
+    /// The user's custom secrets in the shell's environment, by name, with their descriptions:
+    /// the model is told they exist (never their values).
+    pub secret_names: Vec<(String, String)>,
 }
 
 /// Whether an agent still takes work. An agent that wants to end for being idle may only do so
@@ -661,10 +664,22 @@ impl Agent {
 
     fn system_prompt(&self) -> String {
         let root = self.core.ctx.sandbox.agent_root(&self.core.ctx.workspace);
-        prompt::system_prompt(
+        let mut prompt = prompt::system_prompt(
             &root.display().to_string(),
             self.core.ctx.sandbox.is_sandboxed(),
-        )
+        );
+        if !self.core.ctx.secret_names.is_empty() {
+            prompt.push_str(
+                "\n\nThe user's secrets are in the shell's environment; use them by name (for example \"$NAME\"), never print them:",
+            );
+            for (name, description) in &self.core.ctx.secret_names {
+                prompt.push_str(&format!("\n- {name}"));
+                if !description.is_empty() {
+                    prompt.push_str(&format!(": {description}"));
+                }
+            }
+        }
+        prompt
     }
 
     /// The agent's life: take controls, run steps, until cancelled or the store fails.

@@ -4,6 +4,7 @@
 use crate::auth::Secret;
 use crate::config::{AgentConfig, Config, LlmConfig};
 use crate::settings::Settings;
+use crate::user_secrets::{PROVIDERS, UserSecretsStore};
 use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation, Presence};
 use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
@@ -17,15 +18,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Provider token variables, by `providers_set` name.
-const PROVIDER_TOKENS: [(&str, &str); 5] = [
-    ("github", "GITHUB_TOKEN"),
-    ("gitlab", "GITLAB_TOKEN"),
-    ("bitbucket", "BITBUCKET_TOKEN"),
-    ("azure_devops", "AZURE_DEVOPS_TOKEN"),
-    ("forgejo", "FORGEJO_TOKEN"),
-];
-
 pub struct Agents {
     enabled: bool,
     /// What agents started from now on get; running agents keep the one they started with.
@@ -38,8 +30,10 @@ pub struct Agents {
     log: EventLog,
     workspaces: PathBuf,
     running: Mutex<HashMap<ConversationId, Running>>,
-    /// Tokens found in the environment at start, by provider name.
+    /// Tokens found in the environment at start, by provider name: used where none is saved.
     tokens: Vec<(String, String, Secret)>,
+    /// Saved provider tokens and custom secrets.
+    user_secrets: Arc<UserSecretsStore>,
     sandbox: Arc<SandboxDecision>,
     /// Clients joined to each conversation, kept across its agents: an agent someone is
     /// looking at is not released for being idle.
@@ -294,7 +288,12 @@ fn log_llm(llm: &Result<Arc<dyn LlmClient>, String>) {
 
 impl Agents {
     /// Agents as the configuration and the saved settings say.
-    pub fn new(config: &Config, log: EventLog, saved: &Settings) -> Self {
+    pub fn new(
+        config: &Config,
+        log: EventLog,
+        saved: &Settings,
+        user_secrets: Arc<UserSecretsStore>,
+    ) -> Self {
         // Deciding the sandbox means running bubblewrap: done beside start-up, so the server
         // answers at once; whatever needs the sandbox waits for the decision.
         let sandbox = Arc::new(SandboxDecision {
@@ -312,7 +311,7 @@ impl Agents {
             saved,
             config,
         );
-        let tokens = PROVIDER_TOKENS
+        let tokens = PROVIDERS
             .iter()
             .filter_map(|(provider, var)| {
                 let value = std::env::var(var).ok().filter(|v| !v.is_empty())?;
@@ -342,7 +341,52 @@ impl Agents {
             tokens,
             sandbox,
             clients: Mutex::new(HashMap::new()),
+            user_secrets,
         }
+    }
+
+    /// `provider_tokens_set`: each provider with a token (saved, or from the environment),
+    /// with the host of a self-hosted server or null.
+    pub fn providers_set(&self) -> std::collections::BTreeMap<String, Option<String>> {
+        let mut set: std::collections::BTreeMap<String, Option<String>> = self
+            .tokens
+            .iter()
+            .map(|(provider, _, _)| (provider.clone(), None))
+            .collect();
+        for (provider, token) in self.user_secrets.get().provider_tokens {
+            set.insert(provider, token.host);
+        }
+        set
+    }
+
+    /// The shell variables of a conversation started now: the tokens of the providers named
+    /// (saved ones first, the environment's otherwise), and every custom secret.
+    fn shell_env(&self, providers: &[String]) -> Vec<(String, String)> {
+        let saved = self.user_secrets.get();
+        let mut env: Vec<(String, String)> = PROVIDERS
+            .iter()
+            .filter(|(provider, _)| providers.iter().any(|p| p == provider))
+            .filter_map(|(provider, var)| {
+                let token = saved
+                    .provider_tokens
+                    .get(*provider)
+                    .map(|t| t.token.expose().to_owned())
+                    .or_else(|| {
+                        self.tokens
+                            .iter()
+                            .find(|(p, _, _)| p == provider)
+                            .map(|(_, _, secret)| secret.expose().to_owned())
+                    })?;
+                Some(((*var).to_owned(), token))
+            })
+            .collect();
+        env.extend(
+            saved
+                .custom_secrets
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.value.expose().to_owned())),
+        );
+        env
     }
 
     /// Forgets a deleted conversation's client count.
@@ -438,12 +482,7 @@ impl Agents {
         if !self.enabled {
             return;
         }
-        let tokens: Vec<(String, String)> = self
-            .tokens
-            .iter()
-            .filter(|(provider, _, _)| providers.contains(provider))
-            .map(|(_, var, secret)| (var.clone(), secret.expose().to_owned()))
-            .collect();
+        let tokens = self.shell_env(providers);
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // Poked under the lock, after the work is in the log: the agent either sees it or has
         // already given up, and then a new one starts.
@@ -475,6 +514,13 @@ impl Agents {
         let token = cancel.clone();
         let id = conversation.clone();
         let slots = self.slots.clone();
+        let secret_names: Vec<(String, String)> = self
+            .user_secrets
+            .get()
+            .custom_secrets
+            .iter()
+            .map(|(name, secret)| (name.clone(), secret.description.clone()))
+            .collect();
         let presence = Arc::new(Presence::with_clients(self.clients(conversation)));
         let agent_presence = presence.clone();
         let task = tokio::spawn(async move {
@@ -486,6 +532,7 @@ impl Agents {
                 sandbox: sandbox.get().await,
                 presence: agent_presence,
                 places: slots,
+                secret_names,
             };
             let released = ctx.presence.clone();
             match Agent::start(ctx, settings, token).await {

@@ -45,6 +45,7 @@ pub struct AppState {
     pub conversations: Arc<Conversations>,
     pub agents: Arc<Agents>,
     pub settings: Arc<SettingsStore>,
+    pub user_secrets: Arc<crate::user_secrets::UserSecretsStore>,
 }
 
 impl AppState {
@@ -60,7 +61,15 @@ impl AppState {
         );
         // The model saved on the settings page wins over the configuration's.
         let settings = SettingsStore::load(config.settings_path())?;
-        let agents = Arc::new(Agents::new(&config, log.clone(), &settings.get().await));
+        let user_secrets = Arc::new(crate::user_secrets::UserSecretsStore::load(
+            config.secrets_path(),
+        )?);
+        let agents = Arc::new(Agents::new(
+            &config,
+            log.clone(),
+            &settings.get().await,
+            user_secrets.clone(),
+        ));
         let conversations = Arc::new(Conversations::new(
             log.clone(),
             config.workspaces_dir(),
@@ -72,6 +81,7 @@ impl AppState {
             conversations,
             agents,
             settings: Arc::new(settings),
+            user_secrets,
         })
     }
 }

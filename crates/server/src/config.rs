@@ -389,6 +389,11 @@ impl Config {
         self.data_dir.join("settings.json")
     }
 
+    /// Provider tokens and custom secrets.
+    pub fn secrets_path(&self) -> PathBuf {
+        self.data_dir.join("secrets.json")
+    }
+
     /// Files being assembled: uploads before they are moved into a workspace (beside the
     /// workspaces, so the move is a rename, and outside any of them), zips before they are sent.
     pub fn staging_dir(&self) -> PathBuf {

@@ -6,6 +6,7 @@
 //! - [`delivery`]: the one place that decides what a client is sent and in what order.
 //! - [`conversations`]: creating, finding and feeding conversations.
 //! - [`settings`]: what the web UI's settings page saves, and the model it picks.
+//! - [`user_secrets`]: provider tokens and custom secrets (write-only).
 //! - [`web`]: ohd's own web page, or a built OpenHands frontend (`--web-ui`).
 //! - [`guard`]: the Host, Origin and body-type checks every request passes first.
 //! - [`listener`]: accepting connections, with timeouts and a cap.
@@ -24,6 +25,7 @@ pub mod listener;
 pub mod owner_only;
 pub mod settings;
 pub mod socketio;
+pub mod user_secrets;
 pub mod web;
 
 pub use app::{AppState, Server};

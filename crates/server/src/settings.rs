@@ -405,7 +405,7 @@ impl SettingsStore {
 
 /// Writes `bytes` to a temporary file beside `path` (readable by the owner only: it holds API
 /// keys), flushes it to disk, and renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let name = path

@@ -10,5 +10,6 @@ mod sandbox;
 mod seed_websocat;
 mod streams;
 mod transport;
+mod user_world;
 mod web_ui_routes;
 mod workspace_race;

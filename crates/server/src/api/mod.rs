@@ -4,6 +4,7 @@ pub mod conversations;
 pub mod files;
 pub mod health;
 pub mod options;
+pub mod secrets;
 pub mod settings;
 pub mod workspace;
 
@@ -20,6 +21,7 @@ pub fn protected() -> Router<AppState> {
         .merge(workspace::routes())
         .merge(options::routes())
         .merge(settings::routes())
+        .merge(secrets::routes())
 }
 
 /// Routes that stay open with authentication on.

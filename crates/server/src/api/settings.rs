@@ -16,7 +16,10 @@ pub fn routes() -> Router<AppState> {
 /// Always 200, with defaults when nothing was saved: on 404 the UI opens a modal that blocks
 /// every other control.
 async fn get_settings(State(state): State<AppState>) -> Json<Value> {
-    Json(state.settings.get().await.view(&state.config))
+    let mut view = state.settings.get().await.view(&state.config);
+    // Which providers have a token (saved, or from the environment), and their hosts.
+    view["provider_tokens_set"] = json!(state.agents.providers_set());
+    Json(view)
 }
 
 async fn save_settings(

@@ -1,0 +1,234 @@
+//! The user's provider tokens and custom secrets, set from the web UI's Git and Secrets settings
+//! tabs and kept in `<data_dir>/secrets.json` (the owner's only, like `settings.json`). Values
+//! are write-only: nothing returns them; the agent's shell gets them, and every event hides them.
+
+use crate::auth::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+/// The providers the original knows, by their `providers_set` name, and the shell variable
+/// that carries each one's token.
+pub const PROVIDERS: [(&str, &str); 5] = [
+    ("github", "GITHUB_TOKEN"),
+    ("gitlab", "GITLAB_TOKEN"),
+    ("bitbucket", "BITBUCKET_TOKEN"),
+    ("azure_devops", "AZURE_DEVOPS_TOKEN"),
+    ("forgejo", "FORGEJO_TOKEN"),
+];
+
+/// A provider's token, with the host of a self-hosted server when there is one.
+#[derive(Clone)]
+pub struct ProviderToken {
+    pub token: Secret,
+    pub host: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct CustomSecret {
+    pub value: Secret,
+    pub description: String,
+}
+
+#[derive(Clone, Default)]
+pub struct UserSecrets {
+    pub provider_tokens: BTreeMap<String, ProviderToken>,
+    pub custom_secrets: BTreeMap<String, CustomSecret>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct OnDisk {
+    #[serde(default)]
+    provider_tokens: BTreeMap<String, TokenOnDisk>,
+    #[serde(default)]
+    custom_secrets: BTreeMap<String, SecretOnDisk>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenOnDisk {
+    token: String,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SecretOnDisk {
+    secret: String,
+    #[serde(default)]
+    description: String,
+}
+
+impl UserSecrets {
+    fn from_disk(disk: OnDisk) -> Self {
+        UserSecrets {
+            provider_tokens: disk
+                .provider_tokens
+                .into_iter()
+                .map(|(name, t)| {
+                    (
+                        name,
+                        ProviderToken {
+                            token: Secret::new(t.token),
+                            host: t.host,
+                        },
+                    )
+                })
+                .collect(),
+            custom_secrets: disk
+                .custom_secrets
+                .into_iter()
+                .map(|(name, s)| {
+                    (
+                        name,
+                        CustomSecret {
+                            value: Secret::new(s.secret),
+                            description: s.description,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn to_disk(&self) -> OnDisk {
+        OnDisk {
+            provider_tokens: self
+                .provider_tokens
+                .iter()
+                .map(|(name, t)| {
+                    (
+                        name.clone(),
+                        TokenOnDisk {
+                            token: t.token.expose().to_owned(),
+                            host: t.host.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            custom_secrets: self
+                .custom_secrets
+                .iter()
+                .map(|(name, s)| {
+                    (
+                        name.clone(),
+                        SecretOnDisk {
+                            secret: s.value.expose().to_owned(),
+                            description: s.description.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Whether `name` can be a shell variable, as a secret's name must be to reach the shell.
+pub fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+/// The file and what it holds. Reads are plain (the agents read it when they start, from
+/// synchronous code); changes are serialized and written whole, then swapped in.
+pub struct UserSecretsStore {
+    path: PathBuf,
+    current: RwLock<UserSecrets>,
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl UserSecretsStore {
+    /// Reads the file if there is one; a file that cannot be read stops the server with a
+    /// message naming it, rather than being silently replaced.
+    pub fn load(path: PathBuf) -> anyhow::Result<UserSecretsStore> {
+        let secrets = match std::fs::read(&path) {
+            Ok(bytes) => UserSecrets::from_disk(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is not valid ({e}); fix or remove it", path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserSecrets::default(),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        Ok(UserSecretsStore {
+            path,
+            current: RwLock::new(secrets),
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn get(&self) -> UserSecrets {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies `change` (which may refuse, with its error), saves, and swaps the result in.
+    pub async fn update<E>(
+        &self,
+        change: impl FnOnce(&mut UserSecrets) -> Result<(), E>,
+    ) -> Result<Result<(), E>, std::io::Error> {
+        let _writing = self.writing.lock().await;
+        let mut next = self.get();
+        if let Err(refused) = change(&mut next) {
+            return Ok(Err(refused));
+        }
+        let bytes = serde_json::to_vec_pretty(&next.to_disk()).map_err(std::io::Error::other)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::settings::write_atomically(&path, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_can_be_shell_variables() {
+        for ok in ["API_KEY", "_x", "a1"] {
+            assert!(is_variable_name(ok), "{ok}");
+        }
+        for bad in ["", "1A", "MY KEY", "A-B", "ä"] {
+            assert!(!is_variable_name(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn values_round_trip_through_an_owner_only_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("secrets.json");
+        let store = UserSecretsStore::load(path.clone()).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .update(|s| {
+                s.custom_secrets.insert(
+                    "API_KEY".into(),
+                    CustomSecret {
+                        value: Secret::new("value-123456"),
+                        description: "d".into(),
+                    },
+                );
+                Ok::<(), ()>(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|()| panic!("refused"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = UserSecretsStore::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            again.get().custom_secrets["API_KEY"].value.expose(),
+            "value-123456"
+        );
+    }
+}
