@@ -55,6 +55,8 @@ pub struct AgentSettings {
     pub context_window: Option<u64>,
     /// Whether the model takes images (user attachments, viewed image files).
     pub vision: bool,
+    /// The user's own microagents (`~/.openhands/microagents` by default).
+    pub user_microagents: Option<PathBuf>,
     pub condenser: CondenserSettings,
     pub confirmation: Confirmation,
     pub stuck_detection: bool,
@@ -79,6 +81,7 @@ impl AgentSettings {
             budget_note: None,
             context_window: None,
             vision: false,
+            user_microagents: None,
             condenser: CondenserSettings::default(),
             confirmation: Confirmation::default(),
             stuck_detection: true,
@@ -770,6 +773,7 @@ impl Agent {
                 // The limit counts steps per user message.
                 self.iterations = 0;
                 self.pending.clear();
+                self.recall().await?;
                 if !self.titled {
                     self.titled = true;
                     self.name_conversation();
@@ -818,6 +822,109 @@ impl Agent {
             Control::State(_) => {}
             Control::Run(id, run) => self.run_for_user(id, run).await?,
         }
+        Ok(())
+    }
+
+    /// What the microagents say about the user's newest message, told to the model as the
+    /// original's `recall` action (source user) and observation: the repository's instructions
+    /// with the first message, and each knowledge microagent once, when a message names one of
+    /// its trigger words. Nothing is stored when they have nothing to say.
+    async fn recall(&mut self) -> Result<(), AgentFailure> {
+        let history = &self.core.history;
+        let Some(text) = history
+            .values()
+            .rev()
+            .find_map(|e| match (&e.body, e.source) {
+                (EventBody::Action(Action::Message(m)), Source::User) => Some(m.content.clone()),
+                _ => None,
+            })
+        else {
+            return Ok(());
+        };
+        let first = !history
+            .values()
+            .any(|e| matches!(e.body, EventBody::Observation(Observation::Recall { .. })));
+        let already: Vec<String> = history
+            .values()
+            .filter_map(|e| match &e.body {
+                EventBody::Observation(Observation::Recall { extras, .. }) => {
+                    Some(extras.microagent_knowledge.iter().map(|k| k.name.clone()))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let root = self.core.ctx.sandbox.agent_root(&self.core.ctx.workspace);
+        let Ok(workspace) = Workspace::new(self.core.ctx.workspace.clone(), root.clone()) else {
+            return Ok(());
+        };
+        let found = crate::microagents::load(&workspace, self.settings.user_microagents.as_deref());
+        let knowledge: Vec<ohd_protocol::observation::MicroagentKnowledge> = found
+            .triggered(&text, &already)
+            .into_iter()
+            .map(
+                |(k, trigger)| ohd_protocol::observation::MicroagentKnowledge {
+                    name: k.name.clone(),
+                    trigger: trigger.to_owned(),
+                    content: k.content.clone(),
+                },
+            )
+            .collect();
+        let instructions = if first {
+            found.repo_instructions()
+        } else {
+            String::new()
+        };
+        if instructions.is_empty() && knowledge.is_empty() {
+            return Ok(());
+        }
+        let recall_type = if first {
+            "workspace_context"
+        } else {
+            "knowledge"
+        };
+        let action = self
+            .core
+            .append(NewEvent::action(
+                Source::User,
+                Action::Recall(ohd_protocol::action::RecallArgs {
+                    recall_type: recall_type.to_owned(),
+                    query: text,
+                    thought: String::new(),
+                }),
+            ))
+            .await?;
+        let mut extras = ohd_protocol::observation::RecallExtras {
+            recall_type: recall_type.to_owned(),
+            microagent_knowledge: knowledge,
+            ..Default::default()
+        };
+        if first {
+            extras.repo_instructions = instructions;
+            extras.working_dir = root.display().to_string();
+            extras.date = ohd_protocol::Timestamp::now()
+                .to_string()
+                .chars()
+                .take(10)
+                .collect();
+            extras.custom_secrets_descriptions =
+                self.core.ctx.secret_names.iter().cloned().collect();
+        }
+        let content = if first {
+            "Added workspace context"
+        } else {
+            "Retrieved knowledge from microagents"
+        };
+        self.core
+            .append(NewEvent::observation(
+                Source::Environment,
+                Some(action.id),
+                Observation::Recall {
+                    content: content.to_owned(),
+                    extras,
+                },
+            ))
+            .await?;
         Ok(())
     }
 

@@ -52,6 +52,7 @@ fn seen_by_model(event: &Event) -> bool {
         EventBody::Action(Action::System(_) | Action::Message(_)) => true,
         EventBody::Action(Action::Condensation(_) | Action::CondensationRequest(_)) => false,
         EventBody::Observation(Observation::AgentStateChanged { .. }) => false,
+        EventBody::Observation(Observation::Recall { .. }) => true,
         EventBody::Observation(Observation::Run { .. }) if event.source == Source::User => true,
         _ => event.tool_call_metadata.is_some(),
     }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod condenser;
+pub mod microagents;
 pub mod prompt;
 pub mod redact;
 pub mod stuck;

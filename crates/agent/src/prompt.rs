@@ -203,6 +203,13 @@ impl Builder {
                 self.close_open_calls();
                 self.push(Message::assistant(m.content.clone(), Vec::new()));
             }
+            // What the workspace's microagents say.
+            (EventBody::Observation(observation @ Observation::Recall { .. }), _) => {
+                let text = observation_text(observation);
+                if !text.is_empty() {
+                    self.push(Message::user(text));
+                }
+            }
             // A command the user ran in the terminal: the model should know what happened.
             (
                 EventBody::Observation(observation @ Observation::Run { extras, .. }),
@@ -291,5 +298,45 @@ pub fn observation_text(observation: &Observation) -> String {
         | Observation::Error { content, .. }
         | Observation::UserRejected { content, .. }
         | Observation::AgentStateChanged { content, .. } => content.clone(),
+        Observation::Recall { extras, .. } => recall_text(extras),
     }
+}
+
+/// What the workspace's microagents tell the model, as a user message (the original's
+/// workspace-context and microagent-knowledge blocks, in ohd's words).
+fn recall_text(extras: &ohd_protocol::observation::RecallExtras) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !extras.repo_name.is_empty() {
+        let branch = if extras.repo_branch.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " It is checked out on branch \"{}\": work on that branch unless the user says otherwise.",
+                extras.repo_branch
+            )
+        };
+        parts.push(format!(
+            "<REPOSITORY_INFO>\nThe repository {} is in {}.{branch}\n</REPOSITORY_INFO>",
+            extras.repo_name, extras.repo_directory
+        ));
+    }
+    if !extras.repo_instructions.is_empty() {
+        parts.push(format!(
+            "<REPOSITORY_INSTRUCTIONS>\n{}\n</REPOSITORY_INSTRUCTIONS>",
+            extras.repo_instructions
+        ));
+    }
+    if !extras.conversation_instructions.is_empty() {
+        parts.push(format!(
+            "<CONVERSATION_INSTRUCTIONS>\n{}\n</CONVERSATION_INSTRUCTIONS>",
+            extras.conversation_instructions
+        ));
+    }
+    for knowledge in &extras.microagent_knowledge {
+        parts.push(format!(
+            "<EXTRA_INFO>\nThis was added because the message mentions \"{}\"; it may or may not be relevant.\n\n{}\n</EXTRA_INFO>",
+            knowledge.trigger, knowledge.content
+        ));
+    }
+    parts.join("\n\n")
 }

@@ -65,6 +65,13 @@ impl Secrets {
                     self.scrub_opt(&mut extras.new_content);
                     self.scrub_opt(&mut extras.diff);
                 }
+                Observation::Recall { content, extras } => {
+                    self.scrub(content);
+                    self.scrub(&mut extras.repo_instructions);
+                    for knowledge in &mut extras.microagent_knowledge {
+                        self.scrub(&mut knowledge.content);
+                    }
+                }
             }
         }
     }

@@ -29,6 +29,19 @@ pub enum Action {
     Condensation(CondensationArgs),
     /// The model's context window overflowed: the next step condenses first.
     CondensationRequest(CondensationRequestArgs),
+    /// What a user message asks of the workspace's microagents (stored with source `user`, as
+    /// the original does); a `recall` observation answers it.
+    Recall(RecallArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallArgs {
+    /// `workspace_context` (the first message) or `knowledge`.
+    pub recall_type: String,
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub thought: String,
 }
 
 /// Either `forgotten_event_ids` or the inclusive range `forgotten_events_start_id` ..=
@@ -217,6 +230,10 @@ impl Action {
             Action::CondensationRequest(_) => {
                 "Requesting a condensation of the conversation history.".to_owned()
             }
+            Action::Recall(a) => format!(
+                "Retrieving content for: {}",
+                a.query.chars().take(50).collect::<String>()
+            ),
         }
     }
 
@@ -232,6 +249,7 @@ impl Action {
             Action::ChangeAgentState(_) => "change_agent_state",
             Action::Condensation(_) => "condensation",
             Action::CondensationRequest(_) => "condensation_request",
+            Action::Recall(_) => "recall",
         }
     }
 }

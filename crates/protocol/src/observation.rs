@@ -42,6 +42,47 @@ pub enum Observation {
         content: String,
         extras: AgentStateExtras,
     },
+    /// What the workspace's microagents told the model (`recall` in the original).
+    Recall {
+        content: String,
+        extras: RecallExtras,
+    },
+}
+
+/// The original's `RecallObservation` fields: workspace context or triggered knowledge.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RecallExtras {
+    /// `workspace_context` or `knowledge`.
+    pub recall_type: String,
+    #[serde(default)]
+    pub repo_name: String,
+    #[serde(default)]
+    pub repo_directory: String,
+    #[serde(default)]
+    pub repo_branch: String,
+    #[serde(default)]
+    pub repo_instructions: String,
+    #[serde(default)]
+    pub runtime_hosts: std::collections::BTreeMap<String, u16>,
+    #[serde(default)]
+    pub additional_agent_instructions: String,
+    #[serde(default)]
+    pub date: String,
+    #[serde(default)]
+    pub custom_secrets_descriptions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub conversation_instructions: String,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub microagent_knowledge: Vec<MicroagentKnowledge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MicroagentKnowledge {
+    pub name: String,
+    pub trigger: String,
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -151,6 +192,10 @@ impl Observation {
                 content.clone()
             }
             Observation::AgentStateChanged { .. } => String::new(),
+            Observation::Recall { extras, .. } if extras.recall_type == "knowledge" => {
+                "Added microagent knowledge".to_owned()
+            }
+            Observation::Recall { .. } => "Added workspace context".to_owned(),
         }
     }
 
@@ -163,6 +208,7 @@ impl Observation {
             Observation::Error { .. } => "error",
             Observation::UserRejected { .. } => "user_rejected",
             Observation::AgentStateChanged { .. } => "agent_state_changed",
+            Observation::Recall { .. } => "recall",
         }
     }
 }

@@ -225,6 +225,7 @@ fn agent_settings(
             analyzer: prefs.security_analyzer,
         },
         stuck_detection: agent.stuck_detection,
+        user_microagents: agent.microagents_dir.clone(),
         git_identity: prefs.git_identity,
         idle_timeout: agent.idle_timeout,
         shell: ShellOptions::default(),

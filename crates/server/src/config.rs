@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub max_running: Option<usize>,
     /// Stop a model that repeats itself (on by default, as in the original).
     pub stuck_detection: bool,
+    /// The user's own microagents (`~/.openhands/microagents` by default).
+    pub microagents_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +153,7 @@ struct AgentSection {
     idle_timeout_secs: Option<u64>,
     max_running: Option<usize>,
     stuck_detection: Option<bool>,
+    microagents_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -357,6 +360,10 @@ impl Config {
                 },
                 max_running: file.agent.max_running.filter(|n| *n > 0),
                 stuck_detection: file.agent.stuck_detection.unwrap_or(true),
+                microagents_dir: file.agent.microagents_dir.or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|home| PathBuf::from(home).join(".openhands/microagents"))
+                }),
             },
             sandbox: SandboxSettings {
                 mode: sandbox_mode,

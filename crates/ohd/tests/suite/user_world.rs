@@ -228,3 +228,108 @@ async fn a_secret_and_a_saved_token_reach_the_shell_and_are_hidden_everywhere() 
     }
     assert!(sent.contains("DEPLOY_KEY") && sent.contains("the deploy key"));
 }
+
+#[tokio::test]
+async fn microagents_reach_the_model_as_recalls_and_triggers_bring_knowledge_once() {
+    let (llm, mut options) = scripted_llm(Script::new(vec![
+        Turn::text("hello"),
+        Turn::text("docker noted"),
+        Turn::text("again"),
+        Turn::text("kubernetes noted"),
+    ]))
+    .await;
+    let user_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        user_dir.path().join("k8s.md"),
+        "---\nname: k8s\ntriggers:\n  - kubernetes\n---\nUse kubectl apply -k.\n",
+    )
+    .unwrap();
+    options.config_toml = Some(format!(
+        "[agent]\nmicroagents_dir = \"{}\"\n",
+        user_dir.path().display()
+    ));
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    let workspace = ohd.data_dir.join("workspaces").join(&conv);
+    std::fs::create_dir_all(workspace.join(".openhands/microagents/tools")).unwrap();
+    std::fs::write(
+        workspace.join(".openhands/microagents/repo.md"),
+        "---\nname: repo\n---\nAlways run make test before finishing.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.join("AGENTS.md"),
+        "Write commit messages in English.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        workspace.join(".openhands/microagents/tools/docker.md"),
+        "---\nname: docker\ntriggers: [docker]\n---\nBuild images with docker buildx.\n",
+    )
+    .unwrap();
+    // A link out of the workspace is not followed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "OUTSIDE-SECRET-TEXT").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        workspace.join(".cursorrules"),
+    )
+    .unwrap();
+
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    let mut all = Vec::new();
+    for text in [
+        "hello",
+        "use docker please",
+        "docker again",
+        "and kubernetes",
+    ] {
+        client.send(&user_message(text)).await;
+        all.extend(client.until_state(&["awaiting_user_input", "error"]).await);
+    }
+    let recalls: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["observation"] == "recall")
+        .collect();
+    assert_eq!(recalls.len(), 3, "{:?}", summary(&all));
+    // The first: the repository's instructions, as the original's workspace context.
+    assert_eq!(recalls[0]["extras"]["recall_type"], "workspace_context");
+    let instructions = recalls[0]["extras"]["repo_instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("Always run make test") && instructions.contains("commit messages")
+    );
+    assert!(!instructions.contains("OUTSIDE-SECRET-TEXT"));
+    // Each answers a recall action stored with source user, after the message.
+    for recall in &recalls {
+        let action = all.iter().find(|e| e["id"] == recall["cause"]).unwrap();
+        assert_eq!(
+            (action["action"].as_str(), action["source"].as_str()),
+            (Some("recall"), Some("user"))
+        );
+    }
+    assert_eq!(recalls[1]["extras"]["recall_type"], "knowledge");
+    assert_eq!(
+        recalls[1]["extras"]["microagent_knowledge"][0]["name"],
+        "docker"
+    );
+    assert_eq!(
+        recalls[1]["extras"]["microagent_knowledge"][0]["trigger"],
+        "docker"
+    );
+    assert_eq!(
+        recalls[2]["extras"]["microagent_knowledge"][0]["name"],
+        "k8s"
+    );
+    // What the model was sent: the instructions from the start, the docker knowledge once.
+    let requests = llm.requests();
+    let last = requests.last().unwrap()["messages"].to_string();
+    assert!(last.contains("Always run make test"));
+    assert_eq!(last.matches("docker buildx").count(), 1);
+    assert!(last.contains("kubectl apply"));
+    assert!(
+        !requests[0]["messages"]
+            .to_string()
+            .contains("docker buildx")
+    );
+}

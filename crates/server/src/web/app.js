@@ -623,6 +623,7 @@ function renderAction(event) {
     }
     case "system":
     case "condensation_request":
+    case "recall":
       return hidden(event);
     case "condensation":
       return item(event, "note condensation",
@@ -702,6 +703,11 @@ function renderObservation(event) {
     }
     case "think":
       return hidden(event);
+    case "recall": {
+      const knowledge = (extras.microagent_knowledge || []).map((k) => `${k.name} (“${k.trigger}”):\n${k.content}`);
+      const text = [extras.repo_instructions, ...knowledge].filter(Boolean).join("\n\n");
+      return item(event, "note recall", folded(text, event.message || "Microagents", true));
+    }
     case "run":
       return attach(event, owner, runOutput(event),
         event.success === false || (extras.metadata?.exit_code ?? 0) !== 0 ? "failed" : "ok",
