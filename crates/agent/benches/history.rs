@@ -199,6 +199,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
         presence: Default::default(),
         places: None,
         secret_names: Vec::new(),
+        repository: None,
     };
     let last = log
         .store()

@@ -124,6 +124,7 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         presence: Default::default(),
         places: None,
         secret_names: Vec::new(),
+        repository: None,
     };
     let mut follower = Follower::new(log.clone(), conversation.clone(), None);
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -135,6 +135,19 @@ pub struct AgentContext {
     /// The user's custom secrets in the shell's environment, by name, with their descriptions:
     /// the model is told they exist (never their values).
     pub secret_names: Vec<(String, String)>,
+    /// The repository cloned into the workspace for this conversation, if any.
+    pub repository: Option<RepositoryInfo>,
+}
+
+/// A conversation's repository, as the agent sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepositoryInfo {
+    /// `owner/name`.
+    pub name: String,
+    /// Where it is, in the agent's view (`/workspace/name`).
+    pub directory: String,
+    /// The branch checked out, when one was asked for.
+    pub branch: String,
 }
 
 /// Whether an agent still takes work. An agent that wants to end for being idle may only do so
@@ -596,6 +609,8 @@ impl Agent {
         if waiting_message {
             self.core.queue.push_back(Control::Message);
         }
+        // A cloned repository is set up before anything is handled.
+        self.set_up_repository().await?;
         // An action that waited for confirmation when the server stopped waits again.
         self.awaiting = still_awaiting(&self.core.history);
         let state = if self.awaiting.is_some() {
@@ -604,6 +619,63 @@ impl Agent {
             AgentState::AwaitingUserInput
         };
         self.core.set_state(state, "").await?;
+        Ok(())
+    }
+
+    /// Runs the repository's `.openhands/setup.sh` in the sandbox, once per conversation, before
+    /// any message is handled; its output is stored as a `run` observation.
+    async fn set_up_repository(&mut self) -> Result<(), AgentFailure> {
+        let Some(repo) = self.core.ctx.repository.clone() else {
+            return Ok(());
+        };
+        let Some(folder) = std::path::Path::new(&repo.directory).file_name() else {
+            return Ok(());
+        };
+        // Checked through the workspace's handle: a link the repository planted is not followed.
+        let root = self.core.ctx.sandbox.agent_root(&self.core.ctx.workspace);
+        let present = Workspace::new(self.core.ctx.workspace.clone(), root)
+            .ok()
+            .and_then(|w| {
+                w.open_read(&std::path::Path::new(folder).join(".openhands/setup.sh"))
+                    .ok()
+            })
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.is_file());
+        let done = self.core.history.values().any(|e| {
+            e.source == Source::Environment
+                && matches!(&e.body, EventBody::Action(Action::Run(r)) if r.command.contains(".openhands/setup.sh"))
+        });
+        if !present || done {
+            return Ok(());
+        }
+        let command = format!(
+            "cd {} && bash .openhands/setup.sh",
+            shell_quote(&repo.directory)
+        );
+        let action = self
+            .core
+            .append(NewEvent::action(
+                Source::Environment,
+                Action::Run(RunArgs::new(command.clone())),
+            ))
+            .await?;
+        let observation = match self
+            .execute_command(&command, false, Some(Duration::from_secs(600)))
+            .await?
+        {
+            Ok(result) => run_observation(&command, result),
+            Err(Interrupt::ByUser(_)) => {
+                Observation::error("The set-up script was interrupted.", STOPPED_ERROR)
+            }
+            Err(Interrupt::Runtime(message)) => Observation::error(message, ""),
+        };
+        self.core
+            .append(NewEvent::observation(
+                Source::Environment,
+                Some(action.id),
+                observation,
+            ))
+            .await?;
         Ok(())
     }
 
@@ -858,7 +930,20 @@ impl Agent {
         let Ok(workspace) = Workspace::new(self.core.ctx.workspace.clone(), root.clone()) else {
             return Ok(());
         };
-        let found = crate::microagents::load(&workspace, self.settings.user_microagents.as_deref());
+        // A cloned repository's microagents are in its folder.
+        let base = self
+            .core
+            .ctx
+            .repository
+            .as_ref()
+            .and_then(|r| {
+                std::path::Path::new(&r.directory)
+                    .file_name()
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        let found =
+            crate::microagents::load(&workspace, &base, self.settings.user_microagents.as_deref());
         let knowledge: Vec<ohd_protocol::observation::MicroagentKnowledge> = found
             .triggered(&text, &already)
             .into_iter()
@@ -875,7 +960,10 @@ impl Agent {
         } else {
             String::new()
         };
-        if instructions.is_empty() && knowledge.is_empty() {
+        if instructions.is_empty()
+            && knowledge.is_empty()
+            && !(first && self.core.ctx.repository.is_some())
+        {
             return Ok(());
         }
         let recall_type = if first {
@@ -900,6 +988,11 @@ impl Agent {
             ..Default::default()
         };
         if first {
+            if let Some(repo) = &self.core.ctx.repository {
+                extras.repo_name = repo.name.clone();
+                extras.repo_directory = repo.directory.clone();
+                extras.repo_branch = repo.branch.clone();
+            }
             extras.repo_instructions = instructions;
             extras.working_dir = root.display().to_string();
             extras.date = ohd_protocol::Timestamp::now()
@@ -1691,6 +1784,11 @@ fn run_observation(command: &str, result: CommandResult) -> Observation {
         },
         success: result.exit_code == 0,
     }
+}
+
+/// `text` as one shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Said to a conversation's clients while its agent waits for a place.

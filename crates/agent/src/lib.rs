@@ -15,6 +15,8 @@ pub mod redact;
 pub mod stuck;
 pub mod tools;
 
-pub use agent::{Agent, AgentContext, AgentSettings, Confirmation, Presence, waiting_notice};
+pub use agent::{
+    Agent, AgentContext, AgentSettings, Confirmation, Presence, RepositoryInfo, waiting_notice,
+};
 pub use condenser::CondenserSettings;
 pub use redact::Secrets;

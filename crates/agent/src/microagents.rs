@@ -60,8 +60,9 @@ impl Microagents {
     }
 }
 
-/// Loads the microagents of `workspace` and of the user's folder `user_dir`.
-pub fn load(workspace: &Workspace, user_dir: Option<&Path>) -> Microagents {
+/// Loads the microagents of the repository at `base` in `workspace` (`.` for the workspace
+/// itself) and of the user's folder `user_dir`.
+pub fn load(workspace: &Workspace, base: &Path, user_dir: Option<&Path>) -> Microagents {
     let mut found = Microagents::default();
     let read_ws = |rel: &Path| -> Option<String> {
         let file = workspace.open_read(rel).ok()?;
@@ -78,7 +79,7 @@ pub fn load(workspace: &Workspace, user_dir: Option<&Path>) -> Microagents {
         "agents.md",
         ".cursorrules",
     ] {
-        if let Some(text) = read_ws(Path::new(name)) {
+        if let Some(text) = read_ws(&base.join(name)) {
             let (front, body) = front_matter(&text);
             // `AGENTS.md` and `agents.md` are one file on a case-insensitive disk.
             if !found.instructions.iter().any(|(_, t)| *t == body) {

@@ -3,8 +3,9 @@
 
 use crate::auth::Secret;
 use crate::config::{AgentConfig, Config, LlmConfig};
+use crate::repository::{self, RepoSpec};
 use crate::settings::Settings;
-use crate::user_secrets::{PROVIDERS, UserSecretsStore};
+use crate::user_secrets::{PROVIDERS, ProviderToken, UserSecretsStore};
 use ohd_agent::{Agent, AgentContext, AgentSettings, CondenserSettings, Confirmation, Presence};
 use ohd_llm::{LlmClient, LlmSettings};
 use ohd_protocol::ConversationId;
@@ -34,6 +35,8 @@ pub struct Agents {
     tokens: Vec<(String, String, Secret)>,
     /// Saved provider tokens and custom secrets.
     user_secrets: Arc<UserSecretsStore>,
+    /// Where clones are made before they are moved into a workspace.
+    staging: PathBuf,
     sandbox: Arc<SandboxDecision>,
     /// Clients joined to each conversation, kept across its agents: an agent someone is
     /// looking at is not released for being idle.
@@ -128,6 +131,75 @@ fn decide_sandbox(config: SandboxConfig) -> Sandbox {
         tracing::warn!("sandbox: {note}");
     }
     sandbox
+}
+
+/// Clones the conversation's repository into its workspace if it asks for one (once: a clone
+/// already there is kept), before its agent handles anything. A failure is told to the
+/// conversation's clients as an error event, and the conversation goes on without it. Returns
+/// the repository as the agent sees it: its name, folder and branch.
+async fn prepare_repository(
+    log: &EventLog,
+    conversation: &ConversationId,
+    workspace: &std::path::Path,
+    sandbox: &Sandbox,
+    tokens: Vec<(String, ProviderToken)>,
+    staging: &std::path::Path,
+) -> Option<ohd_agent::RepositoryInfo> {
+    let record = log
+        .store()
+        .get_conversation(conversation)
+        .await
+        .ok()
+        .flatten()?;
+    let spec = RepoSpec {
+        full_name: record
+            .selected_repository
+            .filter(|r| !r.trim().is_empty())?,
+        provider: record
+            .git_provider
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "github".to_owned()),
+        branch: record.selected_branch.filter(|b| !b.trim().is_empty()),
+    };
+    let token = tokens
+        .iter()
+        .find(|(provider, _)| *provider == spec.provider)
+        .map(|(_, token)| token);
+    match repository::clone(&spec, token, workspace, staging).await {
+        Ok(folder) => {
+            if let Err(e) = repository::install_pre_commit(&folder) {
+                tracing::warn!(%conversation, error = %e, "pre-commit hook not installed");
+            }
+            if let Err(e) = repository::give_to(&folder, sandbox.owner_of(workspace)) {
+                tracing::warn!(%conversation, error = %e, "clone not given to the sandbox's user");
+            }
+            Some(ohd_agent::RepositoryInfo {
+                name: spec.full_name.clone(),
+                directory: sandbox
+                    .agent_root(workspace)
+                    .join(spec.directory())
+                    .display()
+                    .to_string(),
+                branch: spec.branch.clone().unwrap_or_default(),
+            })
+        }
+        Err(why) => {
+            tracing::warn!(%conversation, error = %why, "clone failed");
+            let event = ohd_protocol::NewEvent::observation(
+                ohd_protocol::Source::Environment,
+                None,
+                ohd_protocol::Observation::error(why.0.clone(), "STATUS$ERROR_REPOSITORY_CLONE"),
+            );
+            if let Err(e) = log.append(conversation, event).await {
+                tracing::warn!(%conversation, error = %e, "clone error not stored");
+            }
+            log.notify(
+                conversation,
+                &ohd_protocol::notice::StatusUpdate::error("STATUS$ERROR_REPOSITORY_CLONE", why.0),
+            );
+            None
+        }
+    }
 }
 
 /// Which model the agents use and how to reach it: the configuration's `[llm]`, with what the
@@ -343,7 +415,26 @@ impl Agents {
             sandbox,
             clients: Mutex::new(HashMap::new()),
             user_secrets,
+            staging: config.staging_dir(),
         }
+    }
+
+    /// Every provider's token, saved or from the environment, for cloning.
+    fn clone_tokens(&self) -> Vec<(String, ProviderToken)> {
+        let saved = self.user_secrets.get();
+        let mut tokens: Vec<(String, ProviderToken)> = saved.provider_tokens.into_iter().collect();
+        for (provider, _, secret) in &self.tokens {
+            if !tokens.iter().any(|(p, _)| p == provider) {
+                tokens.push((
+                    provider.clone(),
+                    ProviderToken {
+                        token: secret.clone(),
+                        host: None,
+                    },
+                ));
+            }
+        }
+        tokens
     }
 
     /// `provider_tokens_set`: each provider with a token (saved, or from the environment),
@@ -524,16 +615,23 @@ impl Agents {
             .collect();
         let presence = Arc::new(Presence::with_clients(self.clients(conversation)));
         let agent_presence = presence.clone();
+        let tokens_for_clone = self.clone_tokens();
+        let staging = self.staging.clone();
         let task = tokio::spawn(async move {
+            let sandbox = sandbox.get().await;
+            let repository =
+                prepare_repository(&log, &id, &workspace, &sandbox, tokens_for_clone, &staging)
+                    .await;
             let ctx = AgentContext {
                 conversation: id.clone(),
                 log,
                 workspace,
                 env: shell_env,
-                sandbox: sandbox.get().await,
+                sandbox,
                 presence: agent_presence,
                 places: slots,
                 secret_names,
+                repository,
             };
             let released = ctx.presence.clone();
             match Agent::start(ctx, settings, token).await {

@@ -333,3 +333,263 @@ async fn microagents_reach_the_model_as_recalls_and_triggers_bring_knowledge_onc
             .contains("docker buildx")
     );
 }
+
+/// A git server for the tests: a bare repository served over HTTP (git's "dumb" protocol),
+/// behind basic auth that accepts one token, as a provider would.
+struct GitServer {
+    url: String,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn git_server(token: &str) -> GitServer {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join(".openhands/microagents")).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("README.md"), "the project\n").unwrap();
+    std::fs::write(
+        src.join(".openhands/microagents/repo.md"),
+        "Run make check before finishing.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(".openhands/setup.sh"),
+        "echo setup-ran-here\necho ok > setup-marker.txt\n",
+    )
+    .unwrap();
+    std::fs::write(src.join(".openhands/pre-commit.sh"), "exit 0\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-qm", "first"]);
+    git(&src, &["checkout", "-qb", "feature"]);
+    std::fs::write(src.join("feature.txt"), "on the feature branch\n").unwrap();
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-qm", "feature"]);
+    git(&src, &["checkout", "-q", "main"]);
+    let served = dir.path().join("served/owner");
+    std::fs::create_dir_all(&served).unwrap();
+    git(
+        dir.path(),
+        &["clone", "-q", "--bare", "src", "served/owner/repo.git"],
+    );
+    git(&served.join("repo.git"), &["update-server-info"]);
+
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let auth = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let expected = expected.clone();
+            async move {
+                let given = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                if given == expected {
+                    next.run(request).await
+                } else {
+                    axum::response::Response::builder()
+                        .status(401)
+                        .header("www-authenticate", "Basic realm=\"git\"")
+                        .body(axum::body::Body::empty())
+                        .unwrap()
+                }
+            }
+        },
+    );
+    let app = axum::Router::new()
+        .fallback_service(tower_http::services::ServeDir::new(
+            dir.path().join("served"),
+        ))
+        .layer(auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    GitServer {
+        url,
+        _dir: dir,
+        _server: server,
+    }
+}
+
+async fn create_on_repository(ohd: &Ohd, branch: &str) -> String {
+    let (status, body) = ohd
+        .post(
+            "/api/conversations",
+            json!({"repository": "owner/repo", "git_provider": "github", "selected_branch": branch}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["conversation_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_described() {
+    let token = "ghp_clone_token_never_shown_42";
+    let server = git_server(token).await;
+    let (llm, options) = scripted_llm(Script::new(vec![Turn::text("seen")])).await;
+    let ohd = Ohd::start_with(options).await;
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
+    )
+    .await;
+    let conv = create_on_repository(&ohd, "feature").await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let ready = client.until_ready().await;
+    // Cloned on the branch asked for, before anything else; the token is not kept in git's
+    // configuration.
+    let repo = ohd.data_dir.join("workspaces").join(&conv).join("repo");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("feature.txt")).unwrap(),
+        "on the feature branch\n"
+    );
+    let config = std::fs::read_to_string(repo.join(".git/config")).unwrap();
+    assert!(!config.contains(token));
+    assert!(repo.join(".git/hooks/pre-commit").is_file());
+    // The set-up script ran in the sandbox, its output in the log.
+    let setup = ready
+        .iter()
+        .find(|e| e["observation"] == "run")
+        .expect("no set-up run");
+    assert!(
+        setup["content"]
+            .as_str()
+            .unwrap()
+            .contains("setup-ran-here"),
+        "{setup}"
+    );
+    assert!(repo.join("setup-marker.txt").exists());
+    // The first message brings the repository's description and instructions.
+    client.send(&user_message("what is this?")).await;
+    let events = client.until_state(&["awaiting_user_input", "error"]).await;
+    let recall = events
+        .iter()
+        .find(|e| e["observation"] == "recall")
+        .expect("no recall");
+    assert_eq!(recall["extras"]["repo_name"], "owner/repo");
+    assert_eq!(recall["extras"]["repo_branch"], "feature");
+    assert!(
+        recall["extras"]["repo_instructions"]
+            .as_str()
+            .unwrap()
+            .contains("make check")
+    );
+    let sent = llm.requests().last().unwrap()["messages"].to_string();
+    assert!(sent.contains("owner/repo") && sent.contains("make check"));
+    let stored = serde_json::to_string(&ohd.events(&conv).await).unwrap();
+    assert!(!stored.contains(token));
+}
+
+#[tokio::test]
+async fn a_clone_that_fails_says_why_and_the_conversation_stays_usable() {
+    let server = git_server("ghp_the_right_token_123").await;
+    let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("still here")])).await;
+    let ohd = Ohd::start_with(options).await;
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": "ghp_a_wrong_token_456", "host": server.url}}}),
+    )
+    .await;
+    let conv = create_on_repository(&ohd, "main").await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let ready = client.until_ready().await;
+    let error = ready
+        .iter()
+        .find(|e| e["observation"] == "error")
+        .expect("no error event");
+    let text = error["content"].as_str().unwrap();
+    assert!(
+        text.contains("Cloning owner/repo") && text.contains("token"),
+        "{text}"
+    );
+    assert!(!text.contains("ghp_a_wrong_token_456"));
+    client.send(&user_message("hello")).await;
+    let events = client.until_state(&["awaiting_user_input", "error"]).await;
+    assert!(events.iter().any(|e| e["message"] == "still here"));
+
+    // An unknown branch, with the right token.
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": "ghp_the_right_token_123", "host": server.url}}}),
+    )
+    .await;
+    let conv = create_on_repository(&ohd, "no-such-branch").await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    let ready = client.until_ready().await;
+    let error = ready
+        .iter()
+        .find(|e| e["observation"] == "error")
+        .expect("no error event");
+    assert!(
+        error["content"].as_str().unwrap().contains("branch"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_link_planted_where_the_clone_goes_is_not_followed() {
+    let token = "ghp_the_right_token_789";
+    let server = git_server(token).await;
+    let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("ok")])).await;
+    let ohd = Ohd::start_with(options).await;
+    // No token yet: the clone fails, and the agent (or anyone with the shell) links the
+    // repository's folder to a place outside the workspace.
+    let conv = create_on_repository(&ohd, "main").await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    let outside = tempfile::tempdir().unwrap();
+    let workspace = ohd.data_dir.join("workspaces").join(&conv);
+    std::os::unix::fs::symlink(outside.path(), workspace.join("repo")).unwrap();
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
+    )
+    .await;
+    // The agent starts again, and with it the clone.
+    ohd.post(&format!("/api/conversations/{conv}/stop"), json!({}))
+        .await;
+    let latest = ohd.events(&conv).await.last().unwrap()["id"].to_string();
+    let mut client = joined(&ohd, &conv, &latest).await;
+    let ready = client.until_ready().await;
+    let error = ready
+        .iter()
+        .find(|e| e["observation"] == "error")
+        .expect("no error");
+    assert!(
+        error["content"].as_str().unwrap().contains("not a folder"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "the clone went outside"
+    );
+}
