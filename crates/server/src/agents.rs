@@ -420,7 +420,7 @@ impl Agents {
     }
 
     /// Every provider's token, saved or from the environment, for cloning.
-    fn clone_tokens(&self) -> Vec<(String, ProviderToken)> {
+    pub fn clone_tokens(&self) -> Vec<(String, ProviderToken)> {
         let saved = self.user_secrets.get();
         let mut tokens: Vec<(String, ProviderToken)> = saved.provider_tokens.into_iter().collect();
         for (provider, _, secret) in &self.tokens {

@@ -23,6 +23,7 @@ pub mod error;
 pub mod guard;
 pub mod listener;
 pub mod owner_only;
+pub mod providers;
 pub mod repository;
 pub mod settings;
 pub mod socketio;

@@ -593,3 +593,162 @@ async fn a_link_planted_where_the_clone_goes_is_not_followed() {
         "the clone went outside"
     );
 }
+
+/// The one stand-in for a provider: GitHub's and GitLab's documented REST shapes, answering
+/// only the token it was given (GitHub's `Authorization: Bearer`, GitLab's `PRIVATE-TOKEN`).
+async fn provider_api(github_token: &'static str, gitlab_token: &'static str) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    fn github(headers: &HeaderMap, token: &str) -> bool {
+        headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {token}"))
+    }
+    fn gitlab(headers: &HeaderMap, token: &str) -> bool {
+        headers.get("private-token").and_then(|v| v.to_str().ok()) == Some(token)
+    }
+    let refused = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "Bad credentials"})),
+        )
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/v3/user",
+            get(move |h: HeaderMap| async move {
+                if !github(&h, github_token) {
+                    return Err(refused());
+                }
+                Ok(axum::Json(json!({"id": 7, "login": "octo", "avatar_url": "https://a/octo.png", "company": null, "name": "Octo Cat", "email": null})))
+            }),
+        )
+        .route(
+            "/api/v3/user/repos",
+            get(move |h: HeaderMap| async move {
+                if !github(&h, github_token) {
+                    return Err(refused());
+                }
+                Ok((
+                    [("link", "<http://x/user/repos?page=2>; rel=\"next\"")],
+                    axum::Json(json!([{"id": 1296269, "full_name": "octo/hello", "private": false, "stargazers_count": 80, "pushed_at": "2026-11-01T00:00:00Z", "owner": {"type": "User"}, "default_branch": "main"}])),
+                ))
+            }),
+        )
+        .route(
+            "/api/v3/repos/octo/hello/branches",
+            get(move |h: HeaderMap| async move {
+                if !github(&h, github_token) {
+                    return Err(refused());
+                }
+                Ok(axum::Json(json!([{"name": "main", "commit": {"sha": "abc123"}, "protected": true}, {"name": "dev", "commit": {"sha": "def456"}, "protected": false}])))
+            }),
+        )
+        .route(
+            "/api/v3/search/repositories",
+            get(move |h: HeaderMap| async move {
+                if !github(&h, github_token) {
+                    return Err(refused());
+                }
+                Ok(axum::Json(json!({"total_count": 1, "items": [{"id": 3, "full_name": "rust-lang/rust", "private": false, "stargazers_count": 100000, "owner": {"type": "Organization"}, "default_branch": "master"}]})))
+            }),
+        )
+        .route(
+            "/api/v4/projects",
+            get(move |h: HeaderMap| async move {
+                if !gitlab(&h, gitlab_token) {
+                    return Err(refused());
+                }
+                Ok(axum::Json(json!([{"id": 42, "path_with_namespace": "group/project", "visibility": "private", "star_count": 2, "last_activity_at": "2026-11-02T00:00:00Z", "namespace": {"kind": "group"}, "default_branch": "main"}])))
+            }),
+        )
+        .route(
+            "/api/v4/projects/group%2Fproject/repository/branches",
+            get(move |h: HeaderMap| async move {
+                if !gitlab(&h, gitlab_token) {
+                    return Err(refused());
+                }
+                Ok((
+                    [("x-next-page", "2"), ("x-total", "3")],
+                    axum::Json(json!([{"name": "main", "commit": {"id": "f00", "committed_date": "2026-11-03T00:00:00Z"}, "protected": false}])),
+                ))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_repository_picker_answers_from_github_and_gitlab_in_the_originals_shapes() {
+    let api = provider_api("ghp_picker_token_1234", "glpat-picker-token-5678").await;
+    let ohd = Ohd::start().await;
+    // Without a token: the original's 401.
+    assert_eq!(
+        ohd.get("/api/user/info").await,
+        (401, json!("Git provider token required. (such as GitHub)."))
+    );
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {
+            "github": {"token": "ghp_picker_token_1234", "host": api},
+            "gitlab": {"token": "glpat-picker-token-5678", "host": api},
+        }}),
+    )
+    .await;
+    assert_eq!(
+        ohd.get("/api/user/info").await,
+        (
+            200,
+            json!({"id": "7", "login": "octo", "avatar_url": "https://a/octo.png", "company": null, "name": "Octo Cat", "email": null})
+        )
+    );
+    let (status, repos) = ohd
+        .get("/api/user/repositories?sort=pushed&selected_provider=github&page=1&per_page=30")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        repos[0],
+        json!({"id": "1296269", "full_name": "octo/hello", "git_provider": "github", "is_public": true, "stargazers_count": 80, "link_header": "<http://x/user/repos?page=2>; rel=\"next\"", "pushed_at": "2026-11-01T00:00:00Z", "owner_type": "user", "main_branch": "main"})
+    );
+    let (_, found) = ohd
+        .get("/api/user/search/repositories?query=rust&per_page=5&selected_provider=github")
+        .await;
+    assert_eq!(found[0]["full_name"], "rust-lang/rust");
+    assert_eq!(found[0]["owner_type"], "organization");
+    let (_, branches) = ohd
+        .get("/api/user/repository/branches?repository=octo/hello&selected_provider=github")
+        .await;
+    assert_eq!(
+        branches,
+        json!({"branches": [
+            {"name": "main", "commit_sha": "abc123", "protected": true, "last_push_date": null},
+            {"name": "dev", "commit_sha": "def456", "protected": false, "last_push_date": null},
+        ], "has_next_page": false, "current_page": 1, "per_page": 30, "total_count": null})
+    );
+    // GitLab: its own shapes mapped to the same ones.
+    let (_, repos) = ohd
+        .get("/api/user/repositories?selected_provider=gitlab")
+        .await;
+    assert_eq!(repos[0]["full_name"], "group/project");
+    assert_eq!(repos[0]["git_provider"], "gitlab");
+    assert_eq!(repos[0]["is_public"], false);
+    assert_eq!(repos[0]["owner_type"], "organization");
+    let (_, branches) = ohd
+        .get("/api/user/repository/branches?repository=group/project&selected_provider=gitlab")
+        .await;
+    assert_eq!(branches["branches"][0]["commit_sha"], "f00");
+    assert_eq!(branches["has_next_page"], true);
+    assert_eq!(branches["total_count"], 3);
+    // A token the provider refuses: 401, and the token is in no answer.
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": "ghp_revoked_token_0000", "host": api}}}),
+    )
+    .await;
+    let (status, body) = ohd.get("/api/user/info").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.to_string().contains("ghp_revoked_token_0000"));
+}

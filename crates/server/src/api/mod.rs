@@ -2,6 +2,7 @@
 
 pub mod conversations;
 pub mod files;
+pub mod git;
 pub mod health;
 pub mod options;
 pub mod secrets;
@@ -22,6 +23,7 @@ pub fn protected() -> Router<AppState> {
         .merge(options::routes())
         .merge(settings::routes())
         .merge(secrets::routes())
+        .merge(git::routes())
 }
 
 /// Routes that stay open with authentication on.
