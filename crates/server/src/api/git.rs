@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The provider asked for, or the first with a token (GitHub, then GitLab); the original's 401
 /// when there is none.
-fn provider(state: &AppState, selected: Option<&str>) -> Result<Provider, Response> {
+fn provider(state: &AppState, selected: Option<&str>) -> Result<Provider, Box<Response>> {
     let tokens = state.agents.clone_tokens();
     let wanted: Vec<&str> = match selected.filter(|s| !s.is_empty()) {
         Some(one) => vec![one],
@@ -36,11 +36,13 @@ fn provider(state: &AppState, selected: Option<&str>) -> Result<Provider, Respon
                 .and_then(|(provider, token)| Provider::new(provider, token, None))
         })
         .ok_or_else(|| {
-            (
-                StatusCode::UNAUTHORIZED,
-                Json("Git provider token required. (such as GitHub)."),
+            Box::new(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json("Git provider token required. (such as GitHub)."),
+                )
+                    .into_response(),
             )
-                .into_response()
         })
 }
 
@@ -61,7 +63,7 @@ async fn info(State(state): State<AppState>) -> Response {
             .await
             .map(|u| Json(u).into_response())
             .unwrap_or_else(failed),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
@@ -76,7 +78,7 @@ struct ReposQuery {
 async fn repositories(State(state): State<AppState>, Query(q): Query<ReposQuery>) -> Response {
     let p = match provider(&state, q.selected_provider.as_deref()) {
         Ok(p) => p,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     p.repositories(
         q.sort.as_deref().unwrap_or("pushed"),
@@ -100,7 +102,7 @@ struct SearchQuery {
 async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
     let p = match provider(&state, q.selected_provider.as_deref()) {
         Ok(p) => p,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     p.search(
         &q.query,
@@ -124,7 +126,7 @@ struct BranchesQuery {
 async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>) -> Response {
     let p = match provider(&state, q.selected_provider.as_deref()) {
         Ok(p) => p,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     // Only owner/name paths reach the provider's URL.
     if q.repository.split('/').count() < 2
@@ -174,6 +176,6 @@ async fn installations(
             .await
             .map(|i| Json(i).into_response())
             .unwrap_or_else(failed),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
