@@ -49,7 +49,7 @@ fn saved() -> impl FnOnce(std::io::Error) -> ApiError {
 async fn add_git_providers(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ProvidersBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(unknown) = body
         .provider_tokens
         .keys()
@@ -62,6 +62,35 @@ async fn add_git_providers(
                 PROVIDERS.map(|(name, _)| name).join(", ")
             ),
         ));
+    }
+    // A token its provider refuses is not stored, as in the original. Only a refusal counts: a
+    // provider that cannot be reached (offline, a host not up yet) does not block saving.
+    for (provider, given) in &body.provider_tokens {
+        let Some(token) = given
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            continue;
+        };
+        let candidate = ProviderToken {
+            token: Secret::new(token.to_owned()),
+            host: given.host.clone().filter(|h| !h.trim().is_empty()),
+        };
+        if let Some(client) = crate::providers::Provider::new(provider, &candidate, None) {
+            match client.user().await {
+                Err(crate::providers::ProviderError::Refused(_)) => {
+                    return Ok((
+                        StatusCode::UNAUTHORIZED,
+                        Json(json!({"error": format!("Invalid token. Please make sure it is a valid {provider} token.")})),
+                    )
+                        .into_response());
+                }
+                Err(e) => tracing::warn!(provider, error = %e, "token not checked"),
+                Ok(_) => {}
+            }
+        }
     }
     state
         .user_secrets
@@ -97,7 +126,7 @@ async fn add_git_providers(
         .await
         .map_err(saved())?
         .ok();
-    Ok(Json(json!({"message": "Git providers stored"})))
+    Ok(Json(json!({"message": "Git providers stored"})).into_response())
 }
 
 async fn unset_provider_tokens(
