@@ -6,6 +6,47 @@ use crate::common::*;
 use ohd_scripted_llm::{Script, Turn};
 use serde_json::{Value, json};
 
+/// The seed's `socket.io-client` example: joins `conv` from the start (naming `providers`),
+/// sends `message`, and returns every event until the agent rests again.
+async fn socket_io(ohd: &Ohd, conv: &str, providers: &str, message: &str) -> (Vec<Value>, String) {
+    let message = json!({"action": "message", "args": {"content": message}}).to_string();
+    let output = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../e2e/clients/seed_client.mjs"
+        ))
+        .args([
+            "--url",
+            &format!("http://{}", ohd.addr),
+            "--conversation",
+            conv,
+        ])
+        .args(["--providers", providers, "--send", &message])
+        .args([
+            "--until-state",
+            "awaiting_user_input,finished,error",
+            "--timeout-ms",
+            "30000",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let events = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["kind"] == "event")
+        .map(|l| l["event"].clone())
+        .collect();
+    (events, stdout)
+}
+
 async fn delete(ohd: &Ohd, path: &str) -> (u16, Value) {
     let response = ohd.http.delete(ohd.url(path)).send().await.unwrap();
     let status = response.status().as_u16();
@@ -174,43 +215,12 @@ async fn a_secret_and_a_saved_token_reach_the_shell_and_are_hidden_everywhere() 
     .await;
     let conv = ohd.create_conversation().await;
     // As the web UI does: the socket names the providers whose tokens the shell gets.
-    let message = json!({"action": "message", "args": {"content": "deploy"}}).to_string();
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../e2e/clients/seed_client.mjs"
-        ))
-        .args([
-            "--url",
-            &format!("http://{}", ohd.addr),
-            "--conversation",
-            &conv,
-            "--providers",
-            "github",
-            "--send",
-            &message,
-            "--until-state",
-            "finished,error",
-            "--timeout-ms",
-            "30000",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let run = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["kind"] == "event")
-        .map(|l| l["event"].clone())
+    let (events, stdout) = socket_io(&ohd, &conv, "github", "deploy").await;
+    let run = events
+        .iter()
         .find(|e| e["observation"] == "run")
-        .expect("no command output");
+        .expect("no command output")
+        .clone();
     // In the shell, hidden in the event.
     assert_eq!(
         run["content"],
@@ -470,10 +480,25 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
     )
     .await;
     let conv = create_on_repository(&ohd, "feature").await;
-    let mut client = joined(&ohd, &conv, "-1").await;
-    let ready = client.until_ready().await;
-    // Cloned on the branch asked for, before anything else; the token is not kept in git's
-    // configuration.
+    // With socket.io-client, as the web UI: the clone, the set-up run and the recall, in order.
+    let (events, _) = socket_io(&ohd, &conv, "github", "what is this?").await;
+    let position = |test: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .position(|e| test(e))
+            .unwrap_or_else(|| panic!("missing in {:?}", summary(&events)))
+    };
+    // (The client may send its message before the agent is up: it is stored at once, and
+    // handled only after the clone and the set-up.)
+    let setup_at = position(&|e| e["observation"] == "run" && e["source"] == "environment");
+    let recall_at = position(&|e| e["observation"] == "recall");
+    let working_at = position(&|e| e["extras"]["agent_state"] == "running");
+    assert!(
+        setup_at < recall_at && recall_at < working_at,
+        "{:?}",
+        summary(&events)
+    );
+    // Cloned on the branch asked for; the token is not kept in git's configuration.
     let repo = ohd.data_dir.join("workspaces").join(&conv).join("repo");
     assert_eq!(
         std::fs::read_to_string(repo.join("feature.txt")).unwrap(),
@@ -483,10 +508,7 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
     assert!(!config.contains(token));
     assert!(repo.join(".git/hooks/pre-commit").is_file());
     // The set-up script ran in the sandbox, its output in the log.
-    let setup = ready
-        .iter()
-        .find(|e| e["observation"] == "run")
-        .expect("no set-up run");
+    let setup = &events[setup_at];
     assert!(
         setup["content"]
             .as_str()
@@ -495,13 +517,8 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
         "{setup}"
     );
     assert!(repo.join("setup-marker.txt").exists());
-    // The first message brings the repository's description and instructions.
-    client.send(&user_message("what is this?")).await;
-    let events = client.until_state(&["awaiting_user_input", "error"]).await;
-    let recall = events
-        .iter()
-        .find(|e| e["observation"] == "recall")
-        .expect("no recall");
+    // The first message brought the repository's description and instructions.
+    let recall = &events[recall_at];
     assert_eq!(recall["extras"]["repo_name"], "owner/repo");
     assert_eq!(recall["extras"]["repo_branch"], "feature");
     assert!(
