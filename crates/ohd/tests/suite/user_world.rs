@@ -485,7 +485,7 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
     let position = |test: &dyn Fn(&Value) -> bool| {
         events
             .iter()
-            .position(|e| test(e))
+            .position(test)
             .unwrap_or_else(|| panic!("missing in {:?}", summary(&events)))
     };
     // (The client may send its message before the agent is up: it is stored at once, and
