@@ -282,6 +282,76 @@ impl Provider {
         }))
     }
 
+    /// A repository's branches whose names match `query` (`Branch` list): GitLab's search,
+    /// GitHub's branches whose names start with it (its REST API matches prefixes).
+    pub async fn search_branches(
+        &self,
+        repository: &str,
+        query: &str,
+        per_page: u32,
+    ) -> Result<Vec<Value>, ProviderError> {
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = match self.name.as_str() {
+            "gitlab" => {
+                let id = urlencode(repository);
+                self.get(
+                    &format!("/projects/{id}/repository/branches"),
+                    &[("search", query.into()), ("per_page", per_page.to_string())],
+                )
+                .await?
+                .0
+            }
+            _ => {
+                let prefix: String = query
+                    .split('/')
+                    .map(urlencode)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let refs = self
+                    .get(
+                        &format!("/repos/{repository}/git/matching-refs/heads/{prefix}"),
+                        &[],
+                    )
+                    .await?
+                    .0;
+                Value::Array(
+                    refs.as_array()
+                        .map(|refs| {
+                            refs.iter()
+                                .map(|r| {
+                                    json!({
+                                        "name": r["ref"].as_str().unwrap_or_default().trim_start_matches("refs/heads/"),
+                                        "commit": {"sha": r["object"]["sha"]},
+                                        "protected": false,
+                                    })
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        Ok(list
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .take(per_page as usize)
+                    .map(|b| {
+                        json!({
+                            "name": b["name"],
+                            "commit_sha": b["commit"]["sha"].as_str().or(b["commit"]["id"].as_str()).unwrap_or_default(),
+                            "protected": b["protected"].as_bool().unwrap_or(false),
+                            "last_push_date": b["commit"]["committed_date"],
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// GitHub App installations the token can use (ids as text).
     pub async fn installations(&self) -> Result<Vec<String>, ProviderError> {
         let (body, _) = self.get("/user/installations", &[]).await?;

@@ -669,6 +669,15 @@ async fn provider_api(github_token: &'static str, gitlab_token: &'static str) ->
             }),
         )
         .route(
+            "/api/v3/repos/octo/hello/git/matching-refs/heads/fe",
+            get(move |h: HeaderMap| async move {
+                if !github(&h, github_token) {
+                    return Err(refused());
+                }
+                Ok(axum::Json(json!([{"ref": "refs/heads/feature-x", "object": {"sha": "a1"}}])))
+            }),
+        )
+        .route(
             "/api/v3/search/repositories",
             get(move |h: HeaderMap| async move {
                 if !github(&h, github_token) {
@@ -753,6 +762,17 @@ async fn the_repository_picker_answers_from_github_and_gitlab_in_the_originals_s
             {"name": "dev", "commit_sha": "def456", "protected": false, "last_push_date": null},
         ], "has_next_page": false, "current_page": 1, "per_page": 30, "total_count": null})
     );
+    let (_, found) = ohd
+        .get("/api/user/search/branches?repository=octo/hello&query=fe&selected_provider=github")
+        .await;
+    assert_eq!(
+        found,
+        json!([{"name": "feature-x", "commit_sha": "a1", "protected": false, "last_push_date": null}])
+    );
+    let (status, _) = ohd
+        .get("/api/user/search/branches?repository=../../x&query=fe&selected_provider=github")
+        .await;
+    assert_eq!(status, 400);
     // GitLab: its own shapes mapped to the same ones.
     let (_, repos) = ohd
         .get("/api/user/repositories?selected_provider=gitlab")

@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/user/repositories", get(repositories))
         .route("/api/user/search/repositories", get(search))
         .route("/api/user/repository/branches", get(branches))
+        .route("/api/user/search/branches", get(search_branches))
         .route("/api/user/installations", get(installations))
 }
 
@@ -128,12 +129,7 @@ async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>)
         Ok(p) => p,
         Err(refusal) => return *refusal,
     };
-    // Only owner/name paths reach the provider's URL.
-    if q.repository.split('/').count() < 2
-        || q.repository
-            .split('/')
-            .any(|part| part.is_empty() || part == "..")
-    {
+    if !repository_name_ok(&q.repository) {
         return (
             StatusCode::BAD_REQUEST,
             Json(format!(
@@ -146,6 +142,55 @@ async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>)
     p.branches(
         &q.repository,
         q.page.unwrap_or(1).max(1),
+        q.per_page.unwrap_or(30).clamp(1, 100),
+    )
+    .await
+    .map(|b| Json(b).into_response())
+    .unwrap_or_else(failed)
+}
+
+/// Only `owner/name` paths reach a provider's URL.
+fn repository_name_ok(repository: &str) -> bool {
+    repository.split('/').count() >= 2
+        && repository.split('/').all(|part| {
+            !part.is_empty()
+                && part != ".."
+                && part != "."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+}
+
+#[derive(Deserialize)]
+struct SearchBranchesQuery {
+    repository: String,
+    query: String,
+    per_page: Option<u32>,
+    selected_provider: Option<String>,
+}
+
+async fn search_branches(
+    State(state): State<AppState>,
+    Query(q): Query<SearchBranchesQuery>,
+) -> Response {
+    let p = match provider(&state, q.selected_provider.as_deref()) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
+    };
+    if !repository_name_ok(&q.repository) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(format!(
+                "{:?} is not a repository name (owner/name)",
+                q.repository
+            )),
+        )
+            .into_response();
+    }
+    p.search_branches(
+        &q.repository,
+        &q.query,
         q.per_page.unwrap_or(30).clamp(1, 100),
     )
     .await
