@@ -91,12 +91,12 @@ pub fn load(workspace: &Workspace, base: &Path, user_dir: Option<&Path>) -> Micr
     let mut files = Vec::new();
     walk_workspace(
         workspace,
-        Path::new(".openhands/microagents"),
+        &base.join(".openhands/microagents"),
         0,
         &mut files,
     );
     for rel in files {
-        if rel == Path::new(".openhands/microagents/repo.md") {
+        if rel == base.join(".openhands/microagents/repo.md") {
             continue;
         }
         if let Some(text) = read_ws(&rel) {

@@ -165,24 +165,24 @@ async fn prepare_repository(
         .iter()
         .find(|(provider, _)| *provider == spec.provider)
         .map(|(_, token)| token);
-    match repository::clone(&spec, token, workspace, staging).await {
-        Ok(folder) => {
-            if let Err(e) = repository::install_pre_commit(&folder) {
-                tracing::warn!(%conversation, error = %e, "pre-commit hook not installed");
-            }
-            if let Err(e) = repository::give_to(&folder, sandbox.owner_of(workspace)) {
-                tracing::warn!(%conversation, error = %e, "clone not given to the sandbox's user");
-            }
-            Some(ohd_agent::RepositoryInfo {
-                name: spec.full_name.clone(),
-                directory: sandbox
-                    .agent_root(workspace)
-                    .join(spec.directory())
-                    .display()
-                    .to_string(),
-                branch: spec.branch.clone().unwrap_or_default(),
-            })
-        }
+    match repository::clone(
+        &spec,
+        token,
+        workspace,
+        staging,
+        sandbox.owner_of(workspace),
+    )
+    .await
+    {
+        Ok(_) => Some(ohd_agent::RepositoryInfo {
+            name: spec.full_name.clone(),
+            directory: sandbox
+                .agent_root(workspace)
+                .join(spec.directory())
+                .display()
+                .to_string(),
+            branch: spec.branch.clone().unwrap_or_default(),
+        }),
         Err(why) => {
             tracing::warn!(%conversation, error = %why, "clone failed");
             let event = ohd_protocol::NewEvent::observation(
@@ -619,9 +619,18 @@ impl Agents {
         let staging = self.staging.clone();
         let task = tokio::spawn(async move {
             let sandbox = sandbox.get().await;
-            let repository =
-                prepare_repository(&log, &id, &workspace, &sandbox, tokens_for_clone, &staging)
-                    .await;
+            // A stop or a delete does not wait for a clone.
+            let repository = tokio::select! {
+                repository = prepare_repository(
+                    &log,
+                    &id,
+                    &workspace,
+                    &sandbox,
+                    tokens_for_clone,
+                    &staging,
+                ) => repository,
+                _ = token.cancelled() => return,
+            };
             let ctx = AgentContext {
                 conversation: id.clone(),
                 log,

@@ -59,7 +59,9 @@ impl Provider {
     /// The provider for a stored token, when ohd speaks its API.
     pub fn new(name: &str, token: &ProviderToken, configured: Option<&str>) -> Option<Provider> {
         let api = api_base(name, token.host.as_deref(), configured)?;
+        // No redirects: a token header must not follow one to another host.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("ohd/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -74,7 +74,7 @@ fn token_user(provider: &str) -> &'static str {
 
 /// Whether a repository name is only `owner/name` parts (no `..`, no URL, nothing git would
 /// read as an option).
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     let parts: Vec<&str> = name.split('/').collect();
     parts.len() >= 2
         && parts.iter().all(|p| {
@@ -106,6 +106,7 @@ pub async fn clone(
     token: Option<&ProviderToken>,
     workspace: &Path,
     staging: &Path,
+    owner: Option<(u32, u32)>,
 ) -> Result<PathBuf, CloneError> {
     if !valid_name(&spec.full_name) {
         return Err(CloneError(format!(
@@ -152,7 +153,21 @@ pub async fn clone(
         .ok_or_else(|| CloneError(format!("Unknown git provider {:?}.", spec.provider)))?;
     let url = format!("{base}/{}.git", spec.full_name);
     let mut command = tokio::process::Command::new("git");
+    // git sees no configuration but what is given here: a system or user configuration (a
+    // filter such as git-lfs, a credential helper) could send the token elsewhere or run
+    // something for the repository.
     command
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        )
+        .env("HOME", staging)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_LFS_SKIP_SMUDGE", "1")
+        .arg("-c")
+        .arg("core.hooksPath=/dev/null")
         .arg("clone")
         .arg("--quiet")
         .arg("--no-recurse-submodules");
@@ -167,7 +182,6 @@ pub async fn clone(
         .env("GIT_ASKPASS", "/bin/false")
         // Only the protocols a provider speaks; nothing from a local path or a helper.
         .env("GIT_ALLOW_PROTOCOL", "https:http")
-        .env_remove("GIT_DIR")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let secret = token.map(|t| t.token.expose().to_owned());
@@ -176,7 +190,8 @@ pub async fn clone(
             .encode(format!("{}:{token}", token_user(&spec.provider)));
         command
             .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            // For the provider's address only, not for anything the repository names.
+            .env("GIT_CONFIG_KEY_0", format!("http.{base}/.extraHeader"))
             .env(
                 "GIT_CONFIG_VALUE_0",
                 format!("Authorization: Basic {credentials}"),
@@ -186,16 +201,21 @@ pub async fn clone(
         Some(token) => text.replace(token.as_str(), "<secret_hidden>"),
         None => text.to_owned(),
     };
-    let output = tokio::time::timeout(CLONE_TIMEOUT, command.output())
-        .await
-        .map_err(|_| {
-            CloneError(format!(
+    let output = match tokio::time::timeout(CLONE_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+            return Err(CloneError(format!("git could not be run: {e}")));
+        }
+        Err(_) => {
+            let _ = tokio::fs::remove_dir_all(&staged).await;
+            return Err(CloneError(format!(
                 "Cloning {} did not finish in {} minutes.",
                 spec.full_name,
                 CLONE_TIMEOUT.as_secs() / 60
-            ))
-        })?
-        .map_err(|e| CloneError(format!("git could not be run: {e}")))?;
+            )));
+        }
+    };
     if !output.status.success() {
         let _ = tokio::fs::remove_dir_all(&staged).await;
         let said = hide(String::from_utf8_lossy(&output.stderr).trim());
@@ -217,6 +237,13 @@ pub async fn clone(
             spec.full_name
         )));
     }
+    // Made ready while still out of the agent's reach: the hook installed, everything given to
+    // the sandbox's user. Nothing here is done again on a later start.
+    let prepared = install_pre_commit(&staged).and_then(|_| give_to(&staged, owner));
+    if let Err(e) = prepared {
+        let _ = tokio::fs::remove_dir_all(&staged).await;
+        return Err(CloneError(format!("The clone could not be prepared: {e}")));
+    }
     let moved = cap_std::fs::Dir::open_ambient_dir(staging, cap_std::ambient_authority())
         .and_then(|from| from.rename(&staged_name, &handle, &folder));
     if let Err(e) = moved {
@@ -229,8 +256,9 @@ pub async fn clone(
 }
 
 /// Installs `.openhands/pre-commit.sh` as the repository's pre-commit hook, as the original
-/// does. The hook only calls the script: both run in the agent's sandbox, never in ohd.
-pub fn install_pre_commit(repo: &Path) -> std::io::Result<bool> {
+/// does. The hook only calls the script: both run in the agent's sandbox, never in ohd. Only
+/// for a fresh clone in ohd's staging folder, which the agent cannot reach.
+fn install_pre_commit(repo: &Path) -> std::io::Result<bool> {
     if !repo.join(".openhands/pre-commit.sh").is_file() {
         return Ok(false);
     }
@@ -246,8 +274,9 @@ pub fn install_pre_commit(repo: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Gives what the clone wrote to the sandbox's user (ohd as root), without following links.
-pub fn give_to(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+/// Gives what the clone wrote to the sandbox's user (ohd as root), without following links;
+/// only for a fresh clone in ohd's staging folder.
+fn give_to(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
     let Some((uid, gid)) = owner else {
         return Ok(());
     };

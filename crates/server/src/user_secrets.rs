@@ -123,6 +123,68 @@ impl UserSecrets {
     }
 }
 
+/// Variables a secret may not set: they change how programs run (the shell's, and those ohd
+/// starts around it), not what they are given.
+const RESERVED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "SHELL",
+    "TERM",
+    "PWD",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "PS1",
+    "PS2",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GLOBIGNORE",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+];
+
+/// Whether `name` is kept for the system (see [`RESERVED`], and every `LD_`, `BASH_FUNC`,
+/// `GIT_` and `OHD_` name).
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED.contains(&name)
+        || ["LD_", "BASH_FUNC", "GIT_", "OHD_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+/// Values shorter than this are refused: every event hides secret values by replacing them,
+/// which would mangle ordinary output for very short ones (and so they would not be hidden).
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Whether a provider's host is a plain host name or address with an optional port, with an
+/// optional `https://`; plain `http://` only for this machine (a local test or mirror), so a
+/// token is never sent in the clear over a network.
+pub fn valid_host(host: &str) -> bool {
+    let (rest, local_only) = match host.strip_prefix("https://") {
+        Some(rest) => (rest, false),
+        None => match host.strip_prefix("http://") {
+            Some(rest) => (rest, true),
+            None => (host, false),
+        },
+    };
+    let rest = rest.trim_end_matches('/');
+    let name = rest.rsplit_once(':').map_or(rest, |(name, port)| {
+        if port.parse::<u16>().is_ok() {
+            name
+        } else {
+            rest
+        }
+    });
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+    plain && (!local_only || matches!(name, "127.0.0.1" | "localhost"))
+}
+
 /// Whether `name` can be a shell variable, as a secret's name must be to reach the shell.
 pub fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -189,6 +251,28 @@ impl UserSecretsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_plain_and_clear_text_only_for_this_machine() {
+        for ok in [
+            "github.example.com",
+            "gitlab.example.org:8443",
+            "https://git.example.net/",
+            "http://127.0.0.1:9",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "https://user@host",
+            "host/path",
+            "https://h:99999",
+            "",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+        assert!(is_reserved("PATH") && is_reserved("LD_PRELOAD") && !is_reserved("API_KEY"));
+    }
 
     #[test]
     fn names_that_can_be_shell_variables() {

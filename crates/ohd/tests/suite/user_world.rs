@@ -80,7 +80,10 @@ async fn secrets_and_provider_tokens_are_set_listed_and_never_shown() {
         (201, json!({"message": "Secret created successfully"}))
     );
     let (status, body) = ohd
-        .post("/api/secrets", json!({"name": "DEPLOY_KEY", "value": "x"}))
+        .post(
+            "/api/secrets",
+            json!({"name": "DEPLOY_KEY", "value": "another-value"}),
+        )
         .await;
     assert_eq!(
         (status, body),
@@ -133,17 +136,46 @@ async fn secrets_and_provider_tokens_are_set_listed_and_never_shown() {
         (status, body),
         (200, json!({"message": "Git providers stored"}))
     );
-    // A host alone keeps the token.
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"gitlab": {"token": "", "host": "git.invalid"}}}),
-    )
-    .await;
+    // The same host without a token keeps the token; another host needs the token again, and
+    // a host that would send it in the clear over a network is refused.
+    let (status, _) = ohd
+        .post(
+            "/api/add-git-providers",
+            json!({"provider_tokens": {"gitlab": {"token": "", "host": "gitlab.invalid"}}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = ohd
+        .post(
+            "/api/add-git-providers",
+            json!({"provider_tokens": {"gitlab": {"token": "", "host": "evil.invalid"}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = ohd
+        .post(
+            "/api/add-git-providers",
+            json!({"provider_tokens": {"gitlab": {"token": "glpat-x-123456", "host": "http://evil.invalid"}}}),
+        )
+        .await;
+    assert_eq!(status, 400);
     let (_, settings) = ohd.get("/api/settings").await;
     assert_eq!(
         settings["provider_tokens_set"],
-        json!({"github": "http://127.0.0.1:9", "gitlab": "git.invalid"})
+        json!({"github": "http://127.0.0.1:9", "gitlab": "gitlab.invalid"})
     );
+    // Secret values too short to hide, and names that would change how the shell runs.
+    let (status, _) = ohd
+        .post("/api/secrets", json!({"name": "PIN", "value": "1234"}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = ohd
+        .post(
+            "/api/secrets",
+            json!({"name": "LD_PRELOAD", "value": "/tmp/evil.so"}),
+        )
+        .await;
+    assert_eq!(status, 400);
     let (status, _) = ohd
         .post(
             "/api/add-git-providers",
@@ -802,4 +834,38 @@ async fn the_repository_picker_answers_from_github_and_gitlab_in_the_originals_s
         )
     );
     assert_eq!(ohd.get("/api/user/info").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_restart_never_writes_into_a_clone_the_agent_has_changed() {
+    let token = "ghp_the_right_token_321";
+    let server = git_server(token).await;
+    let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("ok")])).await;
+    let ohd = Ohd::start_with(options).await;
+    ohd.post(
+        "/api/add-git-providers",
+        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
+    )
+    .await;
+    let conv = create_on_repository(&ohd, "main").await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.until_ready().await;
+    // What the agent could do in its clone: point the hook at a file of this machine.
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let hook = ohd
+        .data_dir
+        .join("workspaces")
+        .join(&conv)
+        .join("repo/.git/hooks/pre-commit");
+    std::fs::remove_file(&hook).unwrap();
+    std::os::unix::fs::symlink(&victim, &hook).unwrap();
+    // The agent starts again: the clone is kept as it is, and nothing is written through it.
+    ohd.post(&format!("/api/conversations/{conv}/stop"), json!({}))
+        .await;
+    let latest = ohd.events(&conv).await.last().unwrap()["id"].to_string();
+    let mut client = joined(&ohd, &conv, &latest).await;
+    client.until_ready().await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }

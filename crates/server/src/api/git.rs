@@ -151,15 +151,7 @@ async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>)
 
 /// Only `owner/name` paths reach a provider's URL.
 fn repository_name_ok(repository: &str) -> bool {
-    repository.split('/').count() >= 2
-        && repository.split('/').all(|part| {
-            !part.is_empty()
-                && part != ".."
-                && part != "."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
+    crate::repository::valid_name(repository)
 }
 
 #[derive(Deserialize)]

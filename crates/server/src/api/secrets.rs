@@ -5,7 +5,10 @@
 use crate::app::AppState;
 use crate::auth::Secret;
 use crate::error::{ApiError, ApiJson};
-use crate::user_secrets::{CustomSecret, PROVIDERS, ProviderToken, is_variable_name};
+use crate::user_secrets::{
+    CustomSecret, MIN_SECRET_LEN, PROVIDERS, ProviderToken, is_reserved, is_variable_name,
+    valid_host,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +65,35 @@ async fn add_git_providers(
                 PROVIDERS.map(|(name, _)| name).join(", ")
             ),
         ));
+    }
+    let stored = state.user_secrets.get();
+    for (provider, given) in &body.provider_tokens {
+        let host = given
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty());
+        if let Some(host) = host
+            && !valid_host(host)
+        {
+            return Err(ApiError::bad_request(
+                "INVALID_HOST",
+                format!(
+                    "the {provider} host {host:?} must be a host name or address with an optional port (https://, or http:// for this machine only)"
+                ),
+            ));
+        }
+        // A stored token is only sent to a new host when it is given again with it.
+        let no_token = given.token.as_deref().is_none_or(|t| t.trim().is_empty());
+        if no_token
+            && let Some(existing) = stored.provider_tokens.get(provider)
+            && existing.host.as_deref() != host
+        {
+            return Err(ApiError::bad_request(
+                "TOKEN_REQUIRED",
+                format!("send the {provider} token again to use it with another host"),
+            ));
+        }
     }
     // A token its provider refuses is not stored, as in the original. Only a refusal counts: a
     // provider that cannot be reached (offline, a host not up yet) does not block saving.
@@ -175,6 +207,15 @@ fn refused(status: StatusCode, key: &str, text: String) -> Response {
 }
 
 fn check_name(name: &str) -> Option<Response> {
+    if is_reserved(name) {
+        return Some(refused(
+            StatusCode::BAD_REQUEST,
+            "message",
+            format!(
+                "Secret name {name} is kept for the system: it would change how the agent's shell runs. Choose another name."
+            ),
+        ));
+    }
     (!is_variable_name(name)).then(|| {
         refused(
             StatusCode::BAD_REQUEST,
@@ -192,6 +233,15 @@ async fn create_secret(
 ) -> Result<Response, ApiError> {
     if let Some(refusal) = check_name(&body.name) {
         return Ok(refusal);
+    }
+    if body.value.chars().count() < MIN_SECRET_LEN {
+        return Ok(refused(
+            StatusCode::BAD_REQUEST,
+            "message",
+            format!(
+                "A secret's value must have at least {MIN_SECRET_LEN} characters: shorter ones cannot be hidden from the agent's events without mangling them."
+            ),
+        ));
     }
     let name = body.name.clone();
     let outcome = state
