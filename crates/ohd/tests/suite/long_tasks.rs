@@ -66,8 +66,9 @@ async fn a_quiet_command_with_a_timeout_runs_to_its_end_and_a_refused_one_says_s
             "execute_bash",
             json!({"command": "sleep 29.5; echo woke", "timeout": 120}),
         ),
-        // Without a timeout: reported as still running after 10 s of silence.
-        bash("sleep 300"),
+        // Without a timeout: reported as still running after 10 s of silence. (A duration no
+        // other test uses: tests look for their own sleeps with pgrep.)
+        bash("sleep 297"),
         bash("echo marker-42"),
         finish("done"),
     ]))
@@ -93,7 +94,7 @@ async fn a_quiet_command_with_a_timeout_runs_to_its_end_and_a_refused_one_says_s
     let refused = runs[2];
     let content = refused["content"].as_str().unwrap();
     assert!(
-        content.contains("was not run") && content.contains("sleep 300"),
+        content.contains("was not run") && content.contains("sleep 297"),
         "{refused}"
     );
     assert_eq!(refused["success"], false);
@@ -656,7 +657,7 @@ async fn the_model_window_is_in_llm_metrics() {
 #[tokio::test]
 async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history() {
     let (llm, mut options) = scripted_llm(Script::new(vec![
-        bash("echo kept > note.txt; sleep 1000 &"),
+        bash("echo kept > note.txt; sleep 1234 &"),
         finish("written"),
         bash("cat note.txt"),
         finish("read"),
@@ -693,7 +694,7 @@ async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history
     }
     assert!(released, "the idle agent was not released");
     let left = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 1000"])
+        .args(["-f", "sleep 1234"])
         .output()
         .unwrap();
     assert!(
