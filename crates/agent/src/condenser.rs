@@ -163,7 +163,31 @@ pub fn estimate_tokens(text_len: usize) -> u64 {
 pub fn item_tokens(item: &Item) -> u64 {
     match item {
         Item::Summary(text) => estimate_tokens(text.len()),
-        Item::Event(event) => estimate_tokens(event_text_len(event)),
+        Item::Event(event) => {
+            estimate_tokens(event_text_len(event)) + IMAGE_TOKENS * images_in(event) as u64
+        }
+    }
+}
+
+/// What an image costs, about, at the providers' sizes: counted the same way for a request and
+/// for the events it is made of.
+const IMAGE_TOKENS: u64 = 1_000;
+
+/// The summary the model is asked for may take up to this many tokens of the view.
+const SUMMARY_RESERVE: u64 = 4_096;
+
+/// The images an event shows the model: a user's attachments, or a viewed image.
+fn images_in(event: &Event) -> usize {
+    match &event.body {
+        EventBody::Action(Action::Message(m)) if event.source == Source::User => {
+            m.image_urls.as_ref().map_or(0, Vec::len)
+        }
+        EventBody::Observation(Observation::Read { content, .. })
+            if content.starts_with("data:image/") =>
+        {
+            1
+        }
+        _ => 0,
     }
 }
 
@@ -186,8 +210,6 @@ fn event_text_len(event: &Event) -> usize {
 
 /// The estimated tokens of a request's messages.
 pub fn messages_tokens(messages: &[Message]) -> u64 {
-    // An image costs about as much as a thousand tokens of text at the providers' sizes.
-    const IMAGE_TOKENS: u64 = 1_000;
     messages
         .iter()
         .map(|m| {
@@ -252,7 +274,10 @@ pub fn plan(
         .map(|e| item_tokens(&Item::Event(e)))
         .sum();
     let event_budget = (max_events / 2).saturating_sub(head + 1).max(1);
-    let token_budget = (max_tokens / 2).saturating_sub(head_tokens);
+    // Room is left for the summary that joins the view, so one condensation is enough.
+    let token_budget = (max_tokens / 2)
+        .saturating_sub(head_tokens)
+        .saturating_sub(SUMMARY_RESERVE.min(max_tokens / 4));
     // The tail: the newest events within both budgets, and at least the newest one.
     let mut tail_start = events.len();
     let mut tail_tokens = 0;
