@@ -8,16 +8,17 @@
 //! Run: `cargo bench -p ohd-agent --bench history` (OHD_BENCH_STEPS sets the steps per size).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ohd_agent::{Agent, AgentContext, AgentSettings, Secrets};
+mod support;
+
+use ohd_agent::{Agent, AgentSettings, Secrets};
 use ohd_llm::{Completion, CompletionRequest, LlmClient, LlmError, LlmSettings, RetryObserver};
 use ohd_protocol::action::{MessageArgs, SystemArgs, ThinkArgs};
 use ohd_protocol::{
     Action, AgentState, ConversationId, EventId, NewEvent, Observation, Source, ToolCallMetadata,
 };
-use ohd_runtime::sandbox::{Sandbox, SandboxConfig};
 use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
 use ohd_store::sqlite::{Durability, SqliteStore};
-use ohd_store::{ConversationRecord, EventLog, Followed, Follower, LocalNotifier};
+use ohd_store::{EventLog, Followed, Follower, LocalNotifier};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,11 +155,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
         .await
         .unwrap();
     let log = EventLog::new(Arc::new(store), Arc::new(LocalNotifier::new(1024)));
-    let conversation = ConversationId::generate();
-    log.store()
-        .create_conversation(ConversationRecord::new(conversation.clone()))
-        .await
-        .unwrap();
+    let conversation = support::new_conversation(&log).await;
     fill(&log, &conversation, history).await;
     let mut turns: Vec<Turn> = (0..steps)
         .map(|i| Turn::tool_call("think", json!({"thought": format!("new step {i}")})))
@@ -187,20 +184,7 @@ async fn measure(history: usize, steps: usize, dir: &std::path::Path) -> Outcome
         secrets: Secrets::default(),
         ..AgentSettings::new(Ok(llm))
     });
-    let ctx = AgentContext {
-        conversation: conversation.clone(),
-        log: log.clone(),
-        workspace: dir.join("workspace"),
-        env: Arc::new(Mutex::new(Vec::new())),
-        sandbox: Arc::new(Sandbox::decide(SandboxConfig {
-            network: false,
-            ..SandboxConfig::default()
-        })),
-        presence: Default::default(),
-        places: None,
-        secret_names: Vec::new(),
-        repository: None,
-    };
+    let ctx = support::agent_context(&log, &conversation, dir);
     let last = log
         .store()
         .read_after(&conversation, None, 100_000)

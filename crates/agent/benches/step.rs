@@ -6,17 +6,17 @@
 //! Run: `cargo bench -p ohd-agent --bench step` (set OHD_BENCH_STEPS for more or fewer steps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ohd_agent::{Agent, AgentContext, AgentSettings, Secrets};
+mod support;
+
+use ohd_agent::{Agent, AgentSettings, Secrets};
 use ohd_llm::{Completion, CompletionRequest, LlmClient, LlmError, LlmSettings, RetryObserver};
 use ohd_protocol::action::MessageArgs;
 use ohd_protocol::{Action, ConversationId, NewEvent, Source};
-use ohd_runtime::sandbox::{Sandbox, SandboxConfig, bubblewrap_available};
+use ohd_runtime::sandbox::bubblewrap_available;
 use ohd_runtime::shell::ShellOptions;
 use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
 use ohd_store::sqlite::{Durability, SqliteStore};
-use ohd_store::{
-    ConversationRecord, EventLog, Followed, Follower, LocalNotifier, LogItem, Notifier,
-};
+use ohd_store::{EventLog, Followed, Follower, LocalNotifier, LogItem, Notifier};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,11 +83,7 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         published: published_at.clone(),
     };
     let log = EventLog::new(Arc::new(store), Arc::new(notifier));
-    let conversation = ConversationId::generate();
-    log.store()
-        .create_conversation(ConversationRecord::new(conversation.clone()))
-        .await
-        .unwrap();
+    let conversation = support::new_conversation(&log).await;
     let mut turns = vec![turn; steps];
     turns.push(Turn::tool_call("finish", json!({"message": "done"})));
     let (base, llm_server) = ScriptedLlm::start(Script::new(turns).with_aside("Bench"))
@@ -112,20 +108,7 @@ async fn measure(name: &str, turn: Turn, steps: usize, dir: &std::path::Path) ->
         secrets: Secrets::default(),
         ..AgentSettings::new(Ok(llm))
     });
-    let ctx = AgentContext {
-        conversation: conversation.clone(),
-        log: log.clone(),
-        workspace: dir.join("workspace"),
-        env: Arc::new(Mutex::new(Vec::new())),
-        sandbox: Arc::new(Sandbox::decide(SandboxConfig {
-            network: false,
-            ..SandboxConfig::default()
-        })),
-        presence: Default::default(),
-        places: None,
-        secret_names: Vec::new(),
-        repository: None,
-    };
+    let ctx = support::agent_context(&log, &conversation, dir);
     let mut follower = Follower::new(log.clone(), conversation.clone(), None);
     let cancel = tokio_util::sync::CancellationToken::new();
     let agent = Agent::start(ctx, settings, cancel.clone()).await.unwrap();

@@ -250,19 +250,7 @@ impl Provider {
         };
         let branches: Vec<Value> = list
             .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|b| {
-                        json!({
-                            "name": b["name"],
-                            "commit_sha": b["commit"]["sha"].as_str().or(b["commit"]["id"].as_str()).unwrap_or_default(),
-                            "protected": b["protected"].as_bool().unwrap_or(false),
-                            "last_push_date": b["commit"]["committed_date"],
-                        })
-                    })
-                    .collect()
-            })
+            .map(|items| items.iter().map(branch).collect())
             .unwrap_or_default();
         let has_next = match self.name.as_str() {
             "gitlab" => headers
@@ -337,20 +325,7 @@ impl Provider {
         };
         Ok(list
             .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .take(per_page as usize)
-                    .map(|b| {
-                        json!({
-                            "name": b["name"],
-                            "commit_sha": b["commit"]["sha"].as_str().or(b["commit"]["id"].as_str()).unwrap_or_default(),
-                            "protected": b["protected"].as_bool().unwrap_or(false),
-                            "last_push_date": b["commit"]["committed_date"],
-                        })
-                    })
-                    .collect()
-            })
+            .map(|items| items.iter().take(per_page as usize).map(branch).collect())
             .unwrap_or_default())
     }
 
@@ -389,6 +364,17 @@ impl Provider {
             }),
         }
     }
+}
+
+/// A branch as GitHub (`commit.sha`) or GitLab (`commit.id`, `commit.committed_date`) lists
+/// it, in the original's `Branch` shape.
+fn branch(b: &Value) -> Value {
+    json!({
+        "name": b["name"],
+        "commit_sha": b["commit"]["sha"].as_str().or(b["commit"]["id"].as_str()).unwrap_or_default(),
+        "protected": b["protected"].as_bool().unwrap_or(false),
+        "last_push_date": b["commit"]["committed_date"],
+    })
 }
 
 fn id_text(id: &Value) -> String {

@@ -367,13 +367,22 @@ impl RawClient {
 
     /// Events until the agent comes to one of `states`; `working` says it is at work already.
     pub async fn until_state_from(&mut self, states: &[&str], working: bool) -> Vec<Value> {
+        self.until_state_within(states, working, std::time::Duration::from_secs(30))
+            .await
+    }
+
+    /// As [`RawClient::until_state_from`], waiting up to `wait` for each event (a quiet
+    /// command sends none for a while).
+    pub async fn until_state_within(
+        &mut self,
+        states: &[&str],
+        working: bool,
+        wait: Duration,
+    ) -> Vec<Value> {
         let mut out = Vec::new();
         let mut worked = working;
         loop {
-            let Some(event) = self
-                .next_event_within(std::time::Duration::from_secs(30))
-                .await
-            else {
+            let Some(event) = self.next_event_within(wait).await else {
                 panic!(
                     "the agent did not reach {states:?}; last events: {:?}",
                     summary(&out[out.len().saturating_sub(8)..])
@@ -520,4 +529,61 @@ pub async fn fill(ohd: &Ohd, conversation: &str, n: usize) {
         }
     }
     writer.close().await;
+}
+
+/// A scripted model turn that runs `command`.
+pub fn bash(command: &str) -> ohd_scripted_llm::Turn {
+    ohd_scripted_llm::Turn::tool_call("execute_bash", serde_json::json!({"command": command}))
+}
+
+/// A scripted model turn that calls the file editor with `args`.
+pub fn editor(args: Value) -> ohd_scripted_llm::Turn {
+    ohd_scripted_llm::Turn::tool_call("str_replace_editor", args)
+}
+
+/// A scripted model turn that finishes with `message`.
+pub fn finish(message: &str) -> ohd_scripted_llm::Turn {
+    ohd_scripted_llm::Turn::tool_call("finish", serde_json::json!({"message": message}))
+}
+
+/// The events whose `key` (`action` or `observation`) is `kind`.
+pub fn by_kind<'a>(events: &'a [Value], key: &str, kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e[key] == kind).collect()
+}
+
+/// What a run of the seed's `socket.io-client` example printed.
+pub struct SeedRun {
+    pub code: Option<i32>,
+    /// The `oh_event` payloads it received, in order.
+    pub events: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the seed's `socket.io-client` example (`e2e/clients/seed_client.mjs`) against `ohd`
+/// with `args` (everything after `--url`).
+pub async fn seed_client(ohd: &Ohd, args: &[String]) -> SeedRun {
+    let output = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../e2e/clients/seed_client.mjs"
+        ))
+        .args(["--url", &format!("http://{}", ohd.addr)])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let events = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["kind"] == "event")
+        .map(|l| l["event"].clone())
+        .collect();
+    SeedRun {
+        code: output.status.code(),
+        events,
+        stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }

@@ -6,22 +6,6 @@ use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
-fn bash(command: &str) -> Turn {
-    Turn::tool_call("execute_bash", json!({"command": command}))
-}
-
-fn editor(args: Value) -> Turn {
-    Turn::tool_call("str_replace_editor", args)
-}
-
-fn finish(message: &str) -> Turn {
-    Turn::tool_call("finish", json!({"message": message}))
-}
-
-fn by_kind<'a>(events: &'a [Value], key: &str, kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e[key] == kind).collect()
-}
-
 /// Every request the model got obeys the providers' rules: each tool call of an assistant
 /// message is answered, by its id, before anything else comes, and no answer is an orphan.
 fn assert_tool_calls_answered(requests: &[Value]) {
@@ -83,14 +67,9 @@ async fn a_task_that_creates_edits_views_and_runs_is_recorded_step_by_step() {
     let conv = ohd.create_conversation().await;
     let message =
         json!({"action":"message","args":{"content":"Write hello.sh and run it"}}).to_string();
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../e2e/clients/seed_client.mjs"
-        ))
-        .args([
-            "--url",
-            &format!("http://{}", ohd.addr),
+    let run = seed_client(
+        &ohd,
+        &[
             "--conversation",
             &conv,
             "--send",
@@ -99,20 +78,12 @@ async fn a_task_that_creates_edits_views_and_runs_is_recorded_step_by_step() {
             "finished,error,awaiting_user_input",
             "--timeout-ms",
             "60000",
-        ])
-        .output()
-        .await
-        .unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let events: Vec<Value> = lines
-        .iter()
-        .filter(|l| l["kind"] == "event")
-        .map(|l| l["event"].clone())
-        .collect();
-    assert_eq!(output.status.code(), Some(0), "{:?}", summary(&events));
+        ]
+        .map(str::to_owned),
+    )
+    .await;
+    let events = run.events;
+    assert_eq!(run.code, Some(0), "{:?}", summary(&events));
     assert_eq!(
         events.last().unwrap()["extras"]["agent_state"],
         "finished",

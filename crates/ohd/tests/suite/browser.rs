@@ -10,14 +10,6 @@ use std::time::Duration;
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-fn bash(command: &str) -> Turn {
-    Turn::tool_call("execute_bash", json!({"command": command}))
-}
-
-fn editor(args: Value) -> Turn {
-    Turn::tool_call("str_replace_editor", args)
-}
-
 /// Chromium and `playwright-core`, or why they cannot be used. Without them the browser tests
 /// are skipped with a notice on a developer's machine, and fail under CI.
 fn browser_or_skip(test: &str) -> Option<PathBuf> {

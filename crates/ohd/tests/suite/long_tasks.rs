@@ -8,43 +8,17 @@ use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn bash(command: &str) -> Turn {
-    Turn::tool_call("execute_bash", json!({"command": command}))
-}
-
-fn finish(message: &str) -> Turn {
-    Turn::tool_call("finish", json!({"message": message}))
-}
-
-fn of_kind<'a>(events: &'a [Value], key: &str, kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e[key] == kind).collect()
-}
-
 async fn save_settings(ohd: &Ohd, settings: Value) {
     let (status, body) = ohd.post("/api/settings", settings).await;
     assert_eq!(status, 200, "{body}");
 }
 
-/// Events until the agent, having worked, comes to one of `states`, waiting up to `wait` for
-/// each event (a quiet command sends none for a while).
-async fn until_state_within(client: &mut RawClient, states: &[&str], wait: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut worked = false;
-    loop {
-        let event = client.next_event_within(wait).await.unwrap_or_else(|| {
-            panic!(
-                "the agent did not reach {states:?}; last events: {:?}",
-                summary(&out[out.len().saturating_sub(8)..])
-            )
-        });
-        let state = event["extras"]["agent_state"].as_str().map(str::to_owned);
-        out.push(event);
-        match state.as_deref() {
-            Some("running") => worked = true,
-            Some(s) if worked && states.contains(&s) => return out,
-            _ => {}
-        }
-    }
+/// A command that prints 3,000 copies of the `n`th letter: a big output, different each step.
+fn print_block(n: u8) -> Turn {
+    bash(&format!(
+        "head -c 3000 /dev/zero | tr '\\0' {}",
+        (b'a' + n) as char
+    ))
 }
 
 /// The requests of the task (those that offer tools), as the model received them.
@@ -80,9 +54,10 @@ async fn a_quiet_command_with_a_timeout_runs_to_its_end_and_a_refused_one_says_s
     client
         .send(&user_message("sleep, then print a marker"))
         .await;
-    let events =
-        until_state_within(&mut client, &["finished", "error"], Duration::from_secs(60)).await;
-    let runs = of_kind(&events, "observation", "run");
+    let events = client
+        .until_state_within(&["finished", "error"], false, Duration::from_secs(60))
+        .await;
+    let runs = by_kind(&events, "observation", "run");
     assert_eq!(runs.len(), 3, "{:?}", summary(&events));
     // The quiet command with its own timeout completed, with its output.
     assert_eq!(runs[0]["content"].as_str().unwrap().trim(), "woke");
@@ -136,8 +111,9 @@ async fn a_300_step_task_keeps_every_request_within_the_saved_condenser_bound() 
     let mut client = joined(&ohd, &conv, "-1").await;
     client.until_ready().await;
     client.send(&user_message("run the 300 steps")).await;
-    let events =
-        until_state_within(&mut client, &["finished", "error"], Duration::from_secs(30)).await;
+    let events = client
+        .until_state_within(&["finished", "error"], false, Duration::from_secs(30))
+        .await;
     assert_eq!(
         events.last().unwrap()["extras"]["agent_state"],
         "finished",
@@ -160,7 +136,7 @@ async fn a_300_step_task_keeps_every_request_within_the_saved_condenser_bound() 
             "request {n}"
         );
     }
-    let condensations = of_kind(&events, "action", "condensation");
+    let condensations = by_kind(&events, "action", "condensation");
     assert!(condensations.len() >= 10, "{}", condensations.len());
     let args = &condensations[0]["args"];
     assert!(args["forgotten_events_start_id"].as_u64().is_some());
@@ -191,7 +167,7 @@ async fn without_the_default_condenser_the_history_is_sent_whole() {
     client.until_ready().await;
     client.send(&user_message("forty steps")).await;
     let events = client.until_state(&["finished", "error"]).await;
-    assert!(of_kind(&events, "action", "condensation").is_empty());
+    assert!(by_kind(&events, "action", "condensation").is_empty());
     let last = task_requests(&llm).pop().unwrap();
     assert!(last["messages"].as_array().unwrap().len() > 80);
 }
@@ -199,14 +175,7 @@ async fn without_the_default_condenser_the_history_is_sent_whole() {
 #[tokio::test]
 async fn a_context_overflow_condenses_and_the_task_finishes() {
     // Big outputs, then the provider refuses the prompt as too long once.
-    let mut turns: Vec<Turn> = (0..6)
-        .map(|i| {
-            bash(&format!(
-                "head -c 3000 /dev/zero | tr '\\0' {}",
-                (b'a' + i) as char
-            ))
-        })
-        .collect();
+    let mut turns: Vec<Turn> = (0..6).map(print_block).collect();
     turns.push(Turn::error(400).with_message(
         "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
     ));
@@ -220,8 +189,8 @@ async fn a_context_overflow_condenses_and_the_task_finishes() {
     client.send(&user_message("print blocks")).await;
     let events = client.until_state(&["finished", "error"]).await;
     assert_eq!(events.last().unwrap()["extras"]["agent_state"], "finished");
-    assert_eq!(of_kind(&events, "action", "condensation_request").len(), 1);
-    let condensation = of_kind(&events, "action", "condensation");
+    assert_eq!(by_kind(&events, "action", "condensation_request").len(), 1);
+    let condensation = by_kind(&events, "action", "condensation");
     assert_eq!(condensation.len(), 1, "{:?}", summary(&events));
     let requests = task_requests(&llm);
     let (overflowed, retried) = (&requests[6], &requests[7]);
@@ -268,7 +237,7 @@ async fn after_kill_9_the_next_request_is_the_condensed_view() {
     client.send(&user_message("thirty steps")).await;
     let events = client.until_state(&["finished", "error"]).await;
     assert_eq!(events.last().unwrap()["extras"]["agent_state"], "finished");
-    assert!(!of_kind(&events, "action", "condensation").is_empty());
+    assert!(!by_kind(&events, "action", "condensation").is_empty());
     let before = task_requests(&llm).len();
     ohd.kill9();
     ohd.wait_exit().await;
@@ -337,42 +306,16 @@ async fn socket_io_client(
     actions: &[Value],
     until: [&str; 2],
 ) -> Vec<Value> {
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../e2e/clients/seed_client.mjs"
-        ))
-        .args([
-            "--url",
-            &format!("http://{}", ohd.addr),
-            "--conversation",
-            conv,
-        ]);
+    let mut args = vec!["--conversation".to_owned(), conv.to_owned()];
     for action in actions {
-        command.args(["--send", &action.to_string()]);
+        args.extend(["--send".to_owned(), action.to_string()]);
     }
-    let output = command
-        .args(until)
-        .args(["--timeout-ms", "30000", "--latest", &latest.to_string()])
-        .output()
-        .await
-        .unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    lines
-        .into_iter()
-        .filter(|l| l["kind"] == "event")
-        .map(|l| l["event"].clone())
-        .collect()
+    args.extend(until.map(str::to_owned));
+    args.extend(["--timeout-ms", "30000", "--latest"].map(str::to_owned));
+    args.push(latest.to_string());
+    let run = seed_client(ohd, &args).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run.events
 }
 
 /// The next action event (status notices, such as a new title, may come first).
@@ -408,7 +351,7 @@ async fn confirmation_mode_waits_runs_on_confirm_rejects_and_survives_a_restart(
     let mut events = client.until_state(&["awaiting_user_confirmation"]).await;
     // The waiting action follows the state.
     events.push(next_action(&mut client).await);
-    let waiting = of_kind(&events, "action", "run");
+    let waiting = by_kind(&events, "action", "run");
     assert_eq!(waiting.len(), 1);
     assert_eq!(
         waiting[0]["args"]["confirmation_state"],
@@ -432,10 +375,10 @@ async fn confirmation_mode_waits_runs_on_confirm_rejects_and_survives_a_restart(
         ["--until-state", "awaiting_user_confirmation"],
     )
     .await;
-    let runs = of_kind(&seen, "action", "run");
+    let runs = by_kind(&seen, "action", "run");
     assert_eq!(runs[0]["args"]["confirmation_state"], "confirmed");
     assert_eq!(runs[0]["args"]["thought"], "");
-    let observation = of_kind(&seen, "observation", "run")[0];
+    let observation = by_kind(&seen, "observation", "run")[0];
     assert_eq!(observation["cause"], runs[0]["id"]);
     assert_eq!(
         std::fs::read_to_string(workspace.join("confirmed.txt")).unwrap(),
@@ -466,13 +409,13 @@ async fn confirmation_mode_waits_runs_on_confirm_rejects_and_survives_a_restart(
         .filter_map(|e| e["extras"]["agent_state"].as_str())
         .collect();
     assert_eq!(states, ["user_rejected", "awaiting_user_input"]);
-    let rejected = of_kind(&seen, "observation", "user_rejected");
+    let rejected = by_kind(&seen, "observation", "user_rejected");
     assert_eq!(
         rejected[0]["content"],
         "Action has been rejected by the user! Waiting for further user input."
     );
     assert_eq!(
-        of_kind(&seen, "action", "run").last().unwrap()["args"]["confirmation_state"],
+        by_kind(&seen, "action", "run").last().unwrap()["args"]["confirmation_state"],
         "rejected"
     );
     assert!(!workspace.join("rejected.txt").exists());
@@ -508,7 +451,7 @@ async fn confirmation_mode_waits_runs_on_confirm_rejects_and_survives_a_restart(
         ["--until-state", "finished"],
     )
     .await;
-    assert!(!of_kind(&seen, "observation", "run").is_empty());
+    assert!(!by_kind(&seen, "observation", "run").is_empty());
     assert!(workspace.join("after-restart.txt").exists());
 }
 
@@ -545,7 +488,7 @@ async fn with_the_llm_analyzer_only_risky_actions_wait() {
         workspace.join("low.txt").exists(),
         "the LOW command ran unasked"
     );
-    let runs = of_kind(&events, "action", "run");
+    let runs = by_kind(&events, "action", "run");
     assert_eq!(runs.last().unwrap()["args"]["security_risk"], 2);
     assert_eq!(
         runs.last().unwrap()["args"]["confirmation_state"],
@@ -578,7 +521,7 @@ async fn the_saved_git_identity_and_budget_apply_to_new_conversations() {
     client.until_ready().await;
     client.send(&user_message("commit")).await;
     let events = client.until_state(&["error", "finished"]).await;
-    let runs = of_kind(&events, "observation", "run");
+    let runs = by_kind(&events, "observation", "run");
     assert!(
         runs[0]["content"]
             .as_str()
@@ -631,7 +574,7 @@ async fn the_model_window_is_in_llm_metrics() {
     client.until_ready().await;
     client.send(&user_message("hi")).await;
     let events = client.until_state(&["finished", "error"]).await;
-    let run = of_kind(&events, "action", "run")[0];
+    let run = by_kind(&events, "action", "run")[0];
     assert_eq!(
         run["llm_metrics"]["accumulated_token_usage"]["context_window"],
         128_000
@@ -647,7 +590,7 @@ async fn the_model_window_is_in_llm_metrics() {
     client.until_ready().await;
     client.send(&user_message("hi")).await;
     let events = client.until_state(&["finished", "error"]).await;
-    let run = of_kind(&events, "action", "run")[0];
+    let run = by_kind(&events, "action", "run")[0];
     assert_eq!(
         run["llm_metrics"]["accumulated_token_usage"]["context_window"],
         32768
@@ -712,7 +655,7 @@ async fn an_idle_agent_is_released_and_comes_back_with_its_workspace_and_history
     let mut client = joined(&ohd, &conv, &latest).await;
     client.send(&user_message("read the note")).await;
     let events = client.until_state(&["finished", "error"]).await;
-    let run = of_kind(&events, "observation", "run")[0];
+    let run = by_kind(&events, "observation", "run")[0];
     assert_eq!(run["content"].as_str().unwrap().trim(), "kept");
     // Its history came back too: the model saw the first task.
     let last = task_requests(&llm).pop().unwrap();
@@ -913,14 +856,7 @@ async fn a_model_without_images_gets_a_note_instead() {
 async fn a_known_window_condenses_before_the_provider_refuses_with_the_condenser_model() {
     // Outputs of about 3,000 characters a step, a window of 6,000 tokens: the history passes
     // it after a few steps, and is condensed before any request would exceed it.
-    let mut turns: Vec<Turn> = (0..16)
-        .map(|i| {
-            bash(&format!(
-                "head -c 3000 /dev/zero | tr '\\0' {}",
-                (b'a' + i) as char
-            ))
-        })
-        .collect();
+    let mut turns: Vec<Turn> = (0..16).map(print_block).collect();
     turns.push(finish("done"));
     let (llm, mut options) =
         scripted_llm(Script::new(turns).with_aside("SUMMARY: blocks were printed")).await;
@@ -933,8 +869,8 @@ async fn a_known_window_condenses_before_the_provider_refuses_with_the_condenser
     client.send(&user_message("print sixteen blocks")).await;
     let events = client.until_state(&["finished", "error"]).await;
     assert_eq!(events.last().unwrap()["extras"]["agent_state"], "finished");
-    assert!(of_kind(&events, "action", "condensation_request").is_empty());
-    assert!(!of_kind(&events, "action", "condensation").is_empty());
+    assert!(by_kind(&events, "action", "condensation_request").is_empty());
+    assert!(!by_kind(&events, "action", "condensation").is_empty());
     // No request came near the window: 6,000 tokens are at least 18,000 characters of text.
     for request in task_requests(&llm) {
         let size: usize = request["messages"]

@@ -7,10 +7,6 @@ use crate::common::*;
 use ohd_scripted_llm::{Script, Turn};
 use serde_json::{Value, json};
 
-fn bash(command: &str) -> Turn {
-    Turn::tool_call("execute_bash", json!({"command": command}))
-}
-
 fn bash_within(command: &str, timeout: u64) -> Turn {
     Turn::tool_call(
         "execute_bash",

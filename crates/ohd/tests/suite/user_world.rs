@@ -10,41 +10,22 @@ use serde_json::{Value, json};
 /// sends `message`, and returns every event until the agent rests again.
 async fn socket_io(ohd: &Ohd, conv: &str, providers: &str, message: &str) -> (Vec<Value>, String) {
     let message = json!({"action": "message", "args": {"content": message}}).to_string();
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../e2e/clients/seed_client.mjs"
-        ))
-        .args([
-            "--url",
-            &format!("http://{}", ohd.addr),
-            "--conversation",
-            conv,
-        ])
-        .args(["--providers", providers, "--send", &message])
-        .args([
-            "--until-state",
-            "awaiting_user_input,finished,error",
-            "--timeout-ms",
-            "30000",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let events = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["kind"] == "event")
-        .map(|l| l["event"].clone())
-        .collect();
-    (events, stdout)
+    let args = [
+        "--conversation",
+        conv,
+        "--providers",
+        providers,
+        "--send",
+        &message,
+        "--until-state",
+        "awaiting_user_input,finished,error",
+        "--timeout-ms",
+        "30000",
+    ]
+    .map(str::to_owned);
+    let run = seed_client(ohd, &args).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    (run.events, run.stdout)
 }
 
 async fn delete(ohd: &Ohd, path: &str) -> (u16, Value) {
@@ -489,6 +470,17 @@ async fn git_server(token: &str) -> GitServer {
     }
 }
 
+/// Saves a GitHub token for `host`, as the settings page's Git tab does.
+async fn save_github_token(ohd: &Ohd, token: &str, host: &str) {
+    let (status, body) = ohd
+        .post(
+            "/api/add-git-providers",
+            json!({"provider_tokens": {"github": {"token": token, "host": host}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn create_on_repository(ohd: &Ohd, branch: &str) -> String {
     let (status, body) = ohd
         .post(
@@ -506,11 +498,7 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
     let server = git_server(token).await;
     let (llm, options) = scripted_llm(Script::new(vec![Turn::text("seen")])).await;
     let ohd = Ohd::start_with(options).await;
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
-    )
-    .await;
+    save_github_token(&ohd, token, &server.url).await;
     let conv = create_on_repository(&ohd, "feature").await;
     // With socket.io-client, as the web UI: the clone, the set-up run and the recall, in order.
     let (events, _) = socket_io(&ohd, &conv, "github", "what is this?").await;
@@ -570,11 +558,7 @@ async fn a_clone_that_fails_says_why_and_the_conversation_stays_usable() {
     let server = git_server("ghp_the_right_token_123").await;
     let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("still here")])).await;
     let ohd = Ohd::start_with(options).await;
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"github": {"token": "ghp_a_wrong_token_456", "host": server.url}}}),
-    )
-    .await;
+    save_github_token(&ohd, "ghp_a_wrong_token_456", &server.url).await;
     let conv = create_on_repository(&ohd, "main").await;
     let mut client = joined(&ohd, &conv, "-1").await;
     let ready = client.until_ready().await;
@@ -593,11 +577,7 @@ async fn a_clone_that_fails_says_why_and_the_conversation_stays_usable() {
     assert!(events.iter().any(|e| e["message"] == "still here"));
 
     // An unknown branch, with the right token.
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"github": {"token": "ghp_the_right_token_123", "host": server.url}}}),
-    )
-    .await;
+    save_github_token(&ohd, "ghp_the_right_token_123", &server.url).await;
     let conv = create_on_repository(&ohd, "no-such-branch").await;
     let mut client = joined(&ohd, &conv, "-1").await;
     let ready = client.until_ready().await;
@@ -625,11 +605,7 @@ async fn a_link_planted_where_the_clone_goes_is_not_followed() {
     let outside = tempfile::tempdir().unwrap();
     let workspace = ohd.data_dir.join("workspaces").join(&conv);
     std::os::unix::fs::symlink(outside.path(), workspace.join("repo")).unwrap();
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
-    )
-    .await;
+    save_github_token(&ohd, token, &server.url).await;
     // The agent starts again, and with it the clone.
     ohd.post(&format!("/api/conversations/{conv}/stop"), json!({}))
         .await;
@@ -842,11 +818,7 @@ async fn a_restart_never_writes_into_a_clone_the_agent_has_changed() {
     let server = git_server(token).await;
     let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("ok")])).await;
     let ohd = Ohd::start_with(options).await;
-    ohd.post(
-        "/api/add-git-providers",
-        json!({"provider_tokens": {"github": {"token": token, "host": server.url}}}),
-    )
-    .await;
+    save_github_token(&ohd, token, &server.url).await;
     let conv = create_on_repository(&ohd, "main").await;
     let mut client = joined(&ohd, &conv, "-1").await;
     client.until_ready().await;

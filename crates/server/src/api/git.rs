@@ -129,15 +129,8 @@ async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>)
         Ok(p) => p,
         Err(refusal) => return *refusal,
     };
-    if !repository_name_ok(&q.repository) {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(format!(
-                "{:?} is not a repository name (owner/name)",
-                q.repository
-            )),
-        )
-            .into_response();
+    if let Some(refusal) = not_a_repository(&q.repository) {
+        return refusal;
     }
     p.branches(
         &q.repository,
@@ -149,9 +142,17 @@ async fn branches(State(state): State<AppState>, Query(q): Query<BranchesQuery>)
     .unwrap_or_else(failed)
 }
 
-/// Only `owner/name` paths reach a provider's URL.
-fn repository_name_ok(repository: &str) -> bool {
-    crate::repository::valid_name(repository)
+/// Only `owner/name` paths reach a provider's URL: the refusal for anything else.
+fn not_a_repository(repository: &str) -> Option<Response> {
+    (!crate::repository::valid_name(repository)).then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(format!(
+                "{repository:?} is not a repository name (owner/name)"
+            )),
+        )
+            .into_response()
+    })
 }
 
 #[derive(Deserialize)]
@@ -170,15 +171,8 @@ async fn search_branches(
         Ok(p) => p,
         Err(refusal) => return *refusal,
     };
-    if !repository_name_ok(&q.repository) {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(format!(
-                "{:?} is not a repository name (owner/name)",
-                q.repository
-            )),
-        )
-            .into_response();
+    if let Some(refusal) = not_a_repository(&q.repository) {
+        return refusal;
     }
     p.search_branches(
         &q.repository,
