@@ -142,6 +142,35 @@ async fn another_site_cannot_start_conversations_change_settings_or_send_actions
     let (_, saved) = ohd.get("/api/settings").await;
     assert_ne!(saved["llm_base_url"], "https://collector.evil.example/v1");
 
+    // The Git and Secrets tabs' routes: a page cannot point a token at its server, plant a
+    // secret, or drop the tokens.
+    let token = r#"{"provider_tokens":{"github":{"token":"ghp_planted_12345","host":"collector.evil.example"}}}"#;
+    let secret = r#"{"name":"PLANTED","value":"planted-value"}"#;
+    for (path, body) in [
+        ("/api/add-git-providers", token),
+        ("/api/secrets", secret),
+        ("/api/unset-provider-tokens", "{}"),
+    ] {
+        assert_refused(
+            &post(path, &evil_json, body).await,
+            403,
+            "ORIGIN_NOT_ALLOWED",
+        );
+        assert_refused(
+            &post(path, &plain, body).await,
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        );
+    }
+    assert_eq!(
+        ohd.get("/api/secrets").await.1["custom_secrets"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        ohd.get("/api/settings").await.1["provider_tokens_set"],
+        serde_json::json!({})
+    );
+
     // ohd's own pages (same origin), localhost pages and clients without Origin still work,
     // and so do the body-less requests the web UI sends without a type.
     let same = [("Origin", own.as_str()), json_type[0]];
