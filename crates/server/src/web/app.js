@@ -153,9 +153,10 @@ async function api(path, { method = "GET", body } = {}) {
 // sends only the events after it, in order. The page also drops any id it has seen, anyway.
 
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
-/** An attempt that has neither opened nor failed by then is given up and tried again: a browser
- *  may hold a new connection back for long after earlier ones failed. */
-const CONNECT_TIMEOUT_MS = 5000;
+/** An attempt that has neither opened nor failed by then is given up and tried again. Longer
+ *  than the few seconds Chromium may hold a new connection back after earlier ones failed, so
+ *  the page does not give up attempts the browser is only delaying. */
+const CONNECT_TIMEOUT_MS = 15000;
 
 class ConversationSocket {
   /**
