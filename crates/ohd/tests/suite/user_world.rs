@@ -9,12 +9,25 @@ use serde_json::{Value, json};
 /// The seed's `socket.io-client` example: joins `conv` from the start (naming `providers`),
 /// sends `message`, and returns every event until the agent rests again.
 async fn socket_io(ohd: &Ohd, conv: &str, providers: &str, message: &str) -> (Vec<Value>, String) {
+    socket_io_after(ohd, conv, providers, "-1", message).await
+}
+
+/// As [`socket_io`], joining after event `latest` (as the web UI does when it comes back).
+async fn socket_io_after(
+    ohd: &Ohd,
+    conv: &str,
+    providers: &str,
+    latest: &str,
+    message: &str,
+) -> (Vec<Value>, String) {
     let message = json!({"action": "message", "args": {"content": message}}).to_string();
     let args = [
         "--conversation",
         conv,
         "--providers",
         providers,
+        "--latest",
+        latest,
         "--send",
         &message,
         "--until-state",
@@ -300,17 +313,18 @@ async fn microagents_reach_the_model_as_recalls_and_triggers_bring_knowledge_onc
     )
     .unwrap();
 
-    let mut client = joined(&ohd, &conv, "-1").await;
-    client.until_ready().await;
-    let mut all = Vec::new();
+    // With socket.io-client, as the web UI: each message from a new join after the last event
+    // seen, as a user who comes back to the conversation.
+    let mut all: Vec<Value> = Vec::new();
     for text in [
         "hello",
         "use docker please",
         "docker again",
         "and kubernetes",
     ] {
-        client.send(&user_message(text)).await;
-        all.extend(client.until_state(&["awaiting_user_input", "error"]).await);
+        let latest = all.last().map_or("-1".to_owned(), |e| e["id"].to_string());
+        let (events, _) = socket_io_after(&ohd, &conv, "", &latest, text).await;
+        all.extend(events);
     }
     let recalls: Vec<&Value> = all
         .iter()
@@ -556,39 +570,37 @@ async fn a_conversation_on_a_repository_starts_with_it_cloned_set_up_and_describ
 #[tokio::test]
 async fn a_clone_that_fails_says_why_and_the_conversation_stays_usable() {
     let server = git_server("ghp_the_right_token_123").await;
-    let (_llm, options) = scripted_llm(Script::new(vec![Turn::text("still here")])).await;
+    let (_llm, options) = scripted_llm(Script::new(vec![
+        Turn::text("still here"),
+        Turn::text("here too"),
+    ]))
+    .await;
     let ohd = Ohd::start_with(options).await;
+    // With socket.io-client, as the web UI: the error comes first, the message is then handled.
+    let clone_error = |events: &[Value]| -> String {
+        let error = events
+            .iter()
+            .find(|e| e["observation"] == "error")
+            .unwrap_or_else(|| panic!("no error event in {:?}", summary(events)));
+        error["content"].as_str().unwrap_or_default().to_owned()
+    };
     save_github_token(&ohd, "ghp_a_wrong_token_456", &server.url).await;
     let conv = create_on_repository(&ohd, "main").await;
-    let mut client = joined(&ohd, &conv, "-1").await;
-    let ready = client.until_ready().await;
-    let error = ready
-        .iter()
-        .find(|e| e["observation"] == "error")
-        .expect("no error event");
-    let text = error["content"].as_str().unwrap();
+    let (events, stdout) = socket_io(&ohd, &conv, "github", "hello").await;
+    let text = clone_error(&events);
     assert!(
         text.contains("Cloning owner/repo") && text.contains("token"),
         "{text}"
     );
-    assert!(!text.contains("ghp_a_wrong_token_456"));
-    client.send(&user_message("hello")).await;
-    let events = client.until_state(&["awaiting_user_input", "error"]).await;
+    assert!(!stdout.contains("ghp_a_wrong_token_456"));
     assert!(events.iter().any(|e| e["message"] == "still here"));
 
     // An unknown branch, with the right token.
     save_github_token(&ohd, "ghp_the_right_token_123", &server.url).await;
     let conv = create_on_repository(&ohd, "no-such-branch").await;
-    let mut client = joined(&ohd, &conv, "-1").await;
-    let ready = client.until_ready().await;
-    let error = ready
-        .iter()
-        .find(|e| e["observation"] == "error")
-        .expect("no error event");
-    assert!(
-        error["content"].as_str().unwrap().contains("branch"),
-        "{error}"
-    );
+    let (events, _) = socket_io(&ohd, &conv, "github", "hello").await;
+    assert!(clone_error(&events).contains("branch"), "{:?}", summary(&events));
+    assert!(events.iter().any(|e| e["message"] == "here too"));
 }
 
 #[tokio::test]
