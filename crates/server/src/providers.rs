@@ -96,19 +96,24 @@ impl Provider {
             return Err(ProviderError::Refused(self.name.clone()));
         }
         let headers = response.headers().clone();
+        if !status.is_success() {
+            // Both providers explain an error in `message`; anything else is shown shortened.
+            let text = response.text().await.unwrap_or_default();
+            let said = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|b| b["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.chars().take(200).collect());
+            return Err(ProviderError::Failed(hide(format!(
+                "{} answered {status}: {said}",
+                self.name
+            ))));
+        }
         let body: Value = response.json().await.map_err(|e| {
             ProviderError::Failed(hide(format!(
                 "{} answered what is not JSON: {e}",
                 self.name
             )))
         })?;
-        if !status.is_success() {
-            let said = body["message"].as_str().unwrap_or_default().to_owned();
-            return Err(ProviderError::Failed(hide(format!(
-                "{} answered {status}: {said}",
-                self.name
-            ))));
-        }
         Ok((body, headers))
     }
 

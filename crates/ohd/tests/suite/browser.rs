@@ -12,7 +12,7 @@ const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// Chromium and `playwright-core`, or why they cannot be used. Without them the browser tests
 /// are skipped with a notice on a developer's machine, and fail under CI.
-fn browser_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn browser_or_skip(test: &str) -> Option<PathBuf> {
     let chromium = std::env::var_os("OHD_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -35,7 +35,7 @@ fn browser_or_skip(test: &str) -> Option<PathBuf> {
 
 /// Where a browser test's server writes its log (debug level for ohd's own crates), so that a
 /// failure can show what the server saw.
-fn server_log(options: &mut Options, scenario: &str) {
+pub(crate) fn server_log(options: &mut Options, scenario: &str) {
     let artifacts = Path::new(REPO).join("e2e/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     options.log_file = Some(artifacts.join(format!("{scenario}-server.log")));
@@ -61,7 +61,18 @@ fn server_log_tail(ohd: &Ohd) -> String {
 
 /// Runs the page test script and returns its JSON lines, failing with its story if it failed.
 async fn run_page_test(ohd: &Ohd, chromium: &Path, extra: &[&str]) -> Vec<Value> {
-    let script = Path::new(REPO).join("e2e/browser/page.test.mjs");
+    run_browser_script(ohd, chromium, "page.test.mjs", extra).await
+}
+
+/// Runs a script of `e2e/browser/` against `ohd` and returns its JSON lines, failing with its
+/// story if it failed.
+pub(crate) async fn run_browser_script(
+    ohd: &Ohd,
+    chromium: &Path,
+    script: &str,
+    extra: &[&str],
+) -> Vec<Value> {
+    let script = Path::new(REPO).join("e2e/browser").join(script);
     let artifacts = Path::new(REPO).join("e2e/artifacts");
     let run = tokio::process::Command::new("node")
         .arg(script)

@@ -402,6 +402,12 @@ fn git(dir: &std::path::Path, args: &[&str]) {
 }
 
 async fn git_server(token: &str) -> GitServer {
+    git_server_with_api(token, axum::Router::new()).await
+}
+
+/// As [`git_server`], with `api` answering under `/api/` (a provider's REST API on the same
+/// host, as GitHub Enterprise serves it; it checks its token itself).
+async fn git_server_with_api(token: &str, api: axum::Router) -> GitServer {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -442,12 +448,8 @@ async fn git_server(token: &str) -> GitServer {
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let expected = expected.clone();
             async move {
-                // This server hosts git only: a provider API call finds nothing here.
                 if request.uri().path().starts_with("/api/") {
-                    return axum::response::Response::builder()
-                        .status(404)
-                        .body(axum::body::Body::empty())
-                        .unwrap();
+                    return next.run(request).await;
                 }
                 let given = request
                     .headers()
@@ -467,7 +469,7 @@ async fn git_server(token: &str) -> GitServer {
             }
         },
     );
-    let app = axum::Router::new()
+    let app = api
         .fallback_service(tower_http::services::ServeDir::new(
             dir.path().join("served"),
         ))
@@ -599,7 +601,11 @@ async fn a_clone_that_fails_says_why_and_the_conversation_stays_usable() {
     save_github_token(&ohd, "ghp_the_right_token_123", &server.url).await;
     let conv = create_on_repository(&ohd, "no-such-branch").await;
     let (events, _) = socket_io(&ohd, &conv, "github", "hello").await;
-    assert!(clone_error(&events).contains("branch"), "{:?}", summary(&events));
+    assert!(
+        clone_error(&events).contains("branch"),
+        "{:?}",
+        summary(&events)
+    );
     assert!(events.iter().any(|e| e["message"] == "here too"));
 }
 
@@ -852,4 +858,145 @@ async fn a_restart_never_writes_into_a_clone_the_agent_has_changed() {
     let mut client = joined(&ohd, &conv, &latest).await;
     client.until_ready().await;
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}
+
+/// GitHub's REST API for one user holding `owner/repo` (branches `main` and `feature`),
+/// answering only `token`, under `/api/v3` as GitHub Enterprise serves it.
+fn github_api_for_owner_repo(token: &'static str) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    let answer = move |body: Value| {
+        move |h: HeaderMap| async move {
+            let given = h.get("authorization").and_then(|v| v.to_str().ok());
+            if given == Some(format!("Bearer {token}").as_str()) {
+                Ok(axum::Json(body))
+            } else {
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"message": "Bad credentials"})),
+                ))
+            }
+        }
+    };
+    let repo = json!({"id": 501, "full_name": "owner/repo", "private": true, "stargazers_count": 3, "pushed_at": "2026-11-20T00:00:00Z", "owner": {"type": "User"}, "default_branch": "main"});
+    axum::Router::new()
+        .route(
+            "/api/v3/user",
+            get(answer(json!({"id": 9, "login": "owner", "avatar_url": "", "company": null, "name": "The Owner", "email": null}))),
+        )
+        .route("/api/v3/user/repos", get(answer(json!([repo.clone()]))))
+        .route(
+            "/api/v3/search/repositories",
+            get(answer(json!({"total_count": 1, "items": [repo]}))),
+        )
+        .route(
+            "/api/v3/user/installations",
+            get(answer(json!({"total_count": 0, "installations": []}))),
+        )
+        .route(
+            "/api/v3/repos/owner/repo/branches",
+            get(answer(json!([
+                {"name": "main", "commit": {"sha": "aaa111"}, "protected": false},
+                {"name": "feature", "commit": {"sha": "bbb222"}, "protected": false},
+            ]))),
+        )
+        // What the branch box asks as the user types.
+        .route(
+            "/api/v3/repos/owner/repo/git/matching-refs/heads/{*prefix}",
+            get(answer(json!([{"ref": "refs/heads/feature", "object": {"sha": "bbb222"}}]))),
+        )
+}
+
+/// The OpenHands web UI's Git and Secrets tabs and its repository picker, in Chromium, against
+/// ohd. It needs a built 0.59 frontend (`OHD_WEB_UI_BUILD`, see the README): one cannot be built
+/// where the tests run in CI (the frontend's source is not reachable there), so without it the
+/// test says so and does nothing; the REST shapes the UI reads are checked by the tests above.
+#[tokio::test]
+async fn browser_the_web_uis_git_and_secrets_tabs_and_repository_picker_drive_ohd() {
+    let Some(build) = std::env::var_os("OHD_WEB_UI_BUILD") else {
+        eprintln!(
+            "skipping the OpenHands web UI in Chromium: set OHD_WEB_UI_BUILD to a built 0.59 frontend"
+        );
+        return;
+    };
+    let Some(chromium) = crate::suite::browser::browser_or_skip("the OpenHands web UI in Chromium")
+    else {
+        return;
+    };
+    const TOKEN: &str = "ghp_web_ui_token_never_shown_77";
+    let server = git_server_with_api(TOKEN, github_api_for_owner_repo(TOKEN)).await;
+    let (_llm, mut options) = scripted_llm(Script::new(vec![Turn::text("cloned and ready")])).await;
+    options
+        .env
+        .push(("OHD_WEB_UI".into(), build.to_string_lossy().into_owned()));
+    crate::suite::browser::server_log(&mut options, "web-ui");
+    let ohd = Ohd::start_with(options).await;
+    // A returning user: the model chosen and the analytics question answered, so that the UI
+    // opens no dialog of its own over the pages.
+    let (status, body) = ohd
+        .post(
+            "/api/settings",
+            json!({"llm_model": "openai/scripted", "user_consents_to_analytics": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let lines = crate::suite::browser::run_browser_script(
+        &ohd,
+        &chromium,
+        "web_ui.test.mjs",
+        &[
+            "--token",
+            TOKEN,
+            "--host",
+            &server.url,
+            "--repo",
+            "owner/repo",
+            "--branch",
+            "feature",
+            "--secret-name",
+            "WEB_UI_SECRET",
+            "--secret-value",
+            "web-ui-secret-value-31",
+        ],
+    )
+    .await;
+    let result = lines.last().expect("no output");
+    assert_eq!(result["ok"], true, "{lines:?}");
+    let conv = result["conversation"].as_str().unwrap().to_owned();
+
+    // What the UI saved, as ohd reports it: the token set for the stand-in's host, the secret
+    // listed without its value.
+    let (_, settings) = ohd.get("/api/settings").await;
+    assert_eq!(
+        settings["provider_tokens_set"]["github"],
+        json!(server.url),
+        "{settings}"
+    );
+    let (_, secrets) = ohd.get("/api/secrets").await;
+    assert_eq!(
+        secrets["custom_secrets"][0]["name"], "WEB_UI_SECRET",
+        "{secrets}"
+    );
+    assert!(!secrets.to_string().contains("web-ui-secret-value-31"));
+    // The conversation the picker launched: on owner/repo and its feature branch, cloned by
+    // the time the UI's own socket has brought its agent up.
+    let (_, info) = ohd.get(&format!("/api/conversations/{conv}")).await;
+    assert_eq!(info["selected_repository"], "owner/repo", "{info}");
+    assert_eq!(info["selected_branch"], "feature", "{info}");
+    let cloned = ohd
+        .data_dir
+        .join("workspaces")
+        .join(&conv)
+        .join("repo/feature.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cloned.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        cloned.exists(),
+        "the repository was not cloned on the feature branch"
+    );
+    let stored = serde_json::to_string(&ohd.events(&conv).await).unwrap();
+    assert!(!stored.contains(TOKEN) && !stored.contains("web-ui-secret-value-31"));
 }

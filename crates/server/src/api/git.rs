@@ -52,7 +52,8 @@ fn provider(state: &AppState, selected: Option<&str>) -> Result<Provider, Box<Re
 fn failed(e: ProviderError) -> Response {
     let status = match e {
         ProviderError::Refused(_) => StatusCode::UNAUTHORIZED,
-        ProviderError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // The provider failed, not ohd: a gateway's error, with the provider's words.
+        ProviderError::Failed(_) => StatusCode::BAD_GATEWAY,
     };
     (status, Json(e.to_string())).into_response()
 }
