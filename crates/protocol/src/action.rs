@@ -32,6 +32,23 @@ pub enum Action {
     /// What a user message asks of the workspace's microagents (stored with source `user`, as
     /// the original does); a `recall` observation answers it.
     Recall(RecallArgs),
+    /// A call of a tool of an MCP server (the original's `MCPAction`); an `mcp` observation
+    /// answers it.
+    #[serde(rename = "call_tool_mcp")]
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpArgs {
+    /// The tool's name as the model was given it.
+    pub name: String,
+    /// The call's arguments: a JSON object.
+    #[serde(default)]
+    pub arguments: Value,
+    #[serde(default)]
+    pub thought: String,
+    #[serde(default = "unknown_risk")]
+    pub security_risk: i8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,6 +251,10 @@ impl Action {
                 "Retrieving content for: {}",
                 a.query.chars().take(50).collect::<String>()
             ),
+            Action::Mcp(a) => format!(
+                "I am interacting with the MCP server with name:\n```\n{}\n```\nand arguments:\n```\n{}\n```",
+                a.name, a.arguments
+            ),
         }
     }
 
@@ -250,6 +271,7 @@ impl Action {
             Action::Condensation(_) => "condensation",
             Action::CondensationRequest(_) => "condensation_request",
             Action::Recall(_) => "recall",
+            Action::Mcp(_) => "call_tool_mcp",
         }
     }
 }

@@ -47,6 +47,21 @@ pub enum Observation {
         content: String,
         extras: RecallExtras,
     },
+    /// An MCP tool's result (the original's `MCPObservation`): `content` is the tool's
+    /// `CallToolResult` as JSON, or `{"isError": true, "error": ..., "content": []}`.
+    Mcp {
+        content: String,
+        extras: McpExtras,
+    },
+}
+
+/// Which MCP tool was called, and with what.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct McpExtras {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub arguments: serde_json::Value,
 }
 
 /// The original's `RecallObservation` fields: workspace context or triggered knowledge.
@@ -196,6 +211,7 @@ impl Observation {
                 "Added microagent knowledge".to_owned()
             }
             Observation::Recall { .. } => "Added workspace context".to_owned(),
+            Observation::Mcp { content, .. } => content.clone(),
         }
     }
 
@@ -209,6 +225,7 @@ impl Observation {
             Observation::UserRejected { .. } => "user_rejected",
             Observation::AgentStateChanged { .. } => "agent_state_changed",
             Observation::Recall { .. } => "recall",
+            Observation::Mcp { .. } => "mcp",
         }
     }
 }

@@ -1,0 +1,42 @@
+//! What ohd last saw of each MCP server, across conversations, for `GET /api/mcp`.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerReport {
+    pub name: String,
+    /// `stdio`, `sse` or `shttp`.
+    pub transport: String,
+    /// The command, or the address without its query.
+    pub target: String,
+    /// `connected` or `unavailable`.
+    pub state: String,
+    /// The names its tools are offered under.
+    pub tools: Vec<String>,
+    /// The last failure, when the server is unavailable or a call failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    seen: Mutex<BTreeMap<(String, String), (ServerReport, SystemTime)>>,
+}
+
+impl StatusBoard {
+    pub fn record(&self, report: ServerReport) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(
+            (report.transport.clone(), report.target.clone()),
+            (report, SystemTime::now()),
+        );
+    }
+
+    /// The last report on the server with this transport and target, and when it came.
+    pub fn last(&self, transport: &str, target: &str) -> Option<(ServerReport, SystemTime)> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&(transport.to_owned(), target.to_owned())).cloned()
+    }
+}
