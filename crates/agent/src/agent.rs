@@ -17,10 +17,10 @@ use ohd_llm::{
 };
 use ohd_protocol::action::{
     Action, CondensationArgs, CondensationRequestArgs, ConfirmationState, EditArgs, FinishArgs,
-    MessageArgs, ReadArgs, RunArgs, SystemArgs, ThinkArgs,
+    McpArgs, MessageArgs, ReadArgs, RunArgs, SECURITY_RISK_UNKNOWN, SystemArgs, ThinkArgs,
 };
 use ohd_protocol::notice::StatusUpdate;
-use ohd_protocol::observation::{EditExtras, ReadExtras, RunExtras, RunMetadata};
+use ohd_protocol::observation::{EditExtras, McpExtras, ReadExtras, RunExtras, RunMetadata};
 use ohd_protocol::{
     AgentState, ConversationId, Event, EventBody, EventId, NewEvent, Observation, Source,
     ToolCallMetadata,
@@ -68,6 +68,10 @@ pub struct AgentSettings {
     pub shell: ShellOptions,
     /// Values hidden from every event (the model's key, the session key).
     pub secrets: Secrets,
+    /// The user's MCP servers (`[mcp]`, or the settings page's `mcp_config`).
+    pub mcp: Option<Arc<ohd_mcp::McpConfig>>,
+    /// Where the agents say what they last saw of each MCP server (`GET /api/mcp`).
+    pub mcp_board: Option<Arc<ohd_mcp::StatusBoard>>,
 }
 
 impl AgentSettings {
@@ -89,6 +93,8 @@ impl AgentSettings {
             idle_timeout: None,
             shell: ShellOptions::default(),
             secrets: Secrets::default(),
+            mcp: None,
+            mcp_board: None,
         }
     }
 }
@@ -301,6 +307,8 @@ pub struct Agent {
     budget_said: bool,
     /// This agent's place among those at work, while it works.
     place: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The user's MCP servers, once the first step needed their tools.
+    mcp: Option<ohd_mcp::McpHub>,
 }
 
 /// One tool call of a model answer, understood (or why not), with what its action carries.
@@ -490,6 +498,7 @@ impl Agent {
             overflow_bound: None,
             budget_said: false,
             place: None,
+            mcp: None,
         };
         agent.recover().await?;
         Ok(agent)
@@ -1394,7 +1403,15 @@ impl Agent {
         }
         self.iterations += 1;
         let system = self.system_prompt();
-        let tools = tool_specs();
+        self.connect_mcp().await;
+        let mut tools = tool_specs();
+        if let Some(hub) = &self.mcp {
+            tools.extend(hub.tools().iter().map(|t| ToolSpec {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.parameters.clone(),
+            }));
+        }
         let tools_tokens = tools
             .iter()
             .map(|t| {
@@ -1471,8 +1488,14 @@ impl Agent {
         }
         let total = completion.tool_calls.len() as u32;
         for (index, call) in completion.tool_calls.iter().enumerate() {
+            let is_mcp = self.mcp.as_ref().is_some_and(|hub| hub.offers(&call.name));
+            let parsed = if is_mcp {
+                tools::parse_mcp(&call.name, &call.arguments)
+            } else {
+                tools::parse(&call.name, &call.arguments)
+            };
             self.pending.push_back(PendingCall {
-                parsed: tools::parse(&call.name, &call.arguments).map_err(|e| e.0),
+                parsed: parsed.map_err(|e| e.0),
                 // The answer's text goes with its first call only.
                 thought: if index == 0 {
                     completion.text.clone()
@@ -1565,6 +1588,27 @@ impl Agent {
                 Ok(StepEnd::Continue)
             }
             ToolAction::Finish { .. } => Ok(StepEnd::Finished),
+            ToolAction::Mcp { name, arguments } => {
+                let content = match self.call_mcp(&name, arguments.clone()).await? {
+                    Ok(content) => content,
+                    Err(state) => {
+                        self.core
+                            .append(answer(Observation::error(
+                                "Stop button pressed: the MCP tool call was abandoned.",
+                                STOPPED_ERROR,
+                            )))
+                            .await?;
+                        return Ok(StepEnd::Interrupted(state));
+                    }
+                };
+                self.core
+                    .append(answer(Observation::Mcp {
+                        content,
+                        extras: McpExtras { name, arguments },
+                    }))
+                    .await?;
+                Ok(StepEnd::Continue)
+            }
             ToolAction::Run {
                 command,
                 is_input,
@@ -1665,6 +1709,70 @@ impl Agent {
                 Ok(StepEnd::Continue)
             }
         }
+    }
+
+    /// Connects the user's MCP servers that are due (all of them, at the first step), so
+    /// that their tools go to the model; each server that cannot be reached is said to the
+    /// user, and the agent goes on without its tools.
+    async fn connect_mcp(&mut self) {
+        let Some(config) = self.settings.mcp.clone().filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let hub = self.mcp.get_or_insert_with(|| {
+            let sandbox = self.core.ctx.sandbox.clone();
+            let workspace = self.core.ctx.workspace.clone();
+            let launcher: ohd_mcp::Launcher = Arc::new(move |argv, env| {
+                let mut env = env.to_vec();
+                if sandbox.is_sandboxed() {
+                    // A server's caches and state stay out of the user's workspace.
+                    env.push(("HOME".to_owned(), "/tmp".to_owned()));
+                }
+                sandbox.launch_service(&workspace, argv, &env)
+            });
+            let reserved: Vec<String> = tools::specs().into_iter().map(|(name, ..)| name).collect();
+            let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
+            ohd_mcp::McpHub::new(&config, &reserved, launcher, self.settings.mcp_board.clone())
+        });
+        for failure in hub.connect().await {
+            self.core
+                .notify(&StatusUpdate::info("STATUS$MCP_UNAVAILABLE", failure));
+        }
+    }
+
+    /// Calls an MCP tool while watching for stop and pause: the tool's result (the original's
+    /// `mcp` observation content), or the state the user asked for.
+    async fn call_mcp(
+        &mut self,
+        name: &str,
+        arguments: Value,
+    ) -> Result<Result<String, AgentState>, AgentFailure> {
+        let Agent {
+            mcp,
+            follower,
+            core,
+            cancel,
+            ..
+        } = self;
+        let Some(hub) = mcp.as_mut() else {
+            return Ok(Ok(serde_json::json!({"isError": true, "error": "no MCP server is configured", "content": []}).to_string()));
+        };
+        let call = hub.call(name, arguments);
+        tokio::pin!(call);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut call => break outcome,
+                _ = cancel.cancelled() => return Ok(Err(AgentState::Stopped)),
+                followed = follower.next() => {
+                    if let Some(state) = core.take_control(followed?) {
+                        return Ok(Err(state));
+                    }
+                }
+            }
+        };
+        if let Some(failure) = &outcome.failure {
+            core.notify(&StatusUpdate::info("STATUS$MCP_TOOL_FAILED", failure.clone()));
+        }
+        Ok(Ok(outcome.content))
     }
 
     /// Runs a command in the shell while watching for stop and pause.
@@ -1854,6 +1962,16 @@ fn action_body(action: &ToolAction, thought: String, asks: bool) -> (Action, Opt
             }
             (action, None)
         }
+        ToolAction::Mcp { name, arguments } => (
+            Action::Mcp(McpArgs {
+                name: name.clone(),
+                arguments: arguments.clone(),
+                thought,
+                security_risk: SECURITY_RISK_UNKNOWN,
+                confirmation_state: asks.then_some(ConfirmationState::AwaitingConfirmation),
+            }),
+            None,
+        ),
     }
 }
 
@@ -1873,6 +1991,12 @@ fn set_confirmation(action: &mut Action, state: ConfirmationState) {
                 args.thought.clear();
             }
         }
+        Action::Mcp(args) => {
+            args.confirmation_state = Some(state);
+            if state != ConfirmationState::AwaitingConfirmation {
+                args.thought.clear();
+            }
+        }
         _ => {}
     }
 }
@@ -1882,6 +2006,7 @@ fn confirmation_of(event: &Event) -> Option<ConfirmationState> {
     match &event.body {
         EventBody::Action(Action::Run(args)) => Some(args.confirmation_state),
         EventBody::Action(Action::Edit(args)) => args.confirmation_state,
+        EventBody::Action(Action::Mcp(args)) => args.confirmation_state,
         _ => None,
     }
 }
@@ -1912,7 +2037,11 @@ fn still_awaiting(history: &BTreeMap<EventId, Event>) -> Option<Awaiting> {
         .find(|c| c["id"].as_str() == Some(meta.tool_call_id.as_str()))?["function"]["arguments"]
         .as_str()?
         .to_owned();
-    let action = tools::parse(&meta.function_name, &arguments).ok()?;
+    let action = match &waiting.body {
+        EventBody::Action(Action::Mcp(_)) => tools::parse_mcp(&meta.function_name, &arguments),
+        _ => tools::parse(&meta.function_name, &arguments),
+    }
+    .ok()?;
     Some(Awaiting {
         action,
         event: waiting.clone(),

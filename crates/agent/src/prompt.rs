@@ -238,6 +238,7 @@ fn action_thought(action: &Action) -> &str {
         Action::Read(a) => &a.thought,
         Action::Edit(a) => &a.thought,
         Action::Finish(a) => &a.thought,
+        Action::Mcp(a) => &a.thought,
         _ => "",
     }
 }
@@ -297,7 +298,8 @@ pub fn observation_text(observation: &Observation) -> String {
         | Observation::Think { content, .. }
         | Observation::Error { content, .. }
         | Observation::UserRejected { content, .. }
-        | Observation::AgentStateChanged { content, .. } => content.clone(),
+        | Observation::AgentStateChanged { content, .. }
+        | Observation::Mcp { content, .. } => content.clone(),
         Observation::Recall { extras, .. } => recall_text(extras),
     }
 }

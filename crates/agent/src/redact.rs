@@ -41,6 +41,15 @@ impl Secrets {
         }
     }
 
+    fn scrub_value(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => self.scrub(text),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.scrub_value(v)),
+            _ => {}
+        }
+    }
+
     /// Scrubs the parts of an event that carry text from the outside world.
     pub fn scrub_event(&self, event: &mut NewEvent) {
         if self.0.is_empty() {
@@ -64,6 +73,10 @@ impl Secrets {
                     self.scrub_opt(&mut extras.old_content);
                     self.scrub_opt(&mut extras.new_content);
                     self.scrub_opt(&mut extras.diff);
+                }
+                Observation::Mcp { content, extras } => {
+                    self.scrub(content);
+                    self.scrub_value(&mut extras.arguments);
                 }
                 Observation::Recall { content, extras } => {
                     self.scrub(content);

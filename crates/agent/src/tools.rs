@@ -38,6 +38,11 @@ pub enum ToolAction {
         message: String,
         task_completed: Option<String>,
     },
+    /// A tool of one of the user's MCP servers, by the name the model was given.
+    Mcp {
+        name: String,
+        arguments: Value,
+    },
 }
 
 impl ToolAction {
@@ -54,7 +59,8 @@ impl ToolAction {
     /// Whether it may change something (a command, an edit), and so may need confirmation.
     pub fn changes_something(&self) -> bool {
         match self {
-            ToolAction::Run { .. } => true,
+            // An MCP tool may do anything its server can: confirmation mode asks.
+            ToolAction::Run { .. } | ToolAction::Mcp { .. } => true,
             ToolAction::Editor { command, .. } => !matches!(command, EditorCommand::View { .. }),
             _ => false,
         }
@@ -229,6 +235,27 @@ impl Args<'_> {
             _ => -1,
         }
     }
+}
+
+/// Parses a call of an MCP tool: its arguments must be a JSON object (or nothing).
+pub fn parse_mcp(name: &str, arguments: &str) -> Result<ToolAction, CallError> {
+    let arguments = if arguments.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        match serde_json::from_str::<Value>(arguments) {
+            Ok(Value::Object(map)) => Value::Object(map),
+            Ok(_) => return err(format!("The arguments of {name} must be a JSON object.")),
+            Err(e) => {
+                return err(format!(
+                    "The arguments of {name} are not valid JSON ({e}). Send them again as a JSON object."
+                ));
+            }
+        }
+    };
+    Ok(ToolAction::Mcp {
+        name: name.to_owned(),
+        arguments,
+    })
 }
 
 /// Parses a tool call (`name`, and `arguments` as the raw JSON text the model sent).

@@ -49,6 +49,9 @@ pub struct McpArgs {
     pub thought: String,
     #[serde(default = "unknown_risk")]
     pub security_risk: i8,
+    /// Set in confirmation mode only, as for edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_state: Option<ConfirmationState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

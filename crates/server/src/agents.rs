@@ -41,6 +41,8 @@ pub struct Agents {
     /// Clients joined to each conversation, kept across its agents: an agent someone is
     /// looking at is not released for being idle.
     clients: Mutex<HashMap<ConversationId, Arc<std::sync::atomic::AtomicUsize>>>,
+    /// What agents last saw of each MCP server.
+    mcp_board: Arc<ohd_mcp::StatusBoard>,
 }
 
 /// The sandbox, decided once, in the background.
@@ -241,6 +243,7 @@ fn agent_settings(
     session_key: Option<&Secret>,
     saved: &Settings,
     full: &Config,
+    mcp_board: &Arc<ohd_mcp::StatusBoard>,
 ) -> AgentSettings {
     let choice = saved.llm_choice(full);
     let prefs = saved.agent_prefs(full);
@@ -270,6 +273,7 @@ fn agent_settings(
         .condenser_model
         .as_ref()
         .and_then(|model| condenser_llm(config, &choice, model));
+    let mcp = saved.mcp_config(full);
     AgentSettings {
         llm,
         condenser_llm,
@@ -308,8 +312,11 @@ fn agent_settings(
                 .chain(choice.api_key.iter())
                 .chain(config.condenser_api_key.iter())
                 .chain(session_key)
-                .map(|k| k.expose().to_owned()),
+                .map(|k| k.expose().to_owned())
+                .chain(mcp.secrets()),
         ),
+        mcp: (!mcp.is_empty()).then(|| Arc::new(mcp)),
+        mcp_board: Some(mcp_board.clone()),
     }
 }
 
@@ -377,12 +384,14 @@ impl Agents {
         tokio::spawn(async move {
             early.get().await;
         });
+        let mcp_board = Arc::new(ohd_mcp::StatusBoard::default());
         let settings = agent_settings(
             &config.llm,
             &config.agent,
             config.session_api_key.as_ref(),
             saved,
             config,
+            &mcp_board,
         );
         let tokens = PROVIDERS
             .iter()
@@ -414,6 +423,7 @@ impl Agents {
             tokens,
             sandbox,
             clients: Mutex::new(HashMap::new()),
+            mcp_board,
             user_secrets,
             staging: config.staging_dir(),
         }
@@ -499,6 +509,11 @@ impl Agents {
             .clone()
     }
 
+    /// What agents last saw of each MCP server.
+    pub fn mcp_board(&self) -> &ohd_mcp::StatusBoard {
+        &self.mcp_board
+    }
+
     fn current(&self) -> Arc<AgentSettings> {
         self.settings
             .read()
@@ -516,6 +531,7 @@ impl Agents {
             self.session_key.as_ref(),
             saved,
             config,
+            &self.mcp_board,
         );
         let mut settings = self.settings.write().unwrap_or_else(|p| p.into_inner());
         next.secrets = settings.secrets.with(
@@ -523,7 +539,8 @@ impl Agents {
                 .llm_choice(config)
                 .api_key
                 .iter()
-                .map(|k| k.expose().to_owned()),
+                .map(|k| k.expose().to_owned())
+                .chain(saved.mcp_config(config).secrets()),
         );
         *settings = Arc::new(next);
     }

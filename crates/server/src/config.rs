@@ -53,6 +53,9 @@ pub struct Config {
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub sandbox: SandboxSettings,
+    /// The MCP servers of `[mcp]`; the settings page's `mcp_config` replaces them for
+    /// conversations started after it is saved.
+    pub mcp: ohd_mcp::McpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +145,9 @@ struct FileConfig {
     agent: AgentSection,
     #[serde(default)]
     sandbox: SandboxSection,
+    /// In the original's shape: `stdio_servers`, `sse_servers`, `shttp_servers`.
+    #[serde(default)]
+    mcp: ohd_mcp::McpConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +286,9 @@ impl Config {
                 "server.max_connections must be at least 1".into(),
             ));
         }
+        file.mcp
+            .check()
+            .map_err(|e| ConfigError::Invalid(format!("[mcp]: {e}")))?;
         let config_file = overrides
             .config_file
             .as_ref()
@@ -375,6 +384,7 @@ impl Config {
                     .unwrap_or(ohd_runtime::sandbox::DEFAULT_UID_BASE),
                 writable_system: file.sandbox.writable_system.unwrap_or(true),
             },
+            mcp: file.mcp,
         })
     }
 

@@ -159,6 +159,19 @@ impl Settings {
                         self.search_api_key = Some(key).filter(|k| !k.is_empty()).map(Secret::new);
                     }
                 }
+                "mcp_config" if !value.is_null() => {
+                    let mut given = ohd_mcp::McpConfig::from_json(&value)?;
+                    // The page sends back what GET showed: a hidden value keeps the saved one.
+                    let saved = self
+                        .prefs
+                        .get("mcp_config")
+                        .and_then(|v| ohd_mcp::McpConfig::from_json(v).ok())
+                        .unwrap_or_default();
+                    restore_hidden(&mut given, &saved);
+                    let value = serde_json::to_value(&given)
+                        .map_err(|e| format!("mcp_config cannot be stored: {e}"))?;
+                    self.prefs.insert(name, value);
+                }
                 n if NOT_STORED.contains(&n) => {}
                 n => {
                     if let Some((_, kind)) = KNOWN.iter().find(|(k, _)| *k == n) {
@@ -198,6 +211,33 @@ impl Settings {
                 None => config.llm.base_url.clone(),
             },
         }
+    }
+
+    /// The MCP servers agents started now use: `[mcp]` and the page's `mcp_config` together,
+    /// as the original merges them, the page's entry winning where both name the same server
+    /// (a stdio server's name, a remote server's address).
+    pub fn mcp_config(&self, config: &Config) -> ohd_mcp::McpConfig {
+        let mut merged = config.mcp.clone();
+        let Some(saved) = self
+            .prefs
+            .get("mcp_config")
+            .and_then(|v| ohd_mcp::McpConfig::from_json(v).ok())
+        else {
+            return merged;
+        };
+        for server in saved.stdio_servers {
+            merged.stdio_servers.retain(|s| s.name != server.name);
+            merged.stdio_servers.push(server);
+        }
+        for server in saved.sse_servers {
+            merged.sse_servers.retain(|s| s.url != server.url);
+            merged.sse_servers.push(server);
+        }
+        for server in saved.shttp_servers {
+            merged.shttp_servers.retain(|s| s.url != server.url);
+            merged.shttp_servers.push(server);
+        }
+        merged
     }
 
     /// What the settings page says about how agents work, over the configuration.
@@ -275,6 +315,9 @@ impl Settings {
             for (name, value) in &self.prefs {
                 map.insert(name.clone(), value.clone());
             }
+            if let Some(mcp) = map.get_mut("mcp_config") {
+                hide_mcp_secrets(mcp);
+            }
             // The UI reads a null consent as "not asked yet" and opens a modal over everything.
             if !map
                 .get("user_consents_to_analytics")
@@ -318,6 +361,58 @@ impl Settings {
             search_api_key: self.search_api_key.as_ref().map(|k| k.expose().to_owned()),
             prefs: self.prefs.clone(),
         }
+    }
+}
+
+/// What `GET /api/settings` shows in place of an MCP server's key or environment value.
+const HIDDEN_VALUE: &str = "**********";
+
+/// Hides the keys and environment values of `mcp_config`.
+fn hide_mcp_secrets(mcp: &mut Value) {
+    for list in ["sse_servers", "shttp_servers"] {
+        for server in mcp[list].as_array_mut().into_iter().flatten() {
+            if server["api_key"].as_str().is_some_and(|k| !k.is_empty()) {
+                server["api_key"] = json!(HIDDEN_VALUE);
+            }
+        }
+    }
+    for server in mcp["stdio_servers"].as_array_mut().into_iter().flatten() {
+        if let Some(env) = server["env"].as_object_mut() {
+            for value in env.values_mut() {
+                *value = json!(HIDDEN_VALUE);
+            }
+        }
+    }
+}
+
+/// Puts the saved value back wherever the page sent the hidden one.
+fn restore_hidden(given: &mut ohd_mcp::McpConfig, saved: &ohd_mcp::McpConfig) {
+    let remote = |list: &mut Vec<ohd_mcp::RemoteServer>, saved: &[ohd_mcp::RemoteServer]| {
+        for server in list {
+            if server.api_key.as_deref() == Some(HIDDEN_VALUE) {
+                server.api_key = saved
+                    .iter()
+                    .find(|s| s.url == server.url)
+                    .and_then(|s| s.api_key.clone());
+            }
+        }
+    };
+    remote(&mut given.sse_servers, &saved.sse_servers);
+    remote(&mut given.shttp_servers, &saved.shttp_servers);
+    for server in &mut given.stdio_servers {
+        let before = saved.stdio_servers.iter().find(|s| s.name == server.name);
+        server.env.retain(|key, value| {
+            if value != HIDDEN_VALUE {
+                return true;
+            }
+            match before.and_then(|b| b.env.get(key)) {
+                Some(old) => {
+                    value.clone_from(old);
+                    true
+                }
+                None => false,
+            }
+        });
     }
 }
 

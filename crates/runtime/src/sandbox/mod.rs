@@ -378,6 +378,29 @@ impl Sandbox {
         extra_env: &[(String, String)],
         agent_shell: bool,
     ) -> Launch {
+        self.launch_with(host_workspace, shell_args, extra_env, agent_shell, agent_shell)
+    }
+
+    /// The launch of a service the agent uses beside its shell (an MCP server): the same
+    /// sandbox and network as the shell, without the shell's writable system layer, which one
+    /// mount at a time may hold.
+    pub fn launch_service(
+        &self,
+        host_workspace: &Path,
+        args: &[&str],
+        extra_env: &[(String, String)],
+    ) -> Launch {
+        self.launch_with(host_workspace, args, extra_env, true, false)
+    }
+
+    fn launch_with(
+        &self,
+        host_workspace: &Path,
+        shell_args: &[&str],
+        extra_env: &[(String, String)],
+        network: bool,
+        layered: bool,
+    ) -> Launch {
         let agent_root = self.agent_root(host_workspace);
         let mut env = vec![
             ("PATH".to_owned(), PATH.to_owned()),
@@ -407,8 +430,8 @@ impl Sandbox {
                 plan: None,
             };
         }
-        let pasta = agent_shell && self.network == Network::Pasta;
-        let layer = self.layer_of(host_workspace).filter(|_| agent_shell);
+        let pasta = network && self.network == Network::Pasta;
+        let layer = self.layer_of(host_workspace).filter(|_| layered);
         let secrets: Vec<(PathBuf, bool)> = match layer {
             Some(_) => self
                 .secrets

@@ -4,6 +4,7 @@ pub mod conversations;
 pub mod files;
 pub mod git;
 pub mod health;
+pub mod mcp;
 pub mod options;
 pub mod secrets;
 pub mod settings;
@@ -24,6 +25,7 @@ pub fn protected() -> Router<AppState> {
         .merge(settings::routes())
         .merge(secrets::routes())
         .merge(git::routes())
+        .merge(mcp::routes())
 }
 
 /// Routes that stay open with authentication on.
