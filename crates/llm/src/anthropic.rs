@@ -10,9 +10,8 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use crate::LlmClient;
 use crate::error::{LlmError, error_message};
-use crate::http::{self, Answer, Core};
+use crate::http::{self, Answer, Core, Wire};
 use crate::retry::RetryObserver;
 use crate::types::{Completion, CompletionRequest, Message, Role, ToolCall, Usage};
 
@@ -20,13 +19,18 @@ const API_VERSION: &str = "2023-06-01";
 /// Anthropic requires a ceiling on the answer; this one fits every current model.
 pub const DEFAULT_MAX_TOKENS: u32 = 8192;
 
+/// The least thinking budget Anthropic takes.
+pub(crate) const MIN_THINKING_BUDGET: u32 = 1024;
+
 pub(crate) struct AnthropicClient {
     core: Core,
     url: String,
+    /// Extended thinking's budget in tokens, when it is on (at least [`MIN_THINKING_BUDGET`]).
+    thinking_budget: Option<u32>,
 }
 
 impl AnthropicClient {
-    pub(crate) fn new(core: Core, base_url: &str) -> AnthropicClient {
+    pub(crate) fn new(core: Core, base_url: &str, thinking_budget: Option<u32>) -> AnthropicClient {
         let base = base_url.trim_end_matches('/');
         let url = if base.ends_with("/messages") {
             base.to_owned()
@@ -35,7 +39,11 @@ impl AnthropicClient {
         } else {
             format!("{base}/v1/messages")
         };
-        AnthropicClient { core, url }
+        AnthropicClient {
+            core,
+            url,
+            thinking_budget,
+        }
     }
 
     fn headers(&self) -> Result<HeaderMap, LlmError> {
@@ -53,13 +61,23 @@ impl AnthropicClient {
         Ok(headers)
     }
 
-    fn body(&self, request: &CompletionRequest) -> Value {
+    fn body(&self, request: &CompletionRequest, stop: &[&str]) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), self.core.name.clone().into());
-        body.insert(
-            "max_tokens".into(),
-            request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).into(),
-        );
+        let answer_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        // Thinking counts against `max_tokens`, which must be larger than the budget: the
+        // budget comes on top of what the answer may take.
+        let max_tokens = match self.thinking_budget {
+            Some(budget) => budget.saturating_add(answer_tokens),
+            None => answer_tokens,
+        };
+        body.insert("max_tokens".into(), max_tokens.into());
+        if let Some(budget) = self.thinking_budget {
+            body.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
+        }
         let system: Vec<&str> = request
             .messages
             .iter()
@@ -91,8 +109,14 @@ impl AnthropicClient {
             });
             body.insert("tools".into(), tools.collect());
         }
-        if let Some(temperature) = request.temperature {
+        // Anthropic refuses a temperature with thinking on.
+        if let Some(temperature) = request.temperature
+            && self.thinking_budget.is_none()
+        {
             body.insert("temperature".into(), temperature.into());
+        }
+        if !stop.is_empty() {
+            body.insert("stop_sequences".into(), json!(stop));
         }
         if self.core.stream {
             body.insert("stream".into(), true.into());
@@ -102,10 +126,11 @@ impl AnthropicClient {
 }
 
 #[async_trait]
-impl LlmClient for AnthropicClient {
-    async fn complete(
+impl Wire for AnthropicClient {
+    async fn send(
         &self,
         request: &CompletionRequest,
+        stop: &[&str],
         observer: &dyn RetryObserver,
     ) -> Result<Completion, LlmError> {
         let stream = self.core.stream;
@@ -113,7 +138,7 @@ impl LlmClient for AnthropicClient {
             .complete(
                 &self.url,
                 self.headers()?,
-                self.body(request),
+                self.body(request, stop),
                 observer,
                 |response| async move {
                     if stream && !http::is_json(&response) {
@@ -124,6 +149,10 @@ impl LlmClient for AnthropicClient {
                 },
             )
             .await
+    }
+
+    fn takes_stop(&self) -> bool {
+        true
     }
 
     fn model(&self) -> &str {
@@ -171,7 +200,10 @@ fn wire_messages(messages: &[Message]) -> Vec<Value> {
                 }
             }
             Role::Assistant => {
-                let mut blocks: Vec<Value> = text_block(&message.content).into_iter().collect();
+                // Thinking first: Anthropic wants an assistant turn to start with the thinking
+                // that led to it, signatures unchanged.
+                let mut blocks: Vec<Value> = message.thinking_blocks.clone();
+                blocks.extend(text_block(&message.content));
                 blocks.extend(message.tool_calls.iter().map(|call| {
                     json!({
                         "type": "tool_use",
@@ -356,7 +388,10 @@ enum Block {
         /// The `input_json_delta` pieces, when streamed.
         json: String,
     },
-    /// Thinking and anything newer: not part of the text or the calls.
+    /// `thinking` (its text and signature put together from deltas when streamed) or
+    /// `redacted_thinking`, kept as Anthropic gave it.
+    Thinking(Map<String, Value>),
+    /// Anything newer: not part of the text or the calls.
     Other,
 }
 
@@ -369,6 +404,10 @@ impl Blocks {
                 name: text(block.get("name")),
                 input: block.get("input").cloned().unwrap_or(Value::Null),
                 json: String::new(),
+            },
+            Some("thinking" | "redacted_thinking") => match block {
+                Value::Object(block) => Block::Thinking(block.clone()),
+                _ => Block::Other,
             },
             _ => Block::Other,
         };
@@ -385,15 +424,30 @@ impl Blocks {
             (Some(Block::ToolUse { json, .. }), Some("input_json_delta")) => {
                 json.push_str(piece("partial_json"))
             }
+            (Some(Block::Thinking(block)), Some("thinking_delta")) => {
+                append(block, "thinking", piece("thinking"))
+            }
+            (Some(Block::Thinking(block)), Some("signature_delta")) => {
+                append(block, "signature", piece("signature"))
+            }
             _ => {}
         }
     }
 
     fn finish(self, answer: &mut Answer) {
         let mut texts = Vec::new();
+        let mut thoughts = Vec::new();
         for block in self.0.into_values() {
             match block {
                 Block::Text(text) if !text.is_empty() => texts.push(text),
+                Block::Thinking(block) => {
+                    if let Some(thought) = block.get("thinking").and_then(Value::as_str)
+                        && !thought.is_empty()
+                    {
+                        thoughts.push(thought.to_owned());
+                    }
+                    answer.thinking_blocks.push(Value::Object(block));
+                }
                 Block::ToolUse {
                     id,
                     name,
@@ -421,6 +475,17 @@ impl Blocks {
             }
         }
         answer.text = texts.join("\n");
+        answer.reasoning = thoughts.join("\n");
+    }
+}
+
+/// Appends a streamed piece to a string field of a block, creating the field if need be.
+fn append(block: &mut Map<String, Value>, key: &str, piece: &str) {
+    match block.get_mut(key) {
+        Some(Value::String(text)) => text.push_str(piece),
+        _ => {
+            block.insert(key.into(), piece.into());
+        }
     }
 }
 

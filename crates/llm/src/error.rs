@@ -110,6 +110,11 @@ impl LlmError {
                 message,
             },
             413 => LlmError::ContextWindowExceeded(message),
+            // Not retried whatever the status (llama.cpp answers 500): the same request is
+            // refused again. The client may fall back to tools described in the prompt.
+            _ if refuses_tools(&lower) => {
+                LlmError::BadRequest(format!("status {status}: {message}"))
+            }
             _ if status < 500 && is_context_window(&lower) => {
                 LlmError::ContextWindowExceeded(message)
             }
@@ -171,6 +176,31 @@ fn is_context_window(lower: &str) -> bool {
     ]
     .iter()
     .any(|p| lower.contains(p))
+}
+
+/// Whether a refusal says the model or server takes no tools: vLLM started without
+/// `--enable-auto-tool-choice` ("\"auto\" tool choice requires --enable-auto-tool-choice and
+/// --tool-call-parser to be set"), Ollama ("<model> does not support tools"), llama.cpp without
+/// `--jinja` ("tools param requires --jinja flag"), LiteLLM ("does not support parameters:
+/// ['tools']"), DeepSeek's reasoner ("does not support Function Calling"), OpenRouter ("No
+/// endpoints found that support tool use"), Mistral and Gemini ("Function calling is not
+/// enabled").
+pub(crate) fn refuses_tools(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    let about_tools = ["tool", "function call", "function_call", "functions"]
+        .iter()
+        .any(|p| lower.contains(p));
+    let refused = [
+        "not support",
+        "unsupported",
+        "not enabled",
+        "not available",
+        "requires --",
+        "no endpoints found",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    about_tools && refused
 }
 
 /// OpenAI's `insufficient_quota` (a 429 that no wait will fix), Anthropic's "credit balance is
@@ -296,6 +326,44 @@ mod tests {
             error_message("<html>bad gateway</html>"),
             "<html>bad gateway</html>"
         );
+    }
+
+    #[test]
+    fn servers_that_take_no_tools_are_recognised_and_not_retried() {
+        let refusals = [
+            (
+                400,
+                "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+            ),
+            (
+                400,
+                "registry.ollama.ai/library/gemma3:1b does not support tools",
+            ),
+            (500, "tools param requires --jinja flag"),
+            (
+                400,
+                "litellm.UnsupportedParamsError: ollama does not support parameters: ['tools'], for model=llama2",
+            ),
+            (400, "deepseek-reasoner does not support Function Calling"),
+            (
+                404,
+                "No endpoints found that support tool use. To learn more about provider routing, visit: https://openrouter.ai/docs/provider-routing",
+            ),
+            (400, "Function calling is not enabled for this model"),
+        ];
+        for (status, message) in refusals {
+            assert!(refuses_tools(message), "{message}");
+            let err = LlmError::from_status(status, message.into(), None);
+            assert!(matches!(err, LlmError::BadRequest(_)), "{err:?}");
+            assert!(!err.is_retryable());
+        }
+        for other in [
+            "messages with role 'tool' must be a response to a preceeding message with 'tool_calls'",
+            "tool_use ids were found without tool_result blocks immediately after",
+            "The model `gpt-5` does not exist",
+        ] {
+            assert!(!refuses_tools(other), "{other}");
+        }
     }
 
     #[test]

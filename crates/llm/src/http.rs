@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::error::{LlmError, error_message};
 use crate::model::Price;
 use crate::retry::{self, RetryObserver, RetryPolicy};
-use crate::types::{Completion, ToolCall, Usage, model_response};
+use crate::types::{Completion, CompletionRequest, ToolCall, Usage, model_response};
 
 /// What a provider read from one successful response, before timing and pricing.
 #[derive(Debug, Default)]
@@ -24,7 +24,30 @@ pub(crate) struct Answer {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<String>,
+    /// The reasoning text, empty when the provider showed none.
+    pub reasoning: String,
+    /// Anthropic's thinking blocks as received.
+    pub thinking_blocks: Vec<Value>,
     pub usage: Usage,
+}
+
+/// One wire format's client, below the choice between native and prompted tool calls
+/// ([`crate::tool_calling`]), which needs to ask for stop sequences.
+#[async_trait::async_trait]
+pub(crate) trait Wire: Send + Sync {
+    /// Sends `request` as it is, with `stop` as the provider's stop sequences when not empty.
+    async fn send(
+        &self,
+        request: &CompletionRequest,
+        stop: &[&str],
+        observer: &dyn RetryObserver,
+    ) -> Result<Completion, LlmError>;
+
+    /// Whether the model takes stop sequences (OpenAI's reasoning models refuse them).
+    fn takes_stop(&self) -> bool;
+
+    /// The model as configured (`openai/gpt-4o`).
+    fn model(&self) -> &str;
 }
 
 /// Everything a client needs besides its wire format.
@@ -119,19 +142,14 @@ impl Core {
             answer.model.as_str()
         };
         Ok(Completion {
-            model_response: model_response(
-                &answer.response_id,
-                model,
-                &answer.text,
-                &answer.tool_calls,
-                answer.finish_reason.as_deref(),
-                &answer.usage,
-            ),
+            model_response: model_response(&answer, model),
             cost: self.price.map(|price| price.cost(&answer.usage)),
             response_id: answer.response_id,
             text: answer.text,
             tool_calls: answer.tool_calls,
             finish_reason: answer.finish_reason,
+            reasoning: Some(answer.reasoning).filter(|r| !r.is_empty()),
+            thinking_blocks: answer.thinking_blocks,
             usage: answer.usage,
             latency,
         })

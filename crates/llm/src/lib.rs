@@ -3,9 +3,10 @@
 //! Messages, streamed or not, retried on rate limits and server errors, with usage and cost.
 //!
 //! Each concern has its file: `model` (names, providers, prices), `types` (requests and
-//! answers), `openai` and `anthropic` (the wire formats), `http` (what both share), `retry`
-//! (when and how long to wait), `error` (what went wrong, by what to do about it), `metrics`
-//! (the `llm_metrics` totals).
+//! answers), `openai` and `anthropic` (the wire formats), `http` (what both share),
+//! `tool_calling` (tools in `tools` or in the prompt) and `prompted` (the prompt's format),
+//! `retry` (when and how long to wait), `error` (what went wrong, by what to do about it),
+//! `metrics` (the `llm_metrics` totals).
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ mod http;
 mod metrics;
 mod model;
 mod openai;
+mod prompted;
 mod retry;
+mod tool_calling;
 mod types;
 
 pub use anthropic::DEFAULT_MAX_TOKENS;
@@ -29,6 +32,8 @@ pub use model::{
 };
 pub use retry::{RetryObserver, RetryPolicy, retry_after};
 pub use types::{Completion, CompletionRequest, Message, Role, ToolCall, ToolSpec, Usage};
+
+use tool_calling::{Mode, ToolCalling};
 
 /// A model the agent can ask for the next step.
 #[async_trait::async_trait]
@@ -67,6 +72,20 @@ pub struct LlmSettings {
     pub output_cost_per_million: Option<f64>,
     /// The most one attempt may take, answer included.
     pub timeout: Duration,
+    /// `Some(true)`: tools always go in the request's `tools`. `Some(false)`: they are always
+    /// described in the prompt, and calls read from the answer's text, for models and servers
+    /// without tool calling. `None` (the default): native, until the server refuses `tools`
+    /// (vLLM without `--enable-auto-tool-choice`, an Ollama model without tools, llama.cpp
+    /// without `--jinja`...); the client then uses the prompt for the rest of its life.
+    pub native_tool_calling: Option<bool>,
+    /// `low`, `medium` or `high`, sent as `reasoning_effort` to OpenAI-wire models that take it
+    /// (o-series, gpt-5, gpt-oss, Gemini 2.5, DeepSeek R1, wherever served). Not sent to other
+    /// models, nor turned into Anthropic thinking (as in the original): for Claude, set
+    /// `thinking_budget_tokens`.
+    pub reasoning_effort: Option<String>,
+    /// Anthropic's extended thinking, with this budget (at least 1024 tokens); `max_tokens`
+    /// grows by it, and no temperature is sent. Only for Anthropic's wire.
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 impl Default for LlmSettings {
@@ -83,6 +102,9 @@ impl Default for LlmSettings {
             input_cost_per_million: None,
             output_cost_per_million: None,
             timeout: Duration::from_secs(600),
+            native_tool_calling: None,
+            reasoning_effort: None,
+            thinking_budget_tokens: None,
         }
     }
 }
@@ -101,14 +123,27 @@ impl fmt::Debug for LlmSettings {
             .field("input_cost_per_million", &self.input_cost_per_million)
             .field("output_cost_per_million", &self.output_cost_per_million)
             .field("timeout", &self.timeout)
+            .field("native_tool_calling", &self.native_tool_calling)
+            .field("reasoning_effort", &self.reasoning_effort)
+            .field("thinking_budget_tokens", &self.thinking_budget_tokens)
             .finish()
     }
 }
 
 /// A client for the configured model. Fails when the model names no provider and no base URL
-/// is given, or when a hosted provider is configured without a key.
+/// is given, when a hosted provider is configured without a key, or when `reasoning_effort` or
+/// `thinking_budget_tokens` holds a value no provider takes.
 pub fn connect(settings: &LlmSettings) -> Result<Arc<dyn LlmClient>, LlmError> {
     let id = ModelId::parse(&settings.model)?;
+    let effort = reasoning_effort(settings.reasoning_effort.as_deref())?;
+    if let Some(budget) = settings.thinking_budget_tokens
+        && budget < anthropic::MIN_THINKING_BUDGET
+    {
+        return Err(LlmError::NotConfigured(format!(
+            "thinking_budget_tokens is {budget}; Anthropic takes at least {}",
+            anthropic::MIN_THINKING_BUDGET
+        )));
+    }
     let base_url = settings
         .base_url
         .as_deref()
@@ -155,8 +190,41 @@ pub fn connect(settings: &LlmSettings) -> Result<Arc<dyn LlmClient>, LlmError> {
         ),
         settings.timeout,
     )?;
+    let mode = match settings.native_tool_calling {
+        Some(true) => Mode::Native,
+        Some(false) => Mode::Prompted,
+        None => Mode::Auto,
+    };
     Ok(match id.provider {
-        Provider::OpenAi => Arc::new(openai::OpenAiClient::new(core, &base_url)),
-        Provider::Anthropic => Arc::new(anthropic::AnthropicClient::new(core, &base_url)),
+        Provider::OpenAi => {
+            if settings.thinking_budget_tokens.is_some() {
+                tracing::info!(model = %settings.model, "thinking_budget_tokens is for Anthropic's wire only; not sent");
+            }
+            let wire = openai::OpenAiClient::new(core, &base_url, effort);
+            Arc::new(ToolCalling::new(wire, mode))
+        }
+        Provider::Anthropic => {
+            if effort.is_some() {
+                tracing::info!(model = %settings.model, "reasoning_effort is not sent to Anthropic; set thinking_budget_tokens for extended thinking");
+            }
+            let wire =
+                anthropic::AnthropicClient::new(core, &base_url, settings.thinking_budget_tokens);
+            Arc::new(ToolCalling::new(wire, mode))
+        }
     })
+}
+
+/// The setting as the value sent; unset or empty is none.
+fn reasoning_effort(setting: Option<&str>) -> Result<Option<&'static str>, LlmError> {
+    let Some(effort) = setting.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    match effort.to_ascii_lowercase().as_str() {
+        "low" => Ok(Some("low")),
+        "medium" => Ok(Some("medium")),
+        "high" => Ok(Some("high")),
+        _ => Err(LlmError::NotConfigured(format!(
+            "reasoning_effort `{effort}` is not one of low, medium, high"
+        ))),
+    }
 }

@@ -11,9 +11,8 @@ use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
 
-use crate::LlmClient;
 use crate::error::{LlmError, error_message};
-use crate::http::{self, Answer, Core};
+use crate::http::{self, Answer, Core, Wire};
 use crate::model::OPENAI_BASE_URL;
 use crate::retry::RetryObserver;
 use crate::types::{Completion, CompletionRequest, Message, Role, ToolCall, Usage};
@@ -23,20 +22,39 @@ pub(crate) struct OpenAiClient {
     url: String,
     /// OpenAI itself, whose newer models refuse `max_tokens` and a set temperature.
     official: bool,
+    /// `low`, `medium` or `high`, for a model that takes it.
+    reasoning_effort: Option<&'static str>,
 }
 
 impl OpenAiClient {
-    pub(crate) fn new(core: Core, base_url: &str) -> OpenAiClient {
+    /// `reasoning_effort` is sent only to models known to take it (see
+    /// [`takes_reasoning_effort`]); others refuse it or ignore it.
+    pub(crate) fn new(
+        core: Core,
+        base_url: &str,
+        reasoning_effort: Option<&'static str>,
+    ) -> OpenAiClient {
         let base = base_url.trim_end_matches('/');
         let url = if base.ends_with("/chat/completions") {
             base.to_owned()
         } else {
             format!("{base}/chat/completions")
         };
+        let reasoning_effort = reasoning_effort.filter(|_| {
+            let takes = takes_reasoning_effort(&core.name);
+            if !takes {
+                tracing::info!(
+                    model = %core.model,
+                    "reasoning_effort is not sent: this model is not known to take it"
+                );
+            }
+            takes
+        });
         OpenAiClient {
             core,
             url,
             official: base == OPENAI_BASE_URL,
+            reasoning_effort,
         }
     }
 
@@ -52,7 +70,7 @@ impl OpenAiClient {
         Ok(headers)
     }
 
-    fn body(&self, request: &CompletionRequest) -> Value {
+    fn body(&self, request: &CompletionRequest, stop: &[&str]) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), self.core.name.clone().into());
         body.insert(
@@ -88,6 +106,12 @@ impl OpenAiClient {
         {
             body.insert("temperature".into(), temperature.into());
         }
+        if let Some(effort) = self.reasoning_effort {
+            body.insert("reasoning_effort".into(), effort.into());
+        }
+        if !stop.is_empty() {
+            body.insert("stop".into(), json!(stop));
+        }
         if self.core.stream {
             body.insert("stream".into(), true.into());
             body.insert("stream_options".into(), json!({"include_usage": true}));
@@ -97,10 +121,11 @@ impl OpenAiClient {
 }
 
 #[async_trait]
-impl LlmClient for OpenAiClient {
-    async fn complete(
+impl Wire for OpenAiClient {
+    async fn send(
         &self,
         request: &CompletionRequest,
+        stop: &[&str],
         observer: &dyn RetryObserver,
     ) -> Result<Completion, LlmError> {
         let stream = self.core.stream;
@@ -108,7 +133,7 @@ impl LlmClient for OpenAiClient {
             .complete(
                 &self.url,
                 self.headers()?,
-                self.body(request),
+                self.body(request, stop),
                 observer,
                 |response| async move {
                     if stream && !http::is_json(&response) {
@@ -121,17 +146,54 @@ impl LlmClient for OpenAiClient {
             .await
     }
 
+    fn takes_stop(&self) -> bool {
+        takes_stop(&self.core.name)
+    }
+
     fn model(&self) -> &str {
         &self.core.model
     }
 }
 
+/// The bare model name, lower case: no `provider/` path, no Ollama `:tag`.
+fn base_name(name: &str) -> String {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    let name = name.split(':').next().unwrap_or(name);
+    name.trim().to_lowercase()
+}
+
 /// o1, o3, o4-mini, gpt-5...: models that take no temperature but the default.
 fn is_reasoning_model(name: &str) -> bool {
-    let name = name.rsplit('/').next().unwrap_or(name);
+    let name = base_name(name);
     name.strip_prefix('o')
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         || name.starts_with("gpt-5")
+}
+
+/// Models that take `reasoning_effort`, whoever serves them (OpenRouter and LiteLLM pass it
+/// on): OpenAI's o-series but o1-mini and o1-preview, the gpt-5 family but its chat models, and
+/// the others the original sends it to (Gemini 2.5, DeepSeek R1), plus OpenAI's open gpt-oss,
+/// which vLLM and Ollama serve with it.
+fn takes_reasoning_effort(name: &str) -> bool {
+    let name = base_name(name);
+    let refused = ["o1-mini", "o1-preview", "gpt-5-chat"];
+    if refused.iter().any(|r| name.starts_with(r)) {
+        return false;
+    }
+    is_reasoning_model(&name)
+        || ["gpt-oss", "gemini-2.5", "deepseek-r1"]
+            .iter()
+            .any(|family| name.starts_with(family))
+}
+
+/// Stop sequences are refused by OpenAI's reasoning models, and, as the original notes, by
+/// grok-4 and DeepSeek R1.
+fn takes_stop(name: &str) -> bool {
+    let name = base_name(name);
+    !(is_reasoning_model(&name)
+        || ["grok-4", "grok-code-fast", "deepseek-r1"]
+            .iter()
+            .any(|family| name.starts_with(family)))
 }
 
 /// The messages in OpenAI's form. Tool messages cannot hold images there, so a tool result's
@@ -231,14 +293,47 @@ fn read_json(body: Value) -> Result<Answer, LlmError> {
                 .collect()
         })
         .unwrap_or_default();
+    let mut reasoning = Reasoning::default();
+    reasoning.add(message);
     Ok(Answer {
         response_id: text(body.get("id")).unwrap_or_default(),
         model: text(body.get("model")).unwrap_or_default(),
         text: content_text(message.get("content")),
         tool_calls,
         finish_reason: text(choice.get("finish_reason")),
+        reasoning: reasoning.text(),
         usage: body.get("usage").map(usage).unwrap_or_default(),
+        ..Answer::default()
     })
+}
+
+/// Reasoning text under either name servers give it: `reasoning_content` (DeepSeek, vLLM,
+/// LiteLLM) or `reasoning` (OpenRouter, Ollama). Kept apart because a server may send both with
+/// the same text.
+#[derive(Default)]
+struct Reasoning {
+    content: String,
+    reasoning: String,
+}
+
+impl Reasoning {
+    /// Adds what a message or a delta holds.
+    fn add(&mut self, message: &Value) {
+        if let Some(piece) = message.get("reasoning_content").and_then(Value::as_str) {
+            self.content.push_str(piece);
+        }
+        if let Some(piece) = message.get("reasoning").and_then(Value::as_str) {
+            self.reasoning.push_str(piece);
+        }
+    }
+
+    fn text(self) -> String {
+        if self.content.is_empty() {
+            self.reasoning
+        } else {
+            self.content
+        }
+    }
 }
 
 /// A tool call as its deltas arrive.
@@ -254,6 +349,7 @@ async fn read_stream(response: reqwest::Response) -> Result<Answer, LlmError> {
     let mut events = pin!(http::events(response));
     let mut answer = Answer::default();
     let mut calls: BTreeMap<u64, PartialCall> = BTreeMap::new();
+    let mut reasoning = Reasoning::default();
     let mut done = false;
     while let Some(event) = events.next().await {
         let event = event?;
@@ -296,6 +392,7 @@ async fn read_stream(response: reqwest::Response) -> Result<Answer, LlmError> {
         if let Some(content) = delta.get("content").and_then(Value::as_str) {
             answer.text.push_str(content);
         }
+        reasoning.add(delta);
         let deltas = delta.get("tool_calls").and_then(Value::as_array);
         for (position, call) in deltas.into_iter().flatten().enumerate() {
             add_call_delta(&mut calls, position, call);
@@ -308,6 +405,7 @@ async fn read_stream(response: reqwest::Response) -> Result<Answer, LlmError> {
             "the answer stream ended before the answer was complete".into(),
         ));
     }
+    answer.reasoning = reasoning.text();
     answer.tool_calls = calls
         .into_values()
         .filter(|call| !call.name.is_empty())
@@ -458,5 +556,51 @@ mod tests {
         assert!(is_reasoning_model("gpt-5-mini"));
         assert!(!is_reasoning_model("gpt-4o"));
         assert!(!is_reasoning_model("ollama"));
+    }
+
+    #[test]
+    fn reasoning_effort_goes_to_the_models_that_take_it_wherever_they_are_served() {
+        for name in [
+            "o3",
+            "o4-mini-2025-04-16",
+            "gpt-5",
+            "openai/gpt-5-mini",
+            "o1",
+            "gpt-oss:20b",
+            "google/gemini-2.5-pro",
+            "deepseek/deepseek-r1-0528",
+        ] {
+            assert!(takes_reasoning_effort(name), "{name}");
+        }
+        for name in [
+            "gpt-4o",
+            "o1-mini",
+            "gpt-5-chat-latest",
+            "llama3.1:8b",
+            "Qwen/Qwen2.5-Coder-7B",
+        ] {
+            assert!(!takes_reasoning_effort(name), "{name}");
+        }
+        assert!(takes_stop("gpt-4o") && takes_stop("qwen2.5-coder:7b"));
+        assert!(!takes_stop("o3-mini") && !takes_stop("gpt-5") && !takes_stop("grok-4-0709"));
+    }
+
+    #[test]
+    fn reasoning_is_read_under_either_name() {
+        let whole = |message: Value| {
+            read_json(json!({"choices": [{"message": message, "finish_reason": "stop"}]}))
+                .unwrap()
+                .reasoning
+        };
+        assert_eq!(
+            whole(json!({"content": "4", "reasoning_content": "2+2"})),
+            "2+2"
+        );
+        assert_eq!(whole(json!({"content": "4", "reasoning": "2+2"})), "2+2");
+        assert_eq!(
+            whole(json!({"content": "4", "reasoning": "same", "reasoning_content": "same"})),
+            "same"
+        );
+        assert_eq!(whole(json!({"content": "4"})), "");
     }
 }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+use crate::http::Answer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,6 +31,11 @@ pub struct Message {
     /// http(s) URLs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// An assistant message's thinking, as Anthropic gave it (`thinking` blocks with their
+    /// signatures, `redacted_thinking` blocks): sent back first in that message, as Anthropic
+    /// requires when thinking is on and tool results follow. Other providers ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking_blocks: Vec<Value>,
 }
 
 impl Message {
@@ -60,6 +67,12 @@ impl Message {
         self
     }
 
+    /// The same message with these thinking blocks ([`Completion::thinking_blocks`]).
+    pub fn with_thinking_blocks(mut self, blocks: Vec<Value>) -> Message {
+        self.thinking_blocks = blocks;
+        self
+    }
+
     fn text(role: Role, content: impl Into<String>) -> Message {
         Message {
             role,
@@ -67,6 +80,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             images: Vec::new(),
+            thinking_blocks: Vec::new(),
         }
     }
 }
@@ -118,10 +132,18 @@ pub struct Completion {
     /// Why the model stopped, in OpenAI's words: `stop`, `tool_calls`, `length`, or whatever
     /// else the provider said.
     pub finish_reason: Option<String>,
+    /// What the model wrote while reasoning, when the provider shows it: OpenAI-compatible
+    /// servers' `reasoning_content` or `reasoning`, the text of Anthropic's thinking blocks.
+    pub reasoning: Option<String>,
+    /// Anthropic's `thinking` and `redacted_thinking` blocks exactly as received, signatures
+    /// included: put them on the assistant message ([`Message::with_thinking_blocks`]) so they
+    /// go back with it.
+    pub thinking_blocks: Vec<Value>,
     pub usage: Usage,
     /// The answer as an OpenAI ChatCompletion object (`id`, `model`, `choices[0].message` with
-    /// `content` and `tool_calls`, `usage`), whichever provider gave it: OpenHands events carry
-    /// this as `tool_call_metadata.model_response`.
+    /// `content` and `tool_calls`, and, as LiteLLM gives them, `reasoning_content` and
+    /// `thinking_blocks` when there are any; `usage`), whichever provider gave it: OpenHands
+    /// events carry this as `tool_call_metadata.model_response`.
     pub model_response: Value,
     /// From sending the request to the end of the answer, for the attempt that succeeded.
     pub latency: Duration,
@@ -130,19 +152,51 @@ pub struct Completion {
 }
 
 /// The OpenAI ChatCompletion object for an answer, in the key order LiteLLM gives it.
-pub(crate) fn model_response(
-    response_id: &str,
-    model: &str,
-    text: &str,
-    tool_calls: &[ToolCall],
-    finish_reason: Option<&str>,
-    usage: &Usage,
-) -> Value {
+pub(crate) fn model_response(answer: &Answer, model: &str) -> Value {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let tool_calls: Option<Vec<Value>> = (!tool_calls.is_empty()).then(|| {
+    let usage = &answer.usage;
+    let mut response = json!({
+        "id": answer.response_id,
+        "created": created,
+        "model": model,
+        "object": "chat.completion",
+        "system_fingerprint": null,
+        "choices": [{
+            "finish_reason": answer.finish_reason,
+            "index": 0,
+            "message": {"role": "assistant"},
+        }],
+        "usage": {
+            "completion_tokens": usage.completion_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cache_read_tokens,
+        },
+    });
+    if let Some(Value::Object(message)) = response.pointer_mut("/choices/0/message") {
+        set_message(message, &answer.text, &answer.tool_calls);
+        if !answer.reasoning.is_empty() {
+            message.insert("reasoning_content".into(), answer.reasoning.clone().into());
+        }
+        if !answer.thinking_blocks.is_empty() {
+            message.insert(
+                "thinking_blocks".into(),
+                Value::Array(answer.thinking_blocks.clone()),
+            );
+        }
+    }
+    response
+}
+
+/// Writes an answer's text and calls into a `choices[0].message` object, as OpenAI does: null
+/// content when there is no text, null `tool_calls` when there are no calls.
+pub(crate) fn set_message(message: &mut Map<String, Value>, text: &str, tool_calls: &[ToolCall]) {
+    let calls: Option<Vec<Value>> = (!tool_calls.is_empty()).then(|| {
         tool_calls
             .iter()
             .map(|call| {
@@ -154,29 +208,12 @@ pub(crate) fn model_response(
             })
             .collect()
     });
-    json!({
-        "id": response_id,
-        "created": created,
-        "model": model,
-        "object": "chat.completion",
-        "system_fingerprint": null,
-        "choices": [{
-            "finish_reason": finish_reason,
-            "index": 0,
-            "message": {
-                "content": if text.is_empty() { Value::Null } else { Value::from(text) },
-                "role": "assistant",
-                "tool_calls": tool_calls,
-                "function_call": null,
-            },
-        }],
-        "usage": {
-            "completion_tokens": usage.completion_tokens,
-            "prompt_tokens": usage.prompt_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
-            "cache_creation_input_tokens": usage.cache_write_tokens,
-            "cache_read_input_tokens": usage.cache_read_tokens,
-        },
-    })
+    let content = if text.is_empty() {
+        Value::Null
+    } else {
+        Value::from(text)
+    };
+    message.insert("content".into(), content);
+    message.insert("tool_calls".into(), json!(calls));
+    message.insert("function_call".into(), Value::Null);
 }

@@ -42,11 +42,18 @@ fn usage(reply: &Reply) -> Value {
 }
 
 fn stop_reason(reply: &Reply) -> &'static str {
-    if reply.turn.tool_calls.is_empty() {
-        "end_turn"
-    } else {
+    if !reply.calls.is_empty() {
         "tool_use"
+    } else if reply.stopped_at.is_some() {
+        "stop_sequence"
+    } else {
+        "end_turn"
     }
+}
+
+/// The signature of a turn's thinking: made up, but the client must give it back unchanged.
+fn signature(reply: &Reply) -> String {
+    format!("scripted-signature-{}", reply.response_number)
 }
 
 fn tool_input(arguments: &Value) -> Value {
@@ -61,10 +68,17 @@ fn tool_input(arguments: &Value) -> Value {
 pub(crate) fn message(reply: &Reply) -> Value {
     let turn = reply.turn;
     let mut content = Vec::new();
-    if !turn.text.is_empty() {
-        content.push(json!({"type": "text", "text": turn.text}));
+    if let Some(thinking) = &turn.reasoning {
+        content
+            .push(json!({"type": "thinking", "thinking": thinking, "signature": signature(reply)}));
     }
-    for (call, id) in turn.tool_calls.iter().zip(&reply.call_ids) {
+    if let Some(data) = &turn.redacted_thinking {
+        content.push(json!({"type": "redacted_thinking", "data": data}));
+    }
+    if !reply.text.is_empty() {
+        content.push(json!({"type": "text", "text": reply.text}));
+    }
+    for (call, id) in reply.calls.iter().zip(&reply.call_ids) {
         content.push(json!({
             "type": "tool_use",
             "id": format!("toolu_{id}"),
@@ -79,7 +93,7 @@ pub(crate) fn message(reply: &Reply) -> Value {
         "model": reply.model,
         "content": content,
         "stop_reason": stop_reason(reply),
-        "stop_sequence": null,
+        "stop_sequence": reply.stopped_at,
         "usage": usage(reply),
     })
 }
@@ -111,13 +125,49 @@ pub(crate) fn stream(reply: &Reply) -> Response {
     );
     push("ping", json!({"type": "ping"}));
     let mut index = 0;
-    if !turn.text.is_empty() {
+    if let Some(thinking) = &turn.reasoning {
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "thinking", "thinking": ""}}),
+        );
+        for piece in pieces(thinking, turn.chunk_chars) {
+            push(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "thinking_delta", "thinking": piece}}),
+            );
+        }
+        push(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index,
+                   "delta": {"type": "signature_delta", "signature": signature(reply)}}),
+        );
+        push(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
+        index += 1;
+    }
+    if let Some(data) = &turn.redacted_thinking {
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "redacted_thinking", "data": data}}),
+        );
+        push(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
+        index += 1;
+    }
+    if !reply.text.is_empty() {
         push(
             "content_block_start",
             json!({"type": "content_block_start", "index": index,
                    "content_block": {"type": "text", "text": ""}}),
         );
-        for piece in pieces(&turn.text, turn.chunk_chars) {
+        for piece in pieces(&reply.text, turn.chunk_chars) {
             push(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": index,
@@ -130,7 +180,7 @@ pub(crate) fn stream(reply: &Reply) -> Response {
         );
         index += 1;
     }
-    for (call, id) in turn.tool_calls.iter().zip(&reply.call_ids) {
+    for (call, id) in reply.calls.iter().zip(&reply.call_ids) {
         push(
             "content_block_start",
             json!({"type": "content_block_start", "index": index, "content_block": {
@@ -159,7 +209,7 @@ pub(crate) fn stream(reply: &Reply) -> Response {
     push(
         "message_delta",
         json!({"type": "message_delta",
-               "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
+               "delta": {"stop_reason": stop_reason(reply), "stop_sequence": reply.stopped_at},
                "usage": end_usage}),
     );
     push("message_stop", json!({"type": "message_stop"}));

@@ -7,6 +7,11 @@
 //! `GET /requests` lists their bodies, and `POST /script` replaces the script (and starts it
 //! over) while it runs.
 //!
+//! For clients without native tool calling, a script can refuse `tools` as vLLM or Ollama do
+//! ([`Script::refusing_tools`]), and its tool calls are written as text to a request that
+//! describes the tools in its prompt instead ([`Turn`]). A turn can show reasoning
+//! ([`Turn::with_reasoning`]): OpenAI's `reasoning_content`, Anthropic's signed `thinking`.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
@@ -38,7 +43,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::task::JoinHandle;
 
-pub use script::{Script, ScriptedCall, ScriptedUsage, Turn, WhenDone};
+pub use script::{Script, ScriptedCall, ScriptedUsage, ToolsRefusal, Turn, WhenDone};
 
 /// One request the server received.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -180,8 +185,8 @@ impl Shared {
         self.next_turn.store(0, Ordering::SeqCst);
     }
 
-    /// Records the request and takes the turn that answers it.
-    fn take_turn(&self, path: &str, headers: &HeaderMap, body: &Bytes) -> (Turn, Value) {
+    /// Records the request and takes the turn that answers it, or the refusal of its tools.
+    fn take_turn(&self, path: &str, headers: &HeaderMap, body: &Bytes) -> (Taken, Value) {
         let body = serde_json::from_slice(body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
         let headers = headers
@@ -199,19 +204,39 @@ impl Shared {
             body: body.clone(),
         };
         let offers_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-        if let (false, Some(aside)) = (offers_tools, lock(&self.script).aside.clone()) {
+        let (aside, refuse_tools) = {
+            let script = lock(&self.script);
+            (script.aside.clone(), script.refuse_tools)
+        };
+        if let (false, false, Some(aside)) = (offers_tools, describes_tools(&body), aside) {
             lock(&self.asides).push(recorded);
-            return (Turn::text(aside), body);
+            return (Taken::Turn(Box::new(Turn::text(aside))), body);
         }
         lock(&self.requests).push(recorded);
+        if let (true, Some(server)) = (offers_tools, refuse_tools) {
+            return (Taken::Refused(server), body);
+        }
         let n = self.next_turn.fetch_add(1, Ordering::SeqCst);
         let turn = lock(&self.script).turn(usize::try_from(n).unwrap_or(usize::MAX));
-        (turn, body)
+        (Taken::Turn(Box::new(turn)), body)
     }
 
     fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::SeqCst)
     }
+}
+
+/// What answers a request.
+enum Taken {
+    Turn(Box<Turn>),
+    /// Its `tools`, refused as this server refuses them.
+    Refused(ToolsRefusal),
+}
+
+/// Whether a request describes tools in its prompt for calls written as text, as a client
+/// without native tool calling does.
+fn describes_tools(request: &Value) -> bool {
+    request.to_string().contains("<function=")
 }
 
 /// A test server has nothing to protect from a panicked holder: carry on with the data.
@@ -228,22 +253,51 @@ pub(crate) struct Reply<'a> {
     /// The number of the response; tool call `i` gets `call_ids[i]`.
     pub response_number: u64,
     pub call_ids: Vec<u64>,
+    /// The answer's text: the turn's, with its calls written in when the request wants them
+    /// as text, cut at the first stop sequence.
+    pub text: String,
+    /// The calls sent as native calls: none when written in the text.
+    pub calls: &'a [ScriptedCall],
+    /// The stop sequence the text was cut at.
+    pub stopped_at: Option<String>,
 }
 
 impl<'a> Reply<'a> {
     fn new(shared: &Shared, turn: &'a Turn, request: &'a Value) -> Reply<'a> {
-        let model = request
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("scripted")
-            .to_owned();
+        let model = request_model(request);
+        let as_text = request["tools"].as_array().is_none_or(|t| t.is_empty())
+            && describes_tools(request)
+            && !turn.tool_calls.is_empty();
+        let (mut text, calls) = if as_text {
+            let mut text = turn.text.clone();
+            for call in &turn.tool_calls {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&call.prompted_text());
+            }
+            (text, &[][..])
+        } else {
+            (turn.text.clone(), turn.tool_calls.as_slice())
+        };
+        let stopped_at = stop_sequences(request)
+            .into_iter()
+            .filter_map(|stop| text.find(&stop).map(|at| (at, stop)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(at, stop)| {
+                text.truncate(at);
+                stop
+            });
         Reply {
             turn,
             request,
             model,
             usage: usage(turn, request),
             response_number: shared.next_id(),
-            call_ids: turn.tool_calls.iter().map(|_| shared.next_id()).collect(),
+            call_ids: calls.iter().map(|_| shared.next_id()).collect(),
+            text,
+            calls,
+            stopped_at,
         }
     }
 
@@ -252,11 +306,38 @@ impl<'a> Reply<'a> {
     }
 }
 
+fn request_model(request: &Value) -> String {
+    request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("scripted")
+        .to_owned()
+}
+
+/// The request's stop sequences: OpenAI's `stop` (a string or a list), Anthropic's
+/// `stop_sequences`.
+fn stop_sequences(request: &Value) -> Vec<String> {
+    let stop = request
+        .get("stop")
+        .or_else(|| request.get("stop_sequences"));
+    match stop {
+        Some(Value::String(stop)) => vec![stop.clone()],
+        Some(Value::Array(stops)) => stops
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The turn's usage, or one made from the sizes of request and answer (about four characters a
 /// token), so that usage is never zero unless scripted so.
 fn usage(turn: &Turn, request: &Value) -> ScriptedUsage {
     turn.usage.unwrap_or_else(|| {
         let answer: usize = turn.text.chars().count()
+            + turn.reasoning.as_deref().map_or(0, |r| r.chars().count())
             + turn
                 .tool_calls
                 .iter()
@@ -310,7 +391,13 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (turn, request) = shared.take_turn(uri.path(), &headers, &body);
+    let (turn, request) = match shared.take_turn(uri.path(), &headers, &body) {
+        (Taken::Turn(turn), request) => (*turn, request),
+        (Taken::Refused(server), request) => {
+            let body = openai::refusal_body(server, &request_model(&request));
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
     tokio::time::sleep(Duration::from_millis(turn.delay_ms)).await;
     if turn.status != 200 {
         let message = error_message(&turn, &headers);
@@ -330,7 +417,14 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (turn, request) = shared.take_turn(uri.path(), &headers, &body);
+    let (turn, request) = match shared.take_turn(uri.path(), &headers, &body) {
+        (Taken::Turn(turn), request) => (*turn, request),
+        (Taken::Refused(server), request) => {
+            let message = server.message(&request_model(&request));
+            let body = anthropic::error_body(400, &message);
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
     tokio::time::sleep(Duration::from_millis(turn.delay_ms)).await;
     if turn.status != 200 {
         let message = error_message(&turn, &headers);

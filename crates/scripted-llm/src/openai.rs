@@ -8,7 +8,7 @@ use axum::response::sse::Event;
 use serde_json::{Value, json};
 
 use crate::script::pieces;
-use crate::{Reply, ScriptedUsage, now, sse};
+use crate::{Reply, ScriptedUsage, ToolsRefusal, now, sse};
 
 pub(crate) fn error_body(status: u16, message: &str) -> Value {
     let (kind, code) = match status {
@@ -18,6 +18,24 @@ pub(crate) fn error_body(status: u16, message: &str) -> Value {
         _ => ("server_error", "server_error"),
     };
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// A refusal of `tools` in the server's own shape: vLLM's top-level error object, Ollama's
+/// OpenAI-compatible one.
+pub(crate) fn refusal_body(server: ToolsRefusal, model: &str) -> Value {
+    let message = server.message(model);
+    match server {
+        ToolsRefusal::Vllm => json!({
+            "object": "error",
+            "message": message,
+            "type": "BadRequestError",
+            "param": null,
+            "code": 400,
+        }),
+        ToolsRefusal::Ollama => {
+            json!({"error": {"message": message, "type": "api_error", "param": null, "code": null}})
+        }
+    }
 }
 
 fn usage(usage: &ScriptedUsage) -> Value {
@@ -30,7 +48,7 @@ fn usage(usage: &ScriptedUsage) -> Value {
 }
 
 fn finish_reason(reply: &Reply) -> &'static str {
-    if reply.turn.tool_calls.is_empty() {
+    if reply.calls.is_empty() {
         "stop"
     } else {
         "tool_calls"
@@ -46,11 +64,14 @@ pub(crate) fn completion(reply: &Reply) -> Value {
     let turn = reply.turn;
     let mut message = json!({
         "role": "assistant",
-        "content": if turn.text.is_empty() { Value::Null } else { Value::from(turn.text.as_str()) },
+        "content": if reply.text.is_empty() { Value::Null } else { Value::from(reply.text.as_str()) },
     });
-    if !turn.tool_calls.is_empty() {
-        let calls: Vec<Value> = turn
-            .tool_calls
+    if let Some(reasoning) = &turn.reasoning {
+        message[turn.openai_reasoning_field()] = Value::from(reasoning.as_str());
+    }
+    if !reply.calls.is_empty() {
+        let calls: Vec<Value> = reply
+            .calls
             .iter()
             .zip(&reply.call_ids)
             .map(|(call, id)| {
@@ -92,12 +113,19 @@ pub(crate) fn stream(reply: &Reply) -> Response {
         })
     };
     let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    if !turn.text.is_empty() {
-        for piece in pieces(&turn.text, turn.chunk_chars) {
+    if let Some(reasoning) = &turn.reasoning {
+        for piece in pieces(reasoning, turn.chunk_chars) {
+            let mut delta = json!({});
+            delta[turn.openai_reasoning_field()] = Value::from(piece);
+            chunks.push(chunk(delta, None));
+        }
+    }
+    if !reply.text.is_empty() {
+        for piece in pieces(&reply.text, turn.chunk_chars) {
             chunks.push(chunk(json!({"content": piece}), None));
         }
     }
-    for (index, (call, call_id)) in turn.tool_calls.iter().zip(&reply.call_ids).enumerate() {
+    for (index, (call, call_id)) in reply.calls.iter().zip(&reply.call_ids).enumerate() {
         chunks.push(chunk(
             json!({"tool_calls": [{
                 "index": index,

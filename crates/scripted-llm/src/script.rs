@@ -15,6 +15,35 @@ pub struct Script {
     /// apart from the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aside: Option<String>,
+    /// When set, a request that offers `tools` is refused with a 400 worded as this server
+    /// words it, as a server without tool calling does; it is recorded but uses no turn. A
+    /// client that then describes the tools in its prompt gets the turns, tool calls written as
+    /// text (see [`Turn`]). In JSON: `"refuse_tools": "vllm"` or `"ollama"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_tools: Option<ToolsRefusal>,
+}
+
+/// Which server's words a refusal of `tools` is given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolsRefusal {
+    /// vLLM started without `--enable-auto-tool-choice`: `"auto" tool choice requires
+    /// --enable-auto-tool-choice and --tool-call-parser to be set`, in vLLM's error shape.
+    Vllm,
+    /// An Ollama model without tool support: `<model> does not support tools`.
+    Ollama,
+}
+
+impl ToolsRefusal {
+    /// The refusal's message for a request for `model`.
+    pub fn message(self, model: &str) -> String {
+        match self {
+            ToolsRefusal::Vllm => "\"auto\" tool choice requires --enable-auto-tool-choice and \
+                                   --tool-call-parser to be set"
+                .to_owned(),
+            ToolsRefusal::Ollama => format!("{model} does not support tools"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +62,15 @@ impl Script {
             turns,
             when_done: WhenDone::Done,
             aside: None,
+            refuse_tools: None,
         }
+    }
+
+    /// Refuses every request that offers `tools`, as `server` does when it has no tool calling
+    /// (see [`Script::refuse_tools`]).
+    pub fn refusing_tools(mut self, server: ToolsRefusal) -> Script {
+        self.refuse_tools = Some(server);
+        self
     }
 
     /// Answers side questions (requests without tools) with `text`, outside the turns.
@@ -69,6 +106,8 @@ impl<'de> Deserialize<'de> for Script {
                 when_done: WhenDone,
                 #[serde(default)]
                 aside: Option<String>,
+                #[serde(default)]
+                refuse_tools: Option<ToolsRefusal>,
             },
         }
         Ok(match Form::deserialize(deserializer)? {
@@ -77,10 +116,12 @@ impl<'de> Deserialize<'de> for Script {
                 turns,
                 when_done,
                 aside,
+                refuse_tools,
             } => Script {
                 turns,
                 when_done,
                 aside,
+                refuse_tools,
             },
         })
     }
@@ -88,6 +129,13 @@ impl<'de> Deserialize<'de> for Script {
 
 /// One answer. A `status` other than 200 answers with that error instead (in the provider's
 /// error shape, with `Retry-After` when `retry_after` is set).
+///
+/// Tool calls are sent as native calls, except to a request that offers no `tools` but
+/// describes them in its prompt (it holds `<function=`, as a client without native tool
+/// calling writes it): they are then written in the text, after the turn's text, in that
+/// format (`<function=NAME>`, `<parameter=ARG>value</parameter>`, `</function>`), so that one
+/// script serves both kinds of client. Any answer's text ends before the first of the
+/// request's stop sequences (`stop`, `stop_sequences`), as a real server's does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Turn {
@@ -109,6 +157,17 @@ pub struct Turn {
     pub chunk_delay_ms: u64,
     /// Leave usage out of the answer, as some OpenAI-compatible servers do.
     pub omit_usage: bool,
+    /// Reasoning shown before the answer: OpenAI's `reasoning_content` (or
+    /// [`Turn::reasoning_field`]), streamed as deltas too; Anthropic's `thinking` block, with a
+    /// signature (`scripted-signature-N`, N the response's number), streamed as
+    /// `thinking_delta`s and a `signature_delta`.
+    pub reasoning: Option<String>,
+    /// The OpenAI field the reasoning goes in: `reasoning_content` (DeepSeek, vLLM, LiteLLM)
+    /// when not set, or `reasoning` (OpenRouter, Ollama).
+    pub reasoning_field: Option<String>,
+    /// The data of an Anthropic `redacted_thinking` block sent before the answer (after the
+    /// `thinking` block, if any). Not sent over OpenAI.
+    pub redacted_thinking: Option<String>,
 }
 
 impl Default for Turn {
@@ -124,6 +183,9 @@ impl Default for Turn {
             chunk_chars: 3,
             chunk_delay_ms: 0,
             omit_usage: false,
+            reasoning: None,
+            reasoning_field: None,
+            redacted_thinking: None,
         }
     }
 }
@@ -193,6 +255,33 @@ impl Turn {
         self.omit_usage = true;
         self
     }
+
+    /// This turn with reasoning shown before it (see [`Turn::reasoning`]):
+    /// `Turn::text("4").with_reasoning("2 + 2 is 4")`.
+    pub fn with_reasoning(mut self, reasoning: impl Into<String>) -> Turn {
+        self.reasoning = Some(reasoning.into());
+        self
+    }
+
+    /// Sends the reasoning under OpenAI-compatible field `field` (`reasoning`, as OpenRouter
+    /// and Ollama do) instead of `reasoning_content`.
+    pub fn with_reasoning_field(mut self, field: impl Into<String>) -> Turn {
+        self.reasoning_field = Some(field.into());
+        self
+    }
+
+    /// This turn with an Anthropic `redacted_thinking` block holding `data`.
+    pub fn with_redacted_thinking(mut self, data: impl Into<String>) -> Turn {
+        self.redacted_thinking = Some(data.into());
+        self
+    }
+
+    /// The OpenAI field the reasoning goes in.
+    pub fn openai_reasoning_field(&self) -> &str {
+        self.reasoning_field
+            .as_deref()
+            .unwrap_or("reasoning_content")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +299,35 @@ impl ScriptedCall {
             Value::Null => "{}".to_owned(),
             other => other.to_string(),
         }
+    }
+
+    /// The call as a model without native tool calling writes it: each argument as a
+    /// parameter (strings as they are, a value of several lines on lines of its own, other
+    /// values as JSON), or arguments given as a string written as they are.
+    pub fn prompted_text(&self) -> String {
+        let mut out = format!("<function={}>\n", self.name);
+        match &self.arguments {
+            Value::Object(arguments) => {
+                for (name, value) in arguments {
+                    let value = match value {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    if value.contains('\n') {
+                        out.push_str(&format!("<parameter={name}>\n{value}\n</parameter>\n"));
+                    } else {
+                        out.push_str(&format!("<parameter={name}>{value}</parameter>\n"));
+                    }
+                }
+            }
+            Value::String(text) => {
+                out.push_str(text);
+                out.push('\n');
+            }
+            _ => {}
+        }
+        out.push_str("</function>");
+        out
     }
 }
 
@@ -253,6 +371,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(full.turn(3).status, 429);
+    }
+
+    #[test]
+    fn refusals_and_reasoning_read_from_json() {
+        let script: Script = serde_json::from_str(
+            r#"{"turns":[{"text":"4","reasoning":"2+2","reasoning_field":"reasoning"}],"refuse_tools":"ollama"}"#,
+        )
+        .unwrap();
+        assert_eq!(script.refuse_tools, Some(ToolsRefusal::Ollama));
+        assert_eq!(
+            script.turns[0],
+            Turn::text("4")
+                .with_reasoning("2+2")
+                .with_reasoning_field("reasoning")
+        );
+        assert_eq!(
+            ToolsRefusal::Ollama.message("llama2"),
+            "llama2 does not support tools"
+        );
+    }
+
+    #[test]
+    fn calls_are_written_as_text_for_prompted_clients() {
+        let call = ScriptedCall {
+            name: "str_replace_editor".into(),
+            arguments: serde_json::json!({"command": "create", "file_text": "a\nb", "view_range": [1, 2]}),
+        };
+        assert_eq!(
+            call.prompted_text(),
+            "<function=str_replace_editor>\n<parameter=command>create</parameter>\n\
+             <parameter=file_text>\na\nb\n</parameter>\n<parameter=view_range>[1,2]</parameter>\n\
+             </function>"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The scripted server over HTTP: turns in order, the fallback when they run out, recorded
-//! requests, and a script replaced while it runs.
+//! requests, a script replaced while it runs, refused tools and reasoning.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ohd_scripted_llm::{Script, ScriptedLlm, Turn};
+use ohd_scripted_llm::{Script, ScriptedLlm, ToolsRefusal, Turn};
 use serde_json::{Value, json};
 
 async fn post(url: &str, body: Value) -> (u16, Option<String>, Value) {
@@ -75,4 +75,72 @@ async fn a_script_posted_at_run_time_starts_over() {
         let (_, _, answer) = post(&chat, json!({})).await;
         assert_eq!(answer["choices"][0]["message"]["content"], "new");
     }
+}
+
+#[tokio::test]
+async fn tools_are_refused_as_a_server_without_tool_calling_refuses_them() {
+    let script = Script::new(vec![Turn::tool_call(
+        "execute_bash",
+        json!({"command": "ls"}),
+    )])
+    .refusing_tools(ToolsRefusal::Vllm);
+    let (root, handle) = ScriptedLlm::start(script).await.unwrap();
+    let chat = format!("{root}/v1/chat/completions");
+    let tools = json!([{"type": "function", "function": {"name": "execute_bash"}}]);
+
+    let (status, _, refusal) = post(&chat, json!({"model": "m", "tools": tools})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refusal["message"],
+        "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set"
+    );
+
+    // The refusal used no turn: a prompted request gets the call, as text, cut at its stop.
+    let prompted = json!({
+        "model": "m",
+        "messages": [{"role": "system", "content": "Call with <function=NAME>"}],
+        "stop": ["</function"],
+    });
+    let (status, _, answer) = post(&chat, prompted).await;
+    assert_eq!(status, 200);
+    let choice = &answer["choices"][0];
+    assert_eq!(
+        choice["message"]["content"],
+        "<function=execute_bash>\n<parameter=command>ls</parameter>\n"
+    );
+    assert!(choice["message"].get("tool_calls").is_none());
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(handle.requests().len(), 2);
+
+    handle.set_script(Script::new(vec![]).refusing_tools(ToolsRefusal::Ollama));
+    let (status, _, refusal) = post(
+        &format!("{root}/v1/messages"),
+        json!({"model": "llama3", "tools": [{"name": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refusal["error"]["message"], "llama3 does not support tools");
+}
+
+#[tokio::test]
+async fn reasoning_comes_as_reasoning_content_or_a_signed_thinking_block() {
+    let turn = Turn::text("4").with_reasoning("2+2");
+    let (root, _handle) = ScriptedLlm::start(Script::new(vec![turn.clone(), turn]))
+        .await
+        .unwrap();
+
+    let (_, _, chat) = post(&format!("{root}/v1/chat/completions"), json!({})).await;
+    assert_eq!(chat["choices"][0]["message"]["reasoning_content"], "2+2");
+
+    let (_, _, message) = post(&format!("{root}/v1/messages"), json!({})).await;
+    let thinking = &message["content"][0];
+    assert_eq!(thinking["type"], "thinking");
+    assert_eq!(thinking["thinking"], "2+2");
+    assert!(
+        thinking["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("scripted-signature-")
+    );
+    assert_eq!(message["content"][1], json!({"type": "text", "text": "4"}));
 }

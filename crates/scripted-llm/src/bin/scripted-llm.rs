@@ -16,8 +16,8 @@ struct Args {
     /// 0 picks a free port; the address is printed either way.
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// A JSON list of turns, or {"turns": [...], "when_done": "done"|"repeat_last"}. Without
-    /// one every request gets a plain `done`.
+    /// A JSON list of turns, or {"turns": [...], "when_done": "done"|"repeat_last", "aside":
+    /// "text", "refuse_tools": "vllm"|"ollama"}. Without one every request gets a plain `done`.
     #[arg(long)]
     script: Option<PathBuf>,
 }
