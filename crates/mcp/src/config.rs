@@ -179,7 +179,9 @@ impl McpConfig {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stdio_servers.is_empty() && self.sse_servers.is_empty() && self.shttp_servers.is_empty()
+        self.stdio_servers.is_empty()
+            && self.sse_servers.is_empty()
+            && self.shttp_servers.is_empty()
     }
 
     /// What is wrong with the configuration, in words for whoever wrote it.
@@ -228,7 +230,9 @@ impl McpConfig {
             .chain(self.shttp_servers.iter().map(|s| s.timeout))
             .find(|t| *t == Some(0))
         {
-            return Err(format!("MCP server timeout {zero:?}: give a number of seconds above 0"));
+            return Err(format!(
+                "MCP server timeout {zero:?}: give a number of seconds above 0"
+            ));
         }
         Ok(())
     }
@@ -283,18 +287,36 @@ mod tests {
         assert_eq!(config.stdio_servers[0].env["B"], "two");
         assert_eq!(config.shttp_servers[0].timeout, Some(5));
         let secrets = config.secrets();
-        assert!(secrets.contains(&"k-123456789".to_owned()) && secrets.contains(&"t-987654321".to_owned()));
+        assert!(
+            secrets.contains(&"k-123456789".to_owned())
+                && secrets.contains(&"t-987654321".to_owned())
+        );
     }
 
     #[test]
     fn mistakes_are_named() {
         for (bad, says) in [
-            (json!({"stdio_servers": [{"name": "a b", "command": "x"}]}), "letters"),
-            (json!({"stdio_servers": [{"name": "a", "command": " "}]}), "no command"),
-            (json!({"stdio_servers": [{"name": "a", "command": "x"}, {"name": "a", "command": "y"}]}), "twice"),
+            (
+                json!({"stdio_servers": [{"name": "a b", "command": "x"}]}),
+                "letters",
+            ),
+            (
+                json!({"stdio_servers": [{"name": "a", "command": " "}]}),
+                "no command",
+            ),
+            (
+                json!({"stdio_servers": [{"name": "a", "command": "x"}, {"name": "a", "command": "y"}]}),
+                "twice",
+            ),
             (json!({"sse_servers": ["ftp://x"]}), "http"),
-            (json!({"stdio_servers": [{"name": "a", "command": "x", "args": "'open"}]}), "unclosed"),
-            (json!({"shttp_servers": [{"url": "http://x", "timeout": 0}]}), "above 0"),
+            (
+                json!({"stdio_servers": [{"name": "a", "command": "x", "args": "'open"}]}),
+                "unclosed",
+            ),
+            (
+                json!({"shttp_servers": [{"url": "http://x", "timeout": 0}]}),
+                "above 0",
+            ),
         ] {
             let error = McpConfig::from_json(&bad).unwrap_err();
             assert!(error.contains(says), "{error}");

@@ -320,10 +320,17 @@ impl McpHub {
         }
         let outcome = tokio::time::timeout(server.timeout, session.client.call_tool(params)).await;
         let outcome = match outcome {
-            Err(_) => CallOutcome::failed(format!(
-                "Tool \"{name}\" timed out after {} seconds",
-                server.timeout.as_secs()
-            )),
+            Err(_) => {
+                // A server still busy with a call it was asked to drop may answer nothing
+                // else (a tool that blocks its server): its session ends, and the next call
+                // starts or reaches it afresh.
+                server.session = None;
+                server.last_attempt = None;
+                CallOutcome::failed(format!(
+                    "Tool \"{name}\" timed out after {} seconds; the server's session was ended and starts afresh on the next call",
+                    server.timeout.as_secs()
+                ))
+            }
             Ok(Ok(result)) => answered(name, &result),
             Ok(Err(ServiceError::McpError(e))) => {
                 CallOutcome::failed(format!("Tool \"{name}\" failed: {}", e.message))
@@ -394,11 +401,7 @@ impl McpHub {
                     let name = assigned.get(&(index, tool.name.to_string()))?.clone();
                     Some(OfferedTool {
                         name,
-                        description: tool
-                            .description
-                            .as_deref()
-                            .unwrap_or_default()
-                            .to_owned(),
+                        description: tool.description.as_deref().unwrap_or_default().to_owned(),
                         parameters: Value::Object((*tool.input_schema).clone()),
                         server: index,
                         tool: tool.name.to_string(),
@@ -413,12 +416,20 @@ impl McpHub {
             return;
         };
         for server in &self.servers {
-            let connected = server.session.as_ref().is_some_and(|s| !s.client.is_closed());
+            let connected = server
+                .session
+                .as_ref()
+                .is_some_and(|s| !s.client.is_closed());
             board.record(ServerReport {
                 name: server.label.clone(),
                 transport: server.transport.kind().to_owned(),
                 target: server.transport.target(),
-                state: if connected { "connected" } else { "unavailable" }.to_owned(),
+                state: if connected {
+                    "connected"
+                } else {
+                    "unavailable"
+                }
+                .to_owned(),
                 tools: self
                     .offered
                     .iter()
@@ -459,10 +470,10 @@ async fn open(
         }
         Transport::Sse(server) => {
             let transport = sse::connect(http, &server.url, server.api_key.as_deref()).await?;
-            let client = ()
-                .serve(transport)
-                .await
-                .map_err(|e| format!("the handshake failed: {e}"))?;
+            let client =
+                ().serve(transport)
+                    .await
+                    .map_err(|e| format!("the handshake failed: {e}"))?;
             (client, None)
         }
         Transport::Shttp(server) => {
@@ -471,18 +482,23 @@ async fn open(
                 config = config.auth_header(key.clone());
             }
             let transport = StreamableHttpClientTransport::with_client(http, config);
-            let client = ()
-                .serve(transport)
-                .await
-                .map_err(|e| format!("the handshake failed: {e}"))?;
+            let client =
+                ().serve(transport)
+                    .await
+                    .map_err(|e| format!("the handshake failed: {e}"))?;
             (client, None)
         }
     };
     let tools = match client.list_all_tools().await {
         Ok(tools) => tools,
         Err(e) => {
-            let stderr = process.as_ref().map(|p| tail(&p.stderr)).unwrap_or_default();
-            return Err(format!("listing its tools failed: {e} {stderr}").trim().to_owned());
+            let stderr = process
+                .as_ref()
+                .map(|p| tail(&p.stderr))
+                .unwrap_or_default();
+            return Err(format!("listing its tools failed: {e} {stderr}")
+                .trim()
+                .to_owned());
         }
     };
     Ok((Session { client, process }, tools))
@@ -532,14 +548,19 @@ async fn start_stdio(
                 kept.push_str(&text);
                 if kept.len() > STDERR_TAIL * 2 {
                     let cut = kept.len() - STDERR_TAIL;
-                    let cut = (cut..kept.len()).find(|i| kept.is_char_boundary(*i)).unwrap_or(0);
+                    let cut = (cut..kept.len())
+                        .find(|i| kept.is_char_boundary(*i))
+                        .unwrap_or(0);
                     kept.drain(..cut);
                 }
             }
         });
     }
     let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-        return Err(format!("{} started without its standard streams", server.command));
+        return Err(format!(
+            "{} started without its standard streams",
+            server.command
+        ));
     };
     let process = Process {
         _child: child,

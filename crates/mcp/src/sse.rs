@@ -80,7 +80,9 @@ pub(crate) async fn connect(
                             break;
                         }
                     }
-                    Err(e) => tracing::debug!(%url, error = %e, "MCP server sent what is not a message"),
+                    Err(e) => {
+                        tracing::debug!(%url, error = %e, "MCP server sent what is not a message")
+                    }
                 }
             }
         }

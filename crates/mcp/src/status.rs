@@ -37,6 +37,7 @@ impl StatusBoard {
     /// The last report on the server with this transport and target, and when it came.
     pub fn last(&self, transport: &str, target: &str) -> Option<(ServerReport, SystemTime)> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(&(transport.to_owned(), target.to_owned())).cloned()
+        seen.get(&(transport.to_owned(), target.to_owned()))
+            .cloned()
     }
 }

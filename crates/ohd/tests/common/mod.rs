@@ -587,3 +587,45 @@ pub async fn seed_client(ohd: &Ohd, args: &[String]) -> SeedRun {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// The seed's `socket.io-client` example: joins `conv` from the start (naming `providers`),
+/// sends `message`, and returns every event until the agent rests again, and the client's
+/// whole output.
+pub async fn socket_io(
+    ohd: &Ohd,
+    conv: &str,
+    providers: &str,
+    message: &str,
+) -> (Vec<Value>, String) {
+    socket_io_after(ohd, conv, providers, "-1", message).await
+}
+
+/// As [`socket_io`], joining after event `latest` (as the web UI does when it comes back).
+pub async fn socket_io_after(
+    ohd: &Ohd,
+    conv: &str,
+    providers: &str,
+    latest: &str,
+    message: &str,
+) -> (Vec<Value>, String) {
+    let message =
+        serde_json::json!({"action": "message", "args": {"content": message}}).to_string();
+    let args = [
+        "--conversation",
+        conv,
+        "--providers",
+        providers,
+        "--latest",
+        latest,
+        "--send",
+        &message,
+        "--until-state",
+        "awaiting_user_input,finished,error",
+        "--timeout-ms",
+        "60000",
+    ]
+    .map(str::to_owned);
+    let run = seed_client(ohd, &args).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    (run.events, run.stdout)
+}

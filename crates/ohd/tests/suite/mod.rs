@@ -4,6 +4,7 @@ mod browser;
 mod clients;
 mod exposure;
 mod long_tasks;
+mod mcp;
 mod rest;
 mod restart;
 mod sandbox;

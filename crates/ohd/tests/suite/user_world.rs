@@ -6,41 +6,6 @@ use crate::common::*;
 use ohd_scripted_llm::{Script, Turn};
 use serde_json::{Value, json};
 
-/// The seed's `socket.io-client` example: joins `conv` from the start (naming `providers`),
-/// sends `message`, and returns every event until the agent rests again.
-async fn socket_io(ohd: &Ohd, conv: &str, providers: &str, message: &str) -> (Vec<Value>, String) {
-    socket_io_after(ohd, conv, providers, "-1", message).await
-}
-
-/// As [`socket_io`], joining after event `latest` (as the web UI does when it comes back).
-async fn socket_io_after(
-    ohd: &Ohd,
-    conv: &str,
-    providers: &str,
-    latest: &str,
-    message: &str,
-) -> (Vec<Value>, String) {
-    let message = json!({"action": "message", "args": {"content": message}}).to_string();
-    let args = [
-        "--conversation",
-        conv,
-        "--providers",
-        providers,
-        "--latest",
-        latest,
-        "--send",
-        &message,
-        "--until-state",
-        "awaiting_user_input,finished,error",
-        "--timeout-ms",
-        "30000",
-    ]
-    .map(str::to_owned);
-    let run = seed_client(ohd, &args).await;
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    (run.events, run.stdout)
-}
-
 async fn delete(ohd: &Ohd, path: &str) -> (u16, Value) {
     let response = ohd.http.delete(ohd.url(path)).send().await.unwrap();
     let status = response.status().as_u16();
