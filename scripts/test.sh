@@ -11,4 +11,16 @@ if ! python3 -c 'import socketio, websocket' 2>/dev/null; then
     python3 -m pip install --quiet -r e2e/requirements.txt
 fi
 
+# The MCP test servers: FastMCP for the system's Python, and a published npm server, both
+# under /usr where a conversation's sandbox sees them (so installing them needs root; without
+# them the MCP tests are skipped with a notice, and fail under CI).
+if [ "$(id -u)" = 0 ]; then
+    if ! /usr/bin/python3 -c 'import mcp.server.fastmcp' 2>/dev/null; then
+        /usr/bin/python3 -m pip install --quiet --break-system-packages -r e2e/mcp/requirements.txt
+    fi
+    if [ ! -x /usr/bin/mcp-server-everything ]; then
+        npm install --global --no-audit --no-fund --prefix /usr @modelcontextprotocol/server-everything@2026.8.31
+    fi
+fi
+
 cargo test --workspace "$@"

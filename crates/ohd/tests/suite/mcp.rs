@@ -16,10 +16,11 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// Whether the MCP servers can run here; under CI they must.
 fn servers_or_skip(test: &str, everything: bool) -> bool {
+    // Installed under /usr, where the sandbox sees it (not in a user's own site folder).
     let python_mcp = std::process::Command::new(PYTHON)
-        .args(["-c", "import mcp.server.fastmcp"])
+        .args(["-c", "import mcp.server.fastmcp, mcp; print(mcp.__file__)"])
         .output()
-        .is_ok_and(|o| o.status.success());
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"/usr/"));
     let missing = if !python_mcp {
         Some(format!(
             "no `mcp` package for {PYTHON} ({PYTHON} -m pip install --break-system-packages mcp==1.30.0)"
