@@ -1481,12 +1481,17 @@ impl Agent {
         if completion.tool_calls.is_empty() {
             let mut message = MessageArgs::user(completion.text.clone());
             message.wait_for_response = true;
+            message.reasoning_content = completion.reasoning.clone();
             let mut event = NewEvent::action(Source::Agent, Action::Message(message));
             event.llm_metrics = metrics;
             self.core.append(event).await?;
             return Ok(StepEnd::AwaitUser);
         }
         let total = completion.tool_calls.len() as u32;
+        let thought = match &completion.reasoning {
+            Some(reasoning) if completion.text.trim().is_empty() => reasoning.clone(),
+            _ => completion.text.clone(),
+        };
         for (index, call) in completion.tool_calls.iter().enumerate() {
             let is_mcp = self.mcp.as_ref().is_some_and(|hub| hub.offers(&call.name));
             let parsed = if is_mcp {
@@ -1496,9 +1501,10 @@ impl Agent {
             };
             self.pending.push_back(PendingCall {
                 parsed: parsed.map_err(|e| e.0),
-                // The answer's text goes with its first call only.
+                // The answer's text goes with its first call only; a model that wrote no
+                // text but reasoned shows its reasoning there, where clients show a thought.
                 thought: if index == 0 {
-                    completion.text.clone()
+                    thought.clone()
                 } else {
                     String::new()
                 },
@@ -1731,7 +1737,12 @@ impl Agent {
             });
             let reserved: Vec<String> = tools::specs().into_iter().map(|(name, ..)| name).collect();
             let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
-            ohd_mcp::McpHub::new(&config, &reserved, launcher, self.settings.mcp_board.clone())
+            ohd_mcp::McpHub::new(
+                &config,
+                &reserved,
+                launcher,
+                self.settings.mcp_board.clone(),
+            )
         });
         for failure in hub.connect().await {
             self.core
@@ -1770,7 +1781,10 @@ impl Agent {
             }
         };
         if let Some(failure) = &outcome.failure {
-            core.notify(&StatusUpdate::info("STATUS$MCP_TOOL_FAILED", failure.clone()));
+            core.notify(&StatusUpdate::info(
+                "STATUS$MCP_TOOL_FAILED",
+                failure.clone(),
+            ));
         }
         Ok(Ok(outcome.content))
     }

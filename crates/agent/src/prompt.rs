@@ -156,12 +156,25 @@ impl Builder {
                     .collect()
             })
             .unwrap_or_default();
-        let text = message["content"].as_str().unwrap_or(thought).to_owned();
+        // The answer's own text; the thought only for a response stored without its message
+        // (the thought may be the model's reasoning, which is never sent back as text).
+        let text = match message {
+            Value::Object(_) => message["content"].as_str().unwrap_or_default(),
+            _ => thought,
+        }
+        .to_owned();
+        // Anthropic's thinking blocks go back with the turn they came in, signatures and all:
+        // the API requires them beside tool results while thinking is on.
+        let thinking: Vec<Value> = message["thinking_blocks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         self.open_calls = calls
             .iter()
             .map(|c| (c.id.clone(), c.name.clone()))
             .collect();
-        self.out.push(Message::assistant(text, calls));
+        self.out
+            .push(Message::assistant(text, calls).with_thinking_blocks(thinking));
         self.current_response = Some(id);
     }
 

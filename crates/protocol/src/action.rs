@@ -107,6 +107,10 @@ pub struct MessageArgs {
     pub wait_for_response: bool,
     #[serde(default = "unknown_risk")]
     pub security_risk: i8,
+    /// What a reasoning model thought before this answer (as LiteLLM names it), for clients
+    /// that show it; only on the agent's messages of such models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +291,7 @@ impl MessageArgs {
             image_urls: None,
             wait_for_response: false,
             security_risk: SECURITY_RISK_UNKNOWN,
+            reasoning_content: None,
         }
     }
 }

@@ -211,6 +211,8 @@ pub struct LlmChoice {
     pub model: Option<String>,
     pub api_key: Option<Secret>,
     pub base_url: Option<String>,
+    /// `low`, `medium` or `high`.
+    pub reasoning_effort: Option<String>,
 }
 
 /// The model client for `choice`, or the message an agent shows when there is none.
@@ -229,6 +231,9 @@ pub fn connect_llm(config: &LlmConfig, choice: &LlmChoice) -> Result<Arc<dyn Llm
         max_retries: config.max_retries,
         input_cost_per_million: config.input_cost_per_million,
         output_cost_per_million: config.output_cost_per_million,
+        native_tool_calling: config.native_tool_calling,
+        reasoning_effort: choice.reasoning_effort.clone(),
+        thinking_budget_tokens: config.thinking_budget_tokens,
         ..LlmSettings::default()
     };
     ohd_llm::connect(&settings).map_err(|e| {
@@ -347,6 +352,7 @@ fn condenser_llm(
             model: Some(model.to_owned()),
             api_key: config.condenser_api_key.clone(),
             base_url: config.condenser_base_url.clone(),
+            reasoning_effort: None,
         }
     } else {
         LlmChoice {
@@ -738,6 +744,7 @@ mod tests {
             model: Some("anthropic/claude-sonnet-4-5".into()),
             api_key: Some(Secret::new("sk-ant-main".to_owned())),
             base_url: None,
+            reasoning_effort: None,
         };
         // Another provider, no key of its own: not used.
         assert!(condenser_llm(&config(), &main, "openai/gpt-4o-mini").is_none());

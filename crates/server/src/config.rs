@@ -110,6 +110,13 @@ pub struct LlmConfig {
     pub max_input_tokens: Option<u64>,
     /// Whether the model takes images; by default, yes for the well-known models only.
     pub supports_images: Option<bool>,
+    /// `None`: native tool calls, falling back to tools described in the prompt when the
+    /// server refuses them; `false`: always in the prompt; `true`: always native.
+    pub native_tool_calling: Option<bool>,
+    /// `low`, `medium` or `high`, for models that take it (the settings page's wins).
+    pub reasoning_effort: Option<String>,
+    /// Anthropic's extended thinking, with this many tokens to think in (1024 at least).
+    pub thinking_budget_tokens: Option<u32>,
 }
 
 /// What the command line and the environment say; `None` leaves the choice to the file.
@@ -228,6 +235,9 @@ struct LlmSection {
     condenser_base_url: Option<String>,
     max_input_tokens: Option<u64>,
     supports_images: Option<bool>,
+    native_tool_calling: Option<bool>,
+    reasoning_effort: Option<String>,
+    thinking_budget_tokens: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,6 +365,9 @@ impl Config {
                 condenser_base_url: file.llm.condenser_base_url.filter(|u| !u.trim().is_empty()),
                 max_input_tokens: file.llm.max_input_tokens.filter(|t| *t > 0),
                 supports_images: file.llm.supports_images,
+                native_tool_calling: file.llm.native_tool_calling,
+                reasoning_effort: file.llm.reasoning_effort.filter(|e| !e.trim().is_empty()),
+                thinking_budget_tokens: file.llm.thinking_budget_tokens,
             },
             agent: AgentConfig {
                 enabled: !overrides.no_agent && file.agent.enabled.unwrap_or(true),

@@ -91,6 +91,7 @@ const KNOWN: &[(&str, Kind)] = &[
     ("email", Kind::Text),
     ("git_user_name", Kind::Text),
     ("git_user_email", Kind::Text),
+    ("reasoning_effort", Kind::Text),
 ];
 
 /// Fields the server works out itself, or that carry secrets this server does not keep: a
@@ -210,6 +211,14 @@ impl Settings {
                 Some(url) => Some(url.clone()).filter(|u| !u.is_empty()),
                 None => config.llm.base_url.clone(),
             },
+            reasoning_effort: self
+                .prefs
+                .get("reasoning_effort")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .or_else(|| config.llm.reasoning_effort.clone()),
         }
     }
 

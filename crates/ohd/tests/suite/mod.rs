@@ -5,6 +5,7 @@ mod clients;
 mod exposure;
 mod long_tasks;
 mod mcp;
+mod model_reach;
 mod rest;
 mod restart;
 mod sandbox;

@@ -17,26 +17,28 @@ async fn servers(State(state): State<AppState>) -> Json<Value> {
     let board = state.agents.mcp_board();
     let servers: Vec<Value> = ohd_mcp::describe(&config)
         .into_iter()
-        .map(|(name, transport, target)| match board.last(transport, &target) {
-            Some((report, at)) => json!({
-                "name": name,
-                "transport": transport,
-                "target": target,
-                "state": report.state,
-                "tools": report.tools,
-                "error": report.error,
-                "checked_at": chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339(),
-            }),
-            None => json!({
-                "name": name,
-                "transport": transport,
-                "target": target,
-                "state": "not_connected_yet",
-                "tools": [],
-                "error": null,
-                "checked_at": null,
-            }),
-        })
+        .map(
+            |(name, transport, target)| match board.last(transport, &target) {
+                Some((report, at)) => json!({
+                    "name": name,
+                    "transport": transport,
+                    "target": target,
+                    "state": report.state,
+                    "tools": report.tools,
+                    "error": report.error,
+                    "checked_at": chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339(),
+                }),
+                None => json!({
+                    "name": name,
+                    "transport": transport,
+                    "target": target,
+                    "state": "not_connected_yet",
+                    "tools": [],
+                    "error": null,
+                    "checked_at": null,
+                }),
+            },
+        )
         .collect();
     Json(json!({"servers": servers}))
 }
