@@ -536,13 +536,24 @@ async fn start_stdio(
     if let Some(mut pipe) = child.stderr.take() {
         let keep = stderr.clone();
         let name = server.name.clone();
+        // What the server was given in its environment may be a key: never in a log or a
+        // message.
+        let secrets: Vec<String> = server
+            .env
+            .values()
+            .filter(|v| v.len() >= 4)
+            .cloned()
+            .collect();
         tokio::spawn(async move {
             let mut buffer = vec![0u8; 4096];
             while let Ok(n) = pipe.read(&mut buffer).await {
                 if n == 0 {
                     break;
                 }
-                let text = String::from_utf8_lossy(&buffer[..n]);
+                let mut text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                for secret in &secrets {
+                    text = text.replace(secret.as_str(), "<secret_hidden>");
+                }
                 tracing::debug!(server = %name, output = %text.trim_end(), "MCP server error output");
                 let mut kept = keep.lock().unwrap_or_else(|p| p.into_inner());
                 kept.push_str(&text);
