@@ -155,6 +155,7 @@ async fn main() {
     let ohd = through_ohd(shttp, calls).await;
     let python = directly(&["shttp", &url], calls);
     let _ = child.kill();
+    let _ = child.wait();
     row("streamable HTTP", "ohd (rmcp)", &ohd);
     row("streamable HTTP", "python mcp", &python);
     println!(

@@ -378,7 +378,13 @@ impl Sandbox {
         extra_env: &[(String, String)],
         agent_shell: bool,
     ) -> Launch {
-        self.launch_with(host_workspace, shell_args, extra_env, agent_shell, agent_shell)
+        self.launch_with(
+            host_workspace,
+            shell_args,
+            extra_env,
+            agent_shell,
+            agent_shell,
+        )
     }
 
     /// The launch of a service the agent uses beside its shell (an MCP server): the same
