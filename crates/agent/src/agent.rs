@@ -326,6 +326,8 @@ struct Awaiting {
 }
 
 /// What came of asking the model.
+// A value that lives for one match after each model call: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Asked {
     Answer(Result<Completion, LlmError>),
     Interrupted(AgentState),
@@ -1403,7 +1405,9 @@ impl Agent {
         }
         self.iterations += 1;
         let system = self.system_prompt();
-        self.connect_mcp().await;
+        if let Some(state) = self.connect_mcp().await? {
+            return Ok(StepEnd::Interrupted(state));
+        }
         let mut tools = tool_specs();
         if let Some(hub) = &self.mcp {
             tools.extend(hub.tools().iter().map(|t| ToolSpec {
@@ -1717,14 +1721,10 @@ impl Agent {
         }
     }
 
-    /// Connects the user's MCP servers that are due (all of them, at the first step), so
-    /// that their tools go to the model; each server that cannot be reached is said to the
-    /// user, and the agent goes on without its tools.
-    async fn connect_mcp(&mut self) {
-        let Some(config) = self.settings.mcp.clone().filter(|c| !c.is_empty()) else {
-            return;
-        };
-        let hub = self.mcp.get_or_insert_with(|| {
+    /// The user's MCP servers, made ready (not yet connected) the first time they are needed.
+    fn mcp_hub(&mut self) -> Option<&mut ohd_mcp::McpHub> {
+        let config = self.settings.mcp.clone().filter(|c| !c.is_empty())?;
+        if self.mcp.is_none() {
             let sandbox = self.core.ctx.sandbox.clone();
             let workspace = self.core.ctx.workspace.clone();
             let launcher: ohd_mcp::Launcher = Arc::new(move |argv, env| {
@@ -1737,17 +1737,52 @@ impl Agent {
             });
             let reserved: Vec<String> = tools::specs().into_iter().map(|(name, ..)| name).collect();
             let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
-            ohd_mcp::McpHub::new(
+            self.mcp = Some(ohd_mcp::McpHub::new(
                 &config,
                 &reserved,
                 launcher,
                 self.settings.mcp_board.clone(),
-            )
-        });
-        for failure in hub.connect().await {
-            self.core
-                .notify(&StatusUpdate::info("STATUS$MCP_UNAVAILABLE", failure));
+            ));
         }
+        self.mcp.as_mut()
+    }
+
+    /// Connects the user's MCP servers that are due (all of them, at the first step), so
+    /// that their tools go to the model; a server that cannot be reached is said to the user
+    /// (once while it stays so), and the agent goes on without its tools. Stop and pause
+    /// interrupt it: the state the user asked for.
+    async fn connect_mcp(&mut self) -> Result<Option<AgentState>, AgentFailure> {
+        if self.mcp_hub().is_none() {
+            return Ok(None);
+        }
+        let Agent {
+            mcp,
+            follower,
+            core,
+            cancel,
+            ..
+        } = self;
+        let Some(hub) = mcp.as_mut() else {
+            return Ok(None);
+        };
+        let connect = hub.connect();
+        tokio::pin!(connect);
+        let failures = loop {
+            tokio::select! {
+                failures = &mut connect => break failures,
+                _ = cancel.cancelled() => return Ok(Some(AgentState::Stopped)),
+                followed = follower.next() => {
+                    if let Some(state) = core.take_control(followed?) {
+                        return Ok(Some(state));
+                    }
+                }
+            }
+        };
+        for failure in failures {
+            let failure = core.secrets.scrub_text(&failure);
+            core.notify(&StatusUpdate::info("STATUS$MCP_UNAVAILABLE", failure));
+        }
+        Ok(None)
     }
 
     /// Calls an MCP tool while watching for stop and pause: the tool's result (the original's
@@ -1757,6 +1792,12 @@ impl Agent {
         name: &str,
         arguments: Value,
     ) -> Result<Result<String, AgentState>, AgentFailure> {
+        // After a restart (a confirmed call waiting from before it), the servers come first.
+        if self.mcp.is_none()
+            && let Some(state) = self.connect_mcp().await?
+        {
+            return Ok(Err(state));
+        }
         let Agent {
             mcp,
             follower,
@@ -1781,10 +1822,8 @@ impl Agent {
             }
         };
         if let Some(failure) = &outcome.failure {
-            core.notify(&StatusUpdate::info(
-                "STATUS$MCP_TOOL_FAILED",
-                failure.clone(),
-            ));
+            let failure = core.secrets.scrub_text(failure);
+            core.notify(&StatusUpdate::info("STATUS$MCP_TOOL_FAILED", failure));
         }
         Ok(Ok(outcome.content))
     }

@@ -27,6 +27,13 @@ impl Secrets {
         Secrets::new(self.0.iter().cloned().chain(more))
     }
 
+    /// `text` with every secret hidden.
+    pub fn scrub_text(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        self.scrub(&mut text);
+        text
+    }
+
     fn scrub(&self, text: &mut String) {
         for secret in &self.0 {
             if text.contains(secret.as_str()) {

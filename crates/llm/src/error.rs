@@ -112,7 +112,9 @@ impl LlmError {
             413 => LlmError::ContextWindowExceeded(message),
             // Not retried whatever the status (llama.cpp answers 500): the same request is
             // refused again. The client may fall back to tools described in the prompt.
-            _ if refuses_tools(&lower) => {
+            // A 5xx only with llama.cpp's own words ("requires --jinja"), so that an outage
+            // that happens to name a tool is still retried.
+            _ if refuses_tools(&lower) && (status < 500 || lower.contains("requires --")) => {
                 LlmError::BadRequest(format!("status {status}: {message}"))
             }
             _ if status < 500 && is_context_window(&lower) => {

@@ -146,15 +146,22 @@ fn type_names(schema: &Value) -> String {
     }
 }
 
-/// The type a value is read as: the schema's, or its first one but `null`.
+/// The type a value is read as: the schema's, or its first one but `null`, also among the
+/// alternatives of `anyOf` / `oneOf` (how Pydantic, and so FastMCP, writes `Optional[...]`).
 fn value_type(schema: Option<&Value>) -> Option<&str> {
-    match schema?.get("type")? {
-        Value::String(kind) => Some(kind.as_str()),
-        Value::Array(kinds) => kinds
+    let schema = schema?;
+    match schema.get("type") {
+        Some(Value::String(kind)) => Some(kind.as_str()),
+        Some(Value::Array(kinds)) => kinds
             .iter()
             .filter_map(Value::as_str)
             .find(|k| *k != "null"),
-        _ => None,
+        _ => ["anyOf", "oneOf"]
+            .iter()
+            .filter_map(|key| schema.get(*key).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|alternative| value_type(Some(alternative)))
+            .find(|k| *k != "null"),
     }
 }
 
@@ -309,7 +316,13 @@ pub(crate) enum Reply {
 /// write nothing there. `cut_off` says the reply stopped at the token limit: a call without its
 /// end tag is then incomplete (without it, a missing end tag is the stop sequence at work).
 pub(crate) fn parse(reply: &str, tools: &[ToolSpec], cut_off: bool) -> Reply {
-    let Some(start) = reply.find(OPEN) else {
+    // A call starts a line; `<function=` inside a sentence (the model explaining the format)
+    // is not one, unless nothing else is.
+    let at_line_start = reply
+        .match_indices(OPEN)
+        .map(|(i, _)| i)
+        .find(|&i| i == 0 || reply[..i].ends_with('\n'));
+    let Some(start) = at_line_start.or_else(|| reply.find(OPEN)) else {
         return Reply::Text;
     };
     let text = reply[..start].trim().to_owned();
@@ -833,6 +846,20 @@ mod tests {
         // Parameterless tools.
         let (_, name, arguments) = call("Done.\n<function=finish>\n</function>");
         assert_eq!((name.as_str(), arguments), ("finish", json!({})));
+    }
+
+    #[test]
+    fn a_call_starts_a_line_and_optional_values_are_typed() {
+        let reply = "Calls look like <function=NAME> in this format.\n<function=execute_bash>\n<parameter=command>ls</parameter>\n</function>";
+        let (text, name, arguments) = call(reply);
+        assert_eq!(
+            (name.as_str(), arguments["command"].as_str()),
+            ("execute_bash", Some("ls"))
+        );
+        assert!(text.starts_with("Calls look like"));
+        let optional =
+            json!({"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]});
+        assert_eq!(value_type(Some(&optional)), Some("array"));
     }
 
     #[test]

@@ -237,8 +237,28 @@ impl McpConfig {
         Ok(())
     }
 
-    /// The values no event may show: API keys and every environment value given to a server.
+    /// The values no event, log line or answer may show: API keys, every environment value
+    /// given to a server, and what addresses carry for a server (a password, a query, which
+    /// may hold a key), in the servers' addresses and in stdio servers' arguments.
     pub fn secrets(&self) -> Vec<String> {
+        let in_addresses = self
+            .sse_servers
+            .iter()
+            .chain(&self.shttp_servers)
+            .map(|s| s.url.as_str())
+            .chain(
+                self.stdio_servers
+                    .iter()
+                    .flat_map(|s| s.args.iter().map(String::as_str)),
+            )
+            .filter_map(|text| reqwest::Url::parse(text).ok())
+            .flat_map(|url| {
+                [
+                    url.password().map(str::to_owned),
+                    url.query().map(str::to_owned),
+                ]
+            })
+            .flatten();
         self.stdio_servers
             .iter()
             .flat_map(|s| s.env.values().cloned())
@@ -248,6 +268,7 @@ impl McpConfig {
                     .chain(&self.shttp_servers)
                     .filter_map(|s| s.api_key.clone()),
             )
+            .chain(in_addresses)
             .filter(|v| !v.is_empty())
             .collect()
     }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncBufReadExt;
 
 /// How long a server may take to start and answer the handshake and the tool list.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,6 +26,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(60);
 const STDERR_TAIL: usize = 2000;
 /// Tool names the model accepts: OpenAI's `^[a-zA-Z0-9_-]{1,64}$`.
 const NAME_MAX: usize = 64;
+/// The most tools OpenAI takes in one request, the agent's own included.
+const MAX_TOOLS: usize = 128;
 
 /// Builds the launch of a stdio server's command (`argv`, with `env`): in the conversation's
 /// sandbox, or as a plain process where there is none.
@@ -87,11 +89,7 @@ impl Transport {
                 .collect::<Vec<_>>()
                 .join(" "),
             Transport::Sse(r) | Transport::Shttp(r) => match reqwest::Url::parse(&r.url) {
-                Ok(mut url) => {
-                    url.set_query(None);
-                    let _ = url.set_password(None);
-                    url.to_string()
-                }
+                Ok(url) => sse::shown(&url),
                 Err(_) => r.url.clone(),
             },
         }
@@ -119,6 +117,8 @@ struct Server {
     tools: Vec<Tool>,
     last_attempt: Option<Instant>,
     last_error: Option<String>,
+    /// The failure last said to the user.
+    reported_error: Option<String>,
 }
 
 /// The servers of `config`, in order (stdio, SSE, streamable HTTP), each with a unique name.
@@ -140,6 +140,7 @@ fn servers_of(config: &McpConfig) -> Vec<Server> {
             tools: Vec::new(),
             last_attempt: None,
             last_error: None,
+            reported_error: None,
         });
     };
     for s in &config.stdio_servers {
@@ -157,10 +158,35 @@ fn servers_of(config: &McpConfig) -> Vec<Server> {
 /// Each configured server's name, transport and target (command, or address without its
 /// query), as hubs report them.
 pub fn describe(config: &McpConfig) -> Vec<(String, &'static str, String)> {
+    let secrets = longest_first(config.secrets());
     servers_of(config)
         .into_iter()
-        .map(|s| (s.label, s.transport.kind(), s.transport.target()))
+        .map(|s| {
+            (
+                s.label,
+                s.transport.kind(),
+                scrub(&s.transport.target(), &secrets),
+            )
+        })
         .collect()
+}
+
+/// Secrets in the order they are replaced: one that holds another goes whole.
+fn longest_first(mut secrets: Vec<String>) -> Vec<String> {
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// `text` with every secret replaced.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "<secret_hidden>");
+        }
+    }
+    text
 }
 
 pub struct McpHub {
@@ -172,8 +198,10 @@ pub struct McpHub {
     /// The agent's own tools, whose names no MCP tool may take.
     reserved: BTreeSet<String>,
     launcher: Launcher,
-    http: reqwest::Client,
+    http: Option<reqwest::Client>,
     board: Option<Arc<StatusBoard>>,
+    /// What no failure, log line or report may show ([`McpConfig::secrets`]).
+    secrets: Vec<String>,
 }
 
 impl McpHub {
@@ -195,8 +223,10 @@ impl McpHub {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .unwrap_or_default(),
+                .map_err(|e| tracing::error!(error = %e, "no HTTP client for MCP servers"))
+                .ok(),
             board,
+            secrets: longest_first(config.secrets()),
         }
     }
 
@@ -217,7 +247,22 @@ impl McpHub {
             })
             .map(|(i, _)| i)
             .collect();
-        self.connect_these(&due).await
+        let lines = self.connect_these(&due).await;
+        // Each failure is said once, not again at every retry while it stays the same.
+        let mut news = Vec::new();
+        for server in &mut self.servers {
+            if server.last_error != server.reported_error {
+                if let Some(line) = server.last_error.as_ref().and_then(|_| {
+                    lines
+                        .iter()
+                        .find(|l| l.starts_with(&format!("MCP server {} ", server.label)))
+                }) {
+                    news.push(line.clone());
+                }
+                server.reported_error.clone_from(&server.last_error);
+            }
+        }
+        news
     }
 
     async fn connect_these(&mut self, which: &[usize]) -> Vec<String> {
@@ -235,7 +280,6 @@ impl McpHub {
                 let http = http.clone();
                 let launcher = launcher.clone();
                 async move {
-                    server.last_attempt = Some(Instant::now());
                     server.session = None;
                     let started = Instant::now();
                     let outcome =
@@ -247,6 +291,9 @@ impl McpHub {
                                     CONNECT_TIMEOUT.as_secs()
                                 ))
                             });
+                    // Set once the attempt is over: one given up halfway (a stop) is not
+                    // counted, so the next step tries again.
+                    server.last_attempt = Some(Instant::now());
                     match outcome {
                         Ok((session, tools)) => {
                             tracing::info!(server = %server.label, transport = server.transport.kind(), tools = tools.len(), ms = started.elapsed().as_millis() as u64, "MCP server connected");
@@ -256,26 +303,40 @@ impl McpHub {
                             None
                         }
                         Err(why) => {
-                            tracing::warn!(server = %server.label, transport = server.transport.kind(), error = %why, "MCP server unavailable");
-                            let line = format!(
-                                "MCP server {} ({}) is unavailable: {why}",
-                                server.label,
-                                server.transport.target()
-                            );
                             server.last_error = Some(why);
-                            Some(line)
+                            Some(server.label.clone())
                         }
                     }
                 }
             });
-        let failures: Vec<String> = futures::future::join_all(attempts)
+        let failed: Vec<String> = futures::future::join_all(attempts)
             .await
             .into_iter()
             .flatten()
             .collect();
+        let mut lines = Vec::new();
+        for server in self
+            .servers
+            .iter_mut()
+            .filter(|s| failed.contains(&s.label))
+        {
+            // Errors may quote an address or a server's output: what the configuration holds
+            // as secret never leaves here.
+            let why = scrub(
+                server.last_error.as_deref().unwrap_or_default(),
+                &self.secrets,
+            );
+            tracing::warn!(server = %server.label, transport = server.transport.kind(), error = %why, "MCP server unavailable");
+            lines.push(format!(
+                "MCP server {} ({}) is unavailable: {why}",
+                server.label,
+                scrub(&server.transport.target(), &self.secrets)
+            ));
+            server.last_error = Some(why);
+        }
         self.name_tools();
         self.report();
-        failures
+        lines
     }
 
     /// The tools offered now, in a stable order.
@@ -308,6 +369,7 @@ impl McpHub {
             .as_ref()
             .is_some_and(|s| !s.client.is_closed());
         if !connected && let Some(failure) = self.connect_these(&[index]).await.pop() {
+            self.report();
             return CallOutcome::failed(failure);
         }
         let server = &mut self.servers[index];
@@ -355,9 +417,20 @@ impl McpHub {
                 CallOutcome::failed(why)
             }
         };
-        if let Some(failure) = &outcome.failure {
-            tracing::warn!(server = %self.servers[index].label, tool = %tool.tool, error = %failure, "MCP tool call failed");
-        }
+        let outcome = match outcome.failure {
+            Some(failure) => {
+                let failure = scrub(&failure, &self.secrets);
+                tracing::warn!(server = %self.servers[index].label, tool = %tool.tool, error = %failure, "MCP tool call failed");
+                if self.servers[index].last_error.is_some() {
+                    self.servers[index].last_error = Some(failure.clone());
+                }
+                CallOutcome {
+                    content: scrub(&outcome.content, &self.secrets),
+                    failure: Some(failure),
+                }
+            }
+            None => outcome,
+        };
         self.report();
         outcome
     }
@@ -379,9 +452,12 @@ impl McpHub {
                 } else {
                     let prefixed = sanitize(&format!("{}_{}", server.label, tool.name));
                     let mut name = prefixed.clone();
-                    let mut n = 2;
+                    let mut n = 2u32;
                     while taken.contains(&name) {
-                        name = sanitize(&format!("{prefixed}_{n}"));
+                        // The number fits inside the length limit, so each try is new.
+                        let suffix = format!("_{n}");
+                        let base: String = prefixed.chars().take(NAME_MAX - suffix.len()).collect();
+                        name = format!("{base}{suffix}");
                         n += 1;
                     }
                     tracing::warn!(server = %server.label, tool = %tool.name, offered_as = %name, "MCP tool name taken by another tool; offered under another name");
@@ -391,7 +467,8 @@ impl McpHub {
                 self.assigned.insert(key, name);
             }
         }
-        self.offered = self
+        let mut seen = BTreeSet::new();
+        let mut offered: Vec<OfferedTool> = self
             .servers
             .iter()
             .enumerate()
@@ -408,7 +485,20 @@ impl McpHub {
                     })
                 })
             })
+            // A server that lists one name twice gets it offered once: providers refuse a
+            // request that names a tool twice.
+            .filter(|t| seen.insert(t.name.clone()))
             .collect();
+        let room = MAX_TOOLS.saturating_sub(self.reserved.len());
+        if offered.len() > room {
+            tracing::warn!(
+                offered = offered.len(),
+                kept = room,
+                "more MCP tools than models take; the last ones are left out"
+            );
+            offered.truncate(room);
+        }
+        self.offered = offered;
     }
 
     fn report(&self) {
@@ -423,7 +513,7 @@ impl McpHub {
             board.record(ServerReport {
                 name: server.label.clone(),
                 transport: server.transport.kind().to_owned(),
-                target: server.transport.target(),
+                target: scrub(&server.transport.target(), &self.secrets),
                 state: if connected {
                     "connected"
                 } else {
@@ -460,16 +550,20 @@ fn answered(name: &str, result: &CallToolResult) -> CallOutcome {
 /// Starts or reaches a server, shakes hands and lists its tools.
 async fn open(
     transport: &Transport,
-    http: reqwest::Client,
+    http: Option<reqwest::Client>,
     launcher: Launcher,
 ) -> Result<(Session, Vec<Tool>), String> {
+    let http = || {
+        http.clone()
+            .ok_or_else(|| "ohd has no HTTP client (see its log)".to_owned())
+    };
     let (client, process) = match transport {
         Transport::Stdio(server) => {
             let (client, process) = start_stdio(server, &launcher).await?;
             (client, Some(process))
         }
         Transport::Sse(server) => {
-            let transport = sse::connect(http, &server.url, server.api_key.as_deref()).await?;
+            let transport = sse::connect(http()?, &server.url, server.api_key.as_deref()).await?;
             let client =
                 ().serve(transport)
                     .await
@@ -481,7 +575,7 @@ async fn open(
             if let Some(key) = &server.api_key {
                 config = config.auth_header(key.clone());
             }
-            let transport = StreamableHttpClientTransport::with_client(http, config);
+            let transport = StreamableHttpClientTransport::with_client(http()?, config);
             let client =
                 ().serve(transport)
                     .await
@@ -533,7 +627,7 @@ async fn start_stdio(
         None => None,
     };
     let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-    if let Some(mut pipe) = child.stderr.take() {
+    if let Some(pipe) = child.stderr.take() {
         let keep = stderr.clone();
         let name = server.name.clone();
         // What the server was given in its environment may be a key: never in a log or a
@@ -545,18 +639,14 @@ async fn start_stdio(
             .cloned()
             .collect();
         tokio::spawn(async move {
-            let mut buffer = vec![0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer).await {
-                if n == 0 {
-                    break;
-                }
-                let mut text = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                for secret in &secrets {
-                    text = text.replace(secret.as_str(), "<secret_hidden>");
-                }
+            // Read by whole lines, so that neither a secret nor a character is cut in two.
+            let mut lines = tokio::io::BufReader::new(pipe).split(b'\n');
+            while let Ok(Some(line)) = lines.next_segment().await {
+                let text = scrub(&String::from_utf8_lossy(&line), &secrets);
                 tracing::debug!(server = %name, output = %text.trim_end(), "MCP server error output");
                 let mut kept = keep.lock().unwrap_or_else(|p| p.into_inner());
                 kept.push_str(&text);
+                kept.push('\n');
                 if kept.len() > STDERR_TAIL * 2 {
                     let cut = kept.len() - STDERR_TAIL;
                     let cut = (cut..kept.len())
@@ -638,6 +728,61 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub_with(servers: &[(&str, &[&str])]) -> McpHub {
+        let config = McpConfig {
+            stdio_servers: servers
+                .iter()
+                .map(|(name, _)| StdioServer {
+                    name: (*name).to_owned(),
+                    command: "true".into(),
+                    args: Vec::new(),
+                    env: Default::default(),
+                    timeout: None,
+                })
+                .collect(),
+            ..McpConfig::default()
+        };
+        let launcher: Launcher = Arc::new(|_: &[&str], _: &[(String, String)]| unreachable!());
+        let mut hub = McpHub::new(&config, &["execute_bash"], launcher, None);
+        for (server, (_, tools)) in hub.servers.iter_mut().zip(servers) {
+            server.tools = tools
+                .iter()
+                .map(|t| Tool::new(t.to_string(), "", serde_json::Map::new()))
+                .collect();
+        }
+        hub.name_tools();
+        hub
+    }
+
+    fn names(hub: &McpHub) -> Vec<String> {
+        hub.tools().iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[test]
+    fn clashing_names_are_resolved_in_order_and_stay_put() {
+        let mut hub = hub_with(&[
+            ("a", &["search", "execute_bash"]),
+            ("b", &["search", "search"]),
+        ]);
+        assert_eq!(names(&hub), ["search", "a_execute_bash", "b_search"]);
+        // Names once given stay when the servers' lists change.
+        hub.servers[0].tools.clear();
+        hub.name_tools();
+        assert_eq!(names(&hub), ["b_search"]);
+    }
+
+    #[test]
+    fn long_clashing_names_end_distinct_and_within_the_limit() {
+        let long = "x".repeat(70);
+        let tools: Vec<String> = (1..=5).map(|n| format!("{long}{n}")).collect();
+        let tools: Vec<&str> = tools.iter().map(String::as_str).collect();
+        let hub = hub_with(&[("server", &tools)]);
+        let names = names(&hub);
+        assert_eq!(names.len(), 5);
+        assert!(names.iter().all(|n| n.len() <= 64));
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), 5, "{names:?}");
+    }
 
     #[test]
     fn names_are_what_models_accept() {

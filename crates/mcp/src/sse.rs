@@ -25,7 +25,9 @@ pub(crate) async fn connect(
     url: &str,
     api_key: Option<&str>,
 ) -> Result<SseTransport, String> {
-    let base = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let base = reqwest::Url::parse(url).map_err(|e| format!("the address is not a URL: {e}"))?;
+    // Errors name the server without its password or query, which may hold a key.
+    let url = &shown(&base);
     let mut request = http
         .get(base.clone())
         .header(reqwest::header::ACCEPT, "text/event-stream");
@@ -113,6 +115,14 @@ pub(crate) async fn connect(
         PollSender::new(outgoing_tx),
         ReceiverStream::new(incoming_rx),
     ))
+}
+
+/// An address as it may be shown: without a password or query.
+pub(crate) fn shown(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// A request error without its URL, which may carry a key in its query.

@@ -20,24 +20,37 @@ pub struct ServerReport {
     pub error: Option<String>,
 }
 
+/// A server's name, transport and target.
+type ServerKey = (String, String, String);
+
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    seen: Mutex<BTreeMap<(String, String), (ServerReport, SystemTime)>>,
+    /// By name, transport and target: two entries may run the same command.
+    seen: Mutex<BTreeMap<ServerKey, (ServerReport, SystemTime)>>,
 }
 
 impl StatusBoard {
     pub fn record(&self, report: ServerReport) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.insert(
-            (report.transport.clone(), report.target.clone()),
+            (
+                report.name.clone(),
+                report.transport.clone(),
+                report.target.clone(),
+            ),
             (report, SystemTime::now()),
         );
     }
 
-    /// The last report on the server with this transport and target, and when it came.
-    pub fn last(&self, transport: &str, target: &str) -> Option<(ServerReport, SystemTime)> {
+    /// The last report on the server with this name, transport and target, and when it came.
+    pub fn last(
+        &self,
+        name: &str,
+        transport: &str,
+        target: &str,
+    ) -> Option<(ServerReport, SystemTime)> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(&(transport.to_owned(), target.to_owned()))
+        seen.get(&(name.to_owned(), transport.to_owned(), target.to_owned()))
             .cloned()
     }
 }

@@ -379,14 +379,18 @@ const HIDDEN_VALUE: &str = "**********";
 /// Hides the keys and environment values of `mcp_config`.
 fn hide_mcp_secrets(mcp: &mut Value) {
     for list in ["sse_servers", "shttp_servers"] {
-        for server in mcp[list].as_array_mut().into_iter().flatten() {
-            if server["api_key"].as_str().is_some_and(|k| !k.is_empty()) {
-                server["api_key"] = json!(HIDDEN_VALUE);
+        let servers = mcp.get_mut(list).and_then(Value::as_array_mut);
+        for server in servers.into_iter().flatten() {
+            if let Some(key) = server.get_mut("api_key")
+                && key.as_str().is_some_and(|k| !k.is_empty())
+            {
+                *key = json!(HIDDEN_VALUE);
             }
         }
     }
-    for server in mcp["stdio_servers"].as_array_mut().into_iter().flatten() {
-        if let Some(env) = server["env"].as_object_mut() {
+    let stdio = mcp.get_mut("stdio_servers").and_then(Value::as_array_mut);
+    for server in stdio.into_iter().flatten() {
+        if let Some(env) = server.get_mut("env").and_then(Value::as_object_mut) {
             for value in env.values_mut() {
                 *value = json!(HIDDEN_VALUE);
             }
@@ -409,7 +413,11 @@ fn restore_hidden(given: &mut ohd_mcp::McpConfig, saved: &ohd_mcp::McpConfig) {
     remote(&mut given.sse_servers, &saved.sse_servers);
     remote(&mut given.shttp_servers, &saved.shttp_servers);
     for server in &mut given.stdio_servers {
-        let before = saved.stdio_servers.iter().find(|s| s.name == server.name);
+        // Only for the same command and arguments: a changed command must not be handed the
+        // values the user saved for another.
+        let before = saved.stdio_servers.iter().find(|s| {
+            s.name == server.name && s.command == server.command && s.args == server.args
+        });
         server.env.retain(|key, value| {
             if value != HIDDEN_VALUE {
                 return true;
@@ -582,6 +590,40 @@ mod tests {
         let choice = s.llm_choice(&config);
         assert_eq!(choice.base_url, None);
         assert!(choice.api_key.is_none());
+    }
+
+    #[test]
+    fn mcp_keys_are_hidden_and_kept_only_for_the_same_server() {
+        let config = config();
+        let mut settings = Settings::default();
+        let saved = json!({
+            "stdio_servers": [{"name": "gh", "command": "mcp-gh", "args": ["stdio"], "env": {"TOKEN": "env-secret-1"}}],
+            "shttp_servers": [{"url": "http://mcp.example/mcp", "api_key": "api-secret-2"}],
+        });
+        settings.apply(body(json!({"mcp_config": saved}))).unwrap();
+        let shown = settings.view(&config)["mcp_config"].clone();
+        assert!(!shown.to_string().contains("secret"), "{shown}");
+        // Sent back as shown: the values are kept.
+        settings
+            .apply(body(json!({"mcp_config": shown.clone()})))
+            .unwrap();
+        let merged = settings.mcp_config(&config);
+        assert_eq!(merged.stdio_servers[0].env["TOKEN"], "env-secret-1");
+        assert_eq!(
+            merged.shttp_servers[0].api_key.as_deref(),
+            Some("api-secret-2")
+        );
+        // A changed command, or another address, does not get them.
+        let mut changed = shown;
+        changed["stdio_servers"][0]["command"] = json!("sh");
+        changed["shttp_servers"][0]["url"] = json!("http://evil.example/mcp");
+        settings
+            .apply(body(json!({"mcp_config": changed})))
+            .unwrap();
+        let merged = settings.mcp_config(&config);
+        assert!(merged.stdio_servers[0].env.is_empty(), "{merged:?}");
+        assert_eq!(merged.shttp_servers[0].api_key, None);
+        assert!(!format!("{merged:?}").contains("secret"));
     }
 
     #[test]

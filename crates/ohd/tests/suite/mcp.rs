@@ -235,7 +235,8 @@ async fn mcp_failures_reach_the_model_and_the_user_and_the_conversation_goes_on(
     ]))
     .await;
     options.config_toml = Some(format!(
-        "[mcp]\nstdio_servers = [{}]\nsse_servers = [\"http://127.0.0.1:{down}/sse\"]\n",
+        // Its address carries a key in its query, which no notice, log or answer may show.
+        "[mcp]\nstdio_servers = [{}]\nsse_servers = [\"http://127.0.0.1:{down}/sse?token=q-secret-55555\"]\n",
         stdio_entry("local", ", timeout = 3"),
     ));
     let ohd = Ohd::start_with(options).await;
@@ -282,6 +283,16 @@ async fn mcp_failures_reach_the_model_and_the_user_and_the_conversation_goes_on(
         notices.iter().any(|n| n.contains("timed out")),
         "{notices:?}"
     );
+    assert!(
+        !notices.iter().any(|n| n.contains("q-secret-55555")),
+        "{notices:?}"
+    );
+    // Said once, not at every step while it stays down.
+    assert_eq!(
+        notices.iter().filter(|n| n.contains("unavailable")).count(),
+        1,
+        "{notices:?}"
+    );
     // The model read every failure, and the conversation went on.
     let sent = serde_json::to_string(&llm.requests()).unwrap();
     assert!(sent.contains("timed out after 3 seconds") && sent.contains("broken on purpose"));
@@ -295,6 +306,7 @@ async fn mcp_failures_reach_the_model_and_the_user_and_the_conversation_goes_on(
         .cloned()
         .unwrap();
     assert_eq!(sse["state"], "unavailable", "{listed}");
+    assert!(!listed.to_string().contains("q-secret-55555"), "{listed}");
     assert!(
         sse["error"]
             .as_str()

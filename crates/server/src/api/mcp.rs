@@ -18,7 +18,7 @@ async fn servers(State(state): State<AppState>) -> Json<Value> {
     let servers: Vec<Value> = ohd_mcp::describe(&config)
         .into_iter()
         .map(
-            |(name, transport, target)| match board.last(transport, &target) {
+            |(name, transport, target)| match board.last(&name, transport, &target) {
                 Some((report, at)) => json!({
                     "name": name,
                     "transport": transport,
