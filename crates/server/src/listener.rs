@@ -118,6 +118,12 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
         let stream = match accepted {
             Ok((stream, _)) => {
                 accept_failing = false;
+                // Small writes go out at once: with Nagle's algorithm the CONNECT answer and
+                // the first events of a join waited for the client's delayed acknowledgement
+                // (about 40 ms on Linux) before they were sent.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
                 stream
             }
             // The client gave up before it was accepted: nothing to wait for.
