@@ -309,6 +309,8 @@ pub struct Agent {
     place: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The user's MCP servers, once the first step needed their tools.
     mcp: Option<ohd_mcp::McpHub>,
+    /// This agent in the figures while it lives.
+    _counted: ohd_metrics::Running,
 }
 
 /// One tool call of a model answer, understood (or why not), with what its action carries.
@@ -501,6 +503,7 @@ impl Agent {
             budget_said: false,
             place: None,
             mcp: None,
+            _counted: ohd_metrics::Running::agent(),
         };
         agent.recover().await?;
         Ok(agent)
@@ -1088,6 +1091,21 @@ impl Agent {
     }
 
     async fn after_step(&mut self, end: StepEnd) -> Result<(), AgentFailure> {
+        let outcome = match &end {
+            StepEnd::Continue => "continue",
+            StepEnd::AwaitUser => "await_user",
+            StepEnd::AwaitConfirmation => "awaiting_confirmation",
+            StepEnd::Finished => "finished",
+            StepEnd::Interrupted(_) => "interrupted",
+            StepEnd::Failed { status_id, .. } => {
+                ohd_metrics::metrics().error(status_id);
+                "failed"
+            }
+        };
+        ohd_metrics::metrics()
+            .agent_steps
+            .get_or_create(&ohd_metrics::Outcome { outcome })
+            .inc();
         if !matches!(end, StepEnd::Continue | StepEnd::AwaitConfirmation) {
             self.pending.clear();
         }
@@ -1182,6 +1200,7 @@ impl Agent {
             self.place = Some(place);
             return Ok(None);
         }
+        ohd_metrics::metrics().limit("max_running");
         let presence = self.core.ctx.presence.clone();
         presence
             .queued
@@ -1231,6 +1250,7 @@ impl Agent {
     ) -> Result<Asked, AgentFailure> {
         let (notices_tx, mut notices) = mpsc::unbounded_channel();
         let observer = RetryNotices(notices_tx);
+        let started = std::time::Instant::now();
         let call = llm.complete(request, &observer);
         tokio::pin!(call);
         let answer = loop {
@@ -1251,6 +1271,7 @@ impl Agent {
         if self.core.state == AgentState::RateLimited {
             self.core.set_state(AgentState::Running, "").await?;
         }
+        record_model_call(llm.model(), started.elapsed(), &answer);
         Ok(Asked::Answer(answer))
     }
 
@@ -1821,6 +1842,16 @@ impl Agent {
                 }
             }
         };
+        ohd_metrics::metrics()
+            .mcp_calls
+            .get_or_create(&ohd_metrics::Outcome {
+                outcome: if outcome.failure.is_some() {
+                    "error"
+                } else {
+                    "ok"
+                },
+            })
+            .inc();
         if let Some(failure) = &outcome.failure {
             let failure = core.secrets.scrub_text(failure);
             core.notify(&StatusUpdate::info("STATUS$MCP_TOOL_FAILED", failure));
@@ -1830,6 +1861,33 @@ impl Agent {
 
     /// Runs a command in the shell while watching for stop and pause.
     async fn execute_command(
+        &mut self,
+        command: &str,
+        is_input: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Result<CommandResult, Interrupt>, AgentFailure> {
+        let started = std::time::Instant::now();
+        let result = self.run_in_shell(command, is_input, timeout).await?;
+        let exit = match &result {
+            Ok(r) if r.still_running => "still_running",
+            Ok(r) if r.exit_code == 0 => "0",
+            Ok(r) if r.exit_code == -1 => "interrupted",
+            Ok(_) => "nonzero",
+            Err(Interrupt::ByUser(_)) => "stopped",
+            Err(Interrupt::Runtime(_)) => "error",
+        };
+        let figures = ohd_metrics::metrics();
+        figures
+            .commands
+            .get_or_create(&ohd_metrics::Exit { exit })
+            .inc();
+        figures
+            .command_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+
+    async fn run_in_shell(
         &mut self,
         command: &str,
         is_input: bool,
@@ -1902,6 +1960,53 @@ impl Agent {
 enum Interrupt {
     ByUser(AgentState),
     Runtime(String),
+}
+
+/// A model request in the figures: by model and outcome, its time, tokens and cost.
+fn record_model_call(model: &str, took: Duration, answer: &Result<Completion, LlmError>) {
+    let figures = ohd_metrics::metrics();
+    let model = model.to_owned();
+    let outcome = match answer {
+        Ok(_) => "ok",
+        Err(e) => e.status_id(),
+    };
+    figures
+        .llm_requests
+        .get_or_create(&ohd_metrics::ModelOutcome {
+            model: model.clone(),
+            outcome,
+        })
+        .inc();
+    figures
+        .llm_request_seconds
+        .get_or_create(&ohd_metrics::Model {
+            model: model.clone(),
+        })
+        .observe(took.as_secs_f64());
+    let Ok(completion) = answer else {
+        return;
+    };
+    let usage = &completion.usage;
+    for (kind, count) in [
+        ("prompt", usage.prompt_tokens),
+        ("completion", usage.completion_tokens),
+        ("cache_read", usage.cache_read_tokens),
+        ("cache_write", usage.cache_write_tokens),
+    ] {
+        figures
+            .llm_tokens
+            .get_or_create(&ohd_metrics::ModelTokens {
+                model: model.clone(),
+                kind,
+            })
+            .inc_by(count);
+    }
+    if let Some(cost) = completion.cost.filter(|c| c.is_finite() && *c > 0.0) {
+        figures
+            .llm_cost_microdollars
+            .get_or_create(&ohd_metrics::Model { model })
+            .inc_by((cost * 1e6).round() as u64);
+    }
 }
 
 fn tool_specs() -> Vec<ToolSpec> {

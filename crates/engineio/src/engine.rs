@@ -167,6 +167,14 @@ impl<H: Handler> Engine<H> {
             self.config.queue_capacity,
             transport,
         ));
+        let labels = ohd_metrics::Transport {
+            transport: transport_name(transport),
+        };
+        ohd_metrics::metrics()
+            .connections_opened
+            .get_or_create(&labels)
+            .inc();
+        counted(transport).inc();
         let session = self.handler.on_connect(&socket);
         let conn = Arc::new(Conn {
             socket,
@@ -184,7 +192,11 @@ impl<H: Handler> Engine<H> {
             return;
         }
         conn.socket.close(reason);
-        let reason = conn.socket.lock().close_reason.unwrap_or(reason);
+        let reason = {
+            let state = conn.socket.lock();
+            counted(state.transport).dec();
+            state.close_reason.unwrap_or(reason)
+        };
         self.lock_sessions().remove(conn.socket.id());
         self.handler
             .on_disconnect(&conn.session, &conn.socket, reason);
@@ -247,6 +259,24 @@ impl Params {
 
 /// 128 random bits, URL-safe: a session id nobody can guess, since it is all a polling request
 /// needs to act as that client.
+/// A transport's name in the figures; an upgrade in progress still counts as polling.
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Websocket => "websocket",
+        Transport::Polling | Transport::Upgrading => "polling",
+    }
+}
+
+/// The gauge of sessions open on `transport`.
+pub(crate) fn counted(transport: Transport) -> prometheus_client::metrics::gauge::Gauge {
+    ohd_metrics::metrics()
+        .connections_open
+        .get_or_create(&ohd_metrics::Transport {
+            transport: transport_name(transport),
+        })
+        .clone()
+}
+
 pub(crate) fn new_sid() -> Box<str> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(uuid::Uuid::new_v4().as_bytes())

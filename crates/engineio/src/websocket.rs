@@ -180,7 +180,13 @@ async fn switch<H: Handler>(engine: &Engine<H>, conn: &Conn<H>, ws: &mut Ws) -> 
     }
     let probed = tokio::time::timeout(engine.config.ping_timeout, probe(&conn.socket, ws));
     if let Ok(Ok(())) = probed.await {
-        conn.socket.lock().transport = Transport::Websocket;
+        {
+            let mut state = conn.socket.lock();
+            state.transport = Transport::Websocket;
+            // Under the lock, so that an end at the same moment counts the session once.
+            crate::engine::counted(Transport::Polling).dec();
+            crate::engine::counted(Transport::Websocket).inc();
+        }
         // Whatever was queued while the probe ran goes out on the websocket now.
         conn.socket.wake.notify();
         return true;

@@ -1,7 +1,7 @@
 //! `ohd`: the command line.
 
 use clap::{Parser, Subcommand};
-use ohd_server::config::{Config, Overrides};
+use ohd_server::config::{Config, LogFormat, Overrides};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -56,21 +56,25 @@ struct ServeArgs {
     /// Run without the agent: store and relay events only
     #[arg(long, env = "OHD_NO_AGENT")]
     no_agent: bool,
+    /// Log lines as text for people, or one JSON object per line for log shippers
+    /// [default: text]
+    #[arg(long, env = "OHD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log redirected to a file or a journal stays plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match cli.command {
         Command::Serve(args) => {
+            // The configuration first: it says how to log.
+            let config = resolve(args)?;
+            start_logging(config.log_format);
             // As root, ohd mounts what sandboxes need (passages, system layers); in a mount
             // namespace of its own they go with it, however it ends. Before any thread starts.
             if rustix::process::geteuid().is_root()
@@ -78,14 +82,30 @@ fn main() -> anyhow::Result<()> {
             {
                 tracing::warn!(error = %e, "no mount namespace of its own: the sandboxes' mounts are made on the host's and a killed ohd leaves them there until it starts again");
             }
-            serve(args)
+            serve(config)
         }
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn start_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // The same fields as the text, one JSON object per line.
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        // Colours only on a terminal: a log redirected to a file or a journal stays plain.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
-    let config = Config::resolve(Overrides {
+    Ok(Config::resolve(Overrides {
         host: args.host,
         port: args.port,
         data_dir: args.data_dir,
@@ -100,7 +120,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         llm_base_url: env("LLM_BASE_URL"),
         max_iterations: args.max_iterations,
         no_agent: args.no_agent,
-    })?;
+        log_format: args.log_format.map(|f| match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }),
+    })?)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         tracing::info!(

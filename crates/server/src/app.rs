@@ -213,6 +213,8 @@ fn cors(config: &Config) -> CorsLayer {
 /// A bound, not yet serving, ohd.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    /// `[server] metrics_addr`: `/metrics` alone, without the session key.
+    metrics: Option<tokio::net::TcpListener>,
     app: Router,
     state: AppState,
     sockets: Arc<SocketEngine>,
@@ -258,6 +260,14 @@ impl Server {
             max_connections = limits.max_connections,
             "limits"
         );
+        let metrics = match config.metrics_addr {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot serve metrics on {at}: {e}"))?,
+            ),
+            None => None,
+        };
         let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -265,6 +275,7 @@ impl Server {
         let (app, sockets) = router(state.clone());
         Ok(Server {
             listener,
+            metrics,
             app,
             state,
             sockets,
@@ -282,6 +293,13 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
+        if let Some(metrics) = self.metrics {
+            if let Ok(at) = metrics.local_addr() {
+                tracing::info!(%at, "serving /metrics");
+            }
+            let app: Router = api::metrics::routes();
+            tokio::spawn(listener::serve(metrics, app, self.limits, stop.clone()));
+        }
         let serving = listener::serve(self.listener, self.app, self.limits, stop.clone());
         let mut serving = std::pin::pin!(serving);
         tokio::select! {

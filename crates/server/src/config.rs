@@ -50,6 +50,10 @@ pub struct Config {
     /// A client that opens the transport but never joins a conversation is closed after this
     /// long (checked at each heartbeat); `None` (0 in the file): never.
     pub connect_timeout: Option<Duration>,
+    /// Where `/metrics` is also served alone, without the session key.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub sandbox: SandboxSettings,
@@ -136,6 +140,16 @@ pub struct Overrides {
     pub llm_base_url: Option<String>,
     pub max_iterations: Option<u32>,
     pub no_agent: bool,
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written: for people, or one JSON object per line for log shippers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `config.toml`. Unknown keys are refused, so a misspelt setting is not silently ignored.
@@ -212,6 +226,8 @@ struct ServerSection {
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +366,11 @@ impl Config {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            metrics_addr: file.server.metrics_addr,
+            log_format: overrides
+                .log_format
+                .or(file.server.log_format)
+                .unwrap_or_default(),
             llm: LlmConfig {
                 model: non_empty(overrides.llm_model).or(file.llm.model),
                 api_key: non_empty(overrides.llm_api_key)

@@ -78,6 +78,9 @@ impl Feed for FollowFeed {
                 None => return false,
             },
         };
+        if matches!(item, Ok(Followed::Event(_))) {
+            ohd_metrics::metrics().events_delivered.inc();
+        }
         match item {
             // The packet is encoded once for every client of the event, and lent, not copied.
             Ok(Followed::Event(event)) => event.with_encoded(

@@ -138,6 +138,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: Can
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            ohd_metrics::metrics().limit("max_connections");
             if !at_cap {
                 tracing::warn!(
                     max = limits.max_connections,

@@ -418,8 +418,19 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         match self.write_appends(&appends).await {
             Ok(results) => {
+                let figures = ohd_metrics::metrics();
+                figures
+                    .store_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let stored: usize = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .map(Vec::len)
+                    .sum();
+                figures.events_appended.inc_by(stored as u64);
                 for (append, result) in appends.into_iter().zip(results) {
                     let _ = append.reply.send(result);
                 }

@@ -6,6 +6,7 @@ mod exposure;
 mod long_tasks;
 mod mcp;
 mod model_reach;
+mod observability;
 mod rest;
 mod restart;
 mod sandbox;

@@ -5,6 +5,7 @@ pub mod files;
 pub mod git;
 pub mod health;
 pub mod mcp;
+pub mod metrics;
 pub mod options;
 pub mod secrets;
 pub mod settings;
@@ -26,6 +27,7 @@ pub fn protected() -> Router<AppState> {
         .merge(secrets::routes())
         .merge(git::routes())
         .merge(mcp::routes())
+        .merge(metrics::routes())
 }
 
 /// Routes that stay open with authentication on.

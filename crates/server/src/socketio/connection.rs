@@ -68,6 +68,7 @@ impl Inbox {
         if shared.queue.len() >= INBOX_CAPACITY {
             drop(shared);
             // The client sends faster than its actions can be stored: drop this one and tell it.
+            ohd_metrics::metrics().limit("client_queue");
             refuse_flood(socket, &message);
             return;
         }
@@ -191,6 +192,7 @@ fn refuse_flood(socket: &Socket, message: &Inbound) {
 /// transport cuts that client off when its writes block.
 fn answer(socket: &Socket, ack: Option<u64>, result: Result<(), &ErrorNotice>) {
     if let Err(notice) = result {
+        ohd_metrics::metrics().error(&notice.code);
         match packet::error_event(notice) {
             Ok(event) => {
                 let _ = socket.try_send(Message::text(&event));
@@ -287,6 +289,7 @@ impl Connection {
         };
         let max = self.state.config.max_payload_bytes;
         if text.len() > max {
+            ohd_metrics::metrics().limit("max_payload_bytes");
             self.send_error(
                 "PAYLOAD_TOO_LARGE",
                 format!(
@@ -399,6 +402,12 @@ impl Connection {
 
     fn refuse(&self, refusal: &Refusal) {
         tracing::debug!(sid = self.socket.id(), message = %refusal.message, "connect refused");
+        ohd_metrics::metrics()
+            .join_refusals
+            .get_or_create(&ohd_metrics::Reason {
+                reason: refusal.reason(),
+            })
+            .inc();
         self.send(packet::connect_error("/", &refusal.message, refusal.data()));
     }
 
@@ -415,6 +424,9 @@ impl Connection {
             .agents
             .ensure(&join.conversation, &join.providers);
         self.send(packet::connect_ok(self.socket.id()));
+        let figures = ohd_metrics::metrics();
+        figures.joins.inc();
+        figures.replay_events.observe(join.replay as f64);
         tracing::info!(
             sid = self.socket.id(),
             conversation = %join.conversation,
