@@ -139,8 +139,7 @@ impl Metrics {
             "Time to commit one append to the store",
             store_commit_seconds.clone(),
         );
-        let replay_events =
-            Histogram::new([0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0].into_iter());
+        let replay_events = Histogram::new([0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]);
         registry.register(
             "replay_events",
             "Stored events replayed to a client when it joins",
