@@ -49,7 +49,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        ohd_metrics::metrics().error(&self.code);
+        ohd_metrics::metrics().error(self.code);
         let body = serde_json::json!({"error": self.message, "code": self.code});
         (self.status, axum::Json(body)).into_response()
     }
