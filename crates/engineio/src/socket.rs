@@ -116,6 +116,25 @@ impl Socket {
         Ok(())
     }
 
+    /// Queues `message` and then gives the socket `feed`, waking the writer once: a writer
+    /// that runs now finds both, so the message and what the feed has at hand can leave in
+    /// one write (one long-poll response), the message first.
+    pub fn send_then_feed(&self, message: Message, feed: Box<dyn Feed>) -> Result<(), SendError> {
+        {
+            let mut state = self.lock();
+            if state.close_reason.is_some() {
+                return Err(SendError::Closed);
+            }
+            if state.messages >= self.capacity {
+                return Err(SendError::Full);
+            }
+            state.queue.push_back(Outbound::Message(message));
+            state.messages += 1;
+        }
+        self.set_feed(feed);
+        Ok(())
+    }
+
     /// Queues a transport packet (ping, pong, noop), which does not count against the capacity.
     /// The same packet twice in a row is kept once, so a client that sends pings without
     /// reading (over polling) cannot grow the queue.

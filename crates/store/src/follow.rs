@@ -97,6 +97,16 @@ impl Follower {
         }
     }
 
+    /// Reads the first page of what is stored ahead, if nothing is read yet: a joining client's
+    /// replay is then at hand when its transport first asks, and goes out with (or right after)
+    /// the CONNECT answer instead of one store read later.
+    pub async fn prefetch(&mut self) -> Result<(), StoreError> {
+        if self.behind && self.pending.is_empty() {
+            self.read_page().await?;
+        }
+        Ok(())
+    }
+
     /// The next item if it is at hand (queued, or already in the live channel), without
     /// waiting or reading the store: the fast path of a busy stream. `None` means "call
     /// [`Follower::next`]", which takes it from exactly here.

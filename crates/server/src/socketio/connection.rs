@@ -395,7 +395,19 @@ impl Connection {
         let query = self.socket.query();
         let headers = self.socket.headers();
         match handshake::authorize(&self.state, query, headers, auth).await {
-            Ok(join) => self.start_session(join),
+            Ok(join) => {
+                // Subscribed before the client hears it joined: a live-only notice (a title
+                // change) published from then on reaches it; stored events it would get
+                // anyway.
+                let mut follower = Follower::new(
+                    self.state.log.clone(),
+                    join.conversation.clone(),
+                    join.after,
+                );
+                // A failed read is tried again when the feed is first polled.
+                let _ = follower.prefetch().await;
+                self.start_session(join, follower);
+            }
             Err(refusal) => self.refuse(&refusal),
         }
     }
@@ -411,19 +423,16 @@ impl Connection {
         self.send(packet::connect_error("/", &refusal.message, refusal.data()));
     }
 
-    fn start_session(&mut self, join: Join) {
-        // Subscribed before the client hears it joined: a live-only notice (a title change)
-        // published from then on reaches it; stored events it would get anyway.
-        let follower = Follower::new(
-            self.state.log.clone(),
-            join.conversation.clone(),
-            join.after,
-        );
+    fn start_session(&mut self, join: Join, follower: Follower) {
         let counted = self.state.conversations.connect(&join.conversation);
         self.state
             .agents
             .ensure(&join.conversation, &join.providers);
-        self.send(packet::connect_ok(self.socket.id()));
+        // The answer and the feed together: the replay at hand leaves with the answer.
+        let feed = Box::new(FollowFeed::new(follower, join.conversation.clone()));
+        let _ = self
+            .socket
+            .send_then_feed(Message::text(&packet::connect_ok(self.socket.id())), feed);
         let figures = ohd_metrics::metrics();
         figures.joins.inc();
         figures.replay_events.observe(join.replay as f64);
@@ -433,10 +442,6 @@ impl Connection {
             after = ?join.after,
             "client joined"
         );
-        self.socket.set_feed(Box::new(FollowFeed::new(
-            follower,
-            join.conversation.clone(),
-        )));
         self.session = Some(Session {
             conversation: join.conversation,
             _counted: counted,
