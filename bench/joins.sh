@@ -4,7 +4,10 @@
 # (ohd-bench rawcast) and, where it is installed, the original OpenHands server, in one run.
 #
 #   bench/joins.sh                 # JOINS=1000 STORMS="1000 10000"
-#   ORIGINAL=/path/to/venv/bin/python bench/joins.sh   # also the original (openhands-ai 0.59)
+#   ORIGINAL_URL=http://127.0.0.1:3001 bench/joins.sh
+#       # also an original OpenHands server (openhands-ai 0.59) already running there, with an
+#       # LLM saved in its settings (any: the joins never reach the model); its storms are
+#       # ORIGINAL_STORMS (default 1000)
 #
 # Latency: bench/join_latency.py (python-socketio) and bench/join_latency.mjs (socket.io-client),
 # over websocket and long-polling, JOINS joins one after another to a conversation holding 10
@@ -63,7 +66,7 @@ measure() {
     done
     for n in $STORMS; do
         node --max-old-space-size=4096 bench/storm.mjs --url "$url" --conversation "$conv" \
-            --clients "$n" | record "$server" "{\"test\": \"storm\"}"
+            --clients "$n" --timeout-ms 120000 | record "$server" "{\"test\": \"storm\"}"
     done
 }
 
@@ -83,8 +86,7 @@ for n in $STORMS; do
 done
 kill "${PIDS[-1]}"
 
-if [[ -n "${ORIGINAL:-}" ]]; then
-    start original env OPENHANDS_HOST=127.0.0.1 bench/original_server.sh "$ORIGINAL"
-    measure original original "$URL"
+if [[ -n "${ORIGINAL_URL:-}" ]]; then
+    STORMS=${ORIGINAL_STORMS:-1000} measure original original "$ORIGINAL_URL"
 fi
 echo "results in $OUT" >&2
