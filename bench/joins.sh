@@ -70,7 +70,9 @@ measure() {
     done
 }
 
-start ohd "$TARGET_DIR/release/ohd" serve --no-agent --port 0 --data-dir "$WORK/ohd-data"
+# ohd starts with the usual soft open-file limit of 1,024 and raises it itself.
+start ohd bash -c 'ulimit -S -n 1024; exec "$@"' ohd \
+    "$TARGET_DIR/release/ohd" serve --no-agent --port 0 --data-dir "$WORK/ohd-data"
 measure ohd ohd "$URL"
 kill "${PIDS[-1]}"
 

@@ -107,6 +107,11 @@ impl Follower {
         Ok(())
     }
 
+    /// Events read from the store and not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The next item if it is at hand (queued, or already in the live channel), without
     /// waiting or reading the store: the fast path of a busy stream. `None` means "call
     /// [`Follower::next`]", which takes it from exactly here.

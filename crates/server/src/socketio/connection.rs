@@ -406,6 +406,10 @@ impl Connection {
                 );
                 // A failed read is tried again when the feed is first polled.
                 let _ = follower.prefetch().await;
+                // The replay's size, as far as the first page tells (a page is 512 events).
+                ohd_metrics::metrics()
+                    .replay_events
+                    .observe(follower.buffered() as f64);
                 self.start_session(join, follower);
             }
             Err(refusal) => self.refuse(&refusal),
@@ -435,7 +439,6 @@ impl Connection {
             .send_then_feed(Message::text(&packet::connect_ok(self.socket.id())), feed);
         let figures = ohd_metrics::metrics();
         figures.joins.inc();
-        figures.replay_events.observe(join.replay as f64);
         tracing::info!(
             sid = self.socket.id(),
             conversation = %join.conversation,

@@ -15,8 +15,6 @@ pub struct Join {
     /// Replay starts after this id; `None` replays everything.
     pub after: Option<EventId>,
     pub providers: Vec<String>,
-    /// How many stored events the join replays.
-    pub replay: u64,
 }
 
 /// A refused CONNECT: sent as `44{"message":...,"data":{"msg_id":...}}`.
@@ -111,34 +109,27 @@ pub async fn authorize(
             // at the end, so it still gets what comes next, as the original's live stream would.
             // Decided here, before the client is told it joined, so that nothing it sends
             // afterwards can be skipped.
-            let last = state
-                .log
-                .store()
-                .last_event_id(&conversation)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot read the log's end");
-                    Refusal::new(
-                        "the server cannot read its store; try again",
-                        Some("STATUS$ERROR"),
-                    )
-                })?;
-            if let Some(claimed) = after
-                && last.is_none_or(|l| l < claimed)
-            {
-                after = last;
+            if let Some(claimed) = after {
+                let last = state
+                    .log
+                    .store()
+                    .last_event_id(&conversation)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot read the log's end");
+                        Refusal::new(
+                            "the server cannot read its store; try again",
+                            Some("STATUS$ERROR"),
+                        )
+                    })?;
+                if last.is_none_or(|l| l < claimed) {
+                    after = last;
+                }
             }
-            // What the join replays: the stored events after `after`.
-            let replay = match (last, after) {
-                (None, _) => 0,
-                (Some(last), None) => last.0 + 1,
-                (Some(last), Some(after)) => last.0.saturating_sub(after.0),
-            };
             Ok(Join {
                 conversation,
                 after,
                 providers,
-                replay,
             })
         }
         Ok(None) => Err(Refusal::new(
