@@ -31,6 +31,9 @@ parser.add_argument("--transport", choices=["websocket", "polling"], default="we
 parser.add_argument("--joins", type=int, default=1000)
 parser.add_argument("--seed", type=int, default=10)
 parser.add_argument("--conversation", default=None)
+parser.add_argument("--client", choices=["python-socketio", "raw"], default="python-socketio",
+                    help="raw: a plain websocket (websocket-client) that sends the CONNECT itself, "
+                         "so the span starts at the CONNECT packet")
 options = parser.parse_args()
 url = options.url.rstrip("/")
 
@@ -64,8 +67,43 @@ def percentiles(values):
     }
 
 
+def raw_joins(conversation):
+    """From sending the CONNECT packet to receiving the first oh_event, over a plain websocket."""
+    import websocket  # websocket-client
+
+    ws_url = url.replace("http", "ws", 1) + f"/socket.io/?EIO=4&transport=websocket&conversation_id={conversation}&latest_event_id=-1"
+    spans, totals = [], []
+    for _ in range(options.joins):
+        started = time.perf_counter()
+        ws = websocket.create_connection(ws_url)
+        ws.sock.setsockopt(__import__("socket").IPPROTO_TCP, __import__("socket").TCP_NODELAY, 1)
+        if not ws.recv().startswith("0"):
+            raise SystemExit("no Engine.IO open packet")
+        sent = time.perf_counter()
+        ws.send("40")
+        while True:
+            frame = ws.recv()
+            if frame.startswith('42["oh_event"'):
+                break
+        now = time.perf_counter()
+        spans.append((now - sent) * 1000)
+        totals.append((now - started) * 1000)
+        ws.close()
+    print(json.dumps({
+        "client": "raw websocket",
+        "server": options.kind,
+        "transport": "websocket",
+        "joins": options.joins,
+        "connect": percentiles(totals),
+        "from_connect_packet": percentiles(spans),
+    }))
+
+
 def main():
     conversation = seeded_conversation()
+    if options.client == "raw" and options.joins:
+        raw_joins(conversation)
+        return
     if options.joins == 0:
         # Seeding only, for another client to measure.
         print(json.dumps({"conversation": conversation}))

@@ -58,6 +58,8 @@ measure() {
     local conv
     conv=$(python3 bench/join_latency.py --url "$url" --kind "$kind" --joins 0 |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["conversation"])')
+    python3 bench/join_latency.py --url "$url" --kind "$kind" --conversation "$conv" \
+        --client raw --joins "$JOINS" | record "$server" '{}'
     for transport in websocket polling; do
         python3 bench/join_latency.py --url "$url" --kind "$kind" --conversation "$conv" \
             --transport "$transport" --joins "$JOINS" | record "$server" '{}'

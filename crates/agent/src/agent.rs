@@ -1965,7 +1965,7 @@ enum Interrupt {
 /// A model request in the figures: by model and outcome, its time, tokens and cost.
 fn record_model_call(model: &str, took: Duration, answer: &Result<Completion, LlmError>) {
     let figures = ohd_metrics::metrics();
-    let model = model.to_owned();
+    let model = ohd_metrics::model_label(model);
     let outcome = match answer {
         Ok(_) => "ok",
         Err(e) => e.status_id(),

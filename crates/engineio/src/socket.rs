@@ -119,20 +119,24 @@ impl Socket {
     /// Queues `message` and then gives the socket `feed`, waking the writer once: a writer
     /// that runs now finds both, so the message and what the feed has at hand can leave in
     /// one write (one long-poll response), the message first.
+    /// A full queue drops the message but still sets the feed, as a `try_send` followed by
+    /// `set_feed` would.
     pub fn send_then_feed(&self, message: Message, feed: Box<dyn Feed>) -> Result<(), SendError> {
-        {
+        let queued = {
             let mut state = self.lock();
             if state.close_reason.is_some() {
                 return Err(SendError::Closed);
             }
             if state.messages >= self.capacity {
-                return Err(SendError::Full);
+                Err(SendError::Full)
+            } else {
+                state.queue.push_back(Outbound::Message(message));
+                state.messages += 1;
+                Ok(())
             }
-            state.queue.push_back(Outbound::Message(message));
-            state.messages += 1;
-        }
+        };
         self.set_feed(feed);
-        Ok(())
+        queued
     }
 
     /// Queues a transport packet (ping, pong, noop), which does not count against the capacity.

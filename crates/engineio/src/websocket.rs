@@ -182,6 +182,10 @@ async fn switch<H: Handler>(engine: &Engine<H>, conn: &Conn<H>, ws: &mut Ws) -> 
     if let Ok(Ok(())) = probed.await {
         {
             let mut state = conn.socket.lock();
+            if state.close_reason.is_some() {
+                // The session ended during the probe, and was counted out as polling.
+                return false;
+            }
             state.transport = Transport::Websocket;
             // Under the lock, so that an end at the same moment counts the session once.
             crate::engine::counted(Transport::Polling).dec();

@@ -31,7 +31,7 @@ pub struct Outcome {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelOutcome {
-    /// The configured model (`openai/gpt-4o`): an operator's choice, not a user's text.
+    /// The configured model (`openai/gpt-4o`), as [`model_label`] bounds it.
     pub model: String,
     pub outcome: &'static str,
 }
@@ -136,13 +136,13 @@ impl Metrics {
         let store_commit_seconds = Histogram::new(seconds_buckets());
         registry.register(
             "store_commit_seconds",
-            "Time to commit one append to the store",
+            "Time to commit one batch of appends to the store (successful commits)",
             store_commit_seconds.clone(),
         );
         let replay_events = Histogram::new([0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]);
         registry.register(
             "replay_events",
-            "Stored events replayed to a client when it joins",
+            "Stored events a joining client is replayed, as far as the first page read (256) shows",
             replay_events.clone(),
         );
         let agent_steps = Family::<Outcome, Counter>::default();
@@ -273,6 +273,25 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// The most model names the figures tell apart: the settings page takes any name, and each
+/// new one would add series for the life of the process.
+const MODEL_LABELS: usize = 32;
+
+/// A model's name as a label: at most 100 characters, and `other` once 32 names are known.
+pub fn model_label(model: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let name: String = model.chars().take(100).collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(&name) {
+        return name;
+    }
+    if seen.len() < MODEL_LABELS {
+        seen.push(name.clone());
+        return name;
+    }
+    "other".to_owned()
 }
 
 /// The content type of [`Metrics::encode`].

@@ -295,7 +295,11 @@ impl Server {
         let stop = CancellationToken::new();
         if let Some(metrics) = self.metrics {
             if let Ok(at) = metrics.local_addr() {
-                tracing::info!(%at, "serving /metrics");
+                if at.ip().is_loopback() {
+                    tracing::info!(%at, "serving /metrics");
+                } else {
+                    tracing::warn!(%at, "serving /metrics without a session key beyond this machine: anyone who reaches this address can read ohd's figures");
+                }
             }
             let app: Router = api::metrics::routes();
             tokio::spawn(listener::serve(metrics, app, self.limits, stop.clone()));

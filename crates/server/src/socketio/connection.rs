@@ -406,7 +406,11 @@ impl Connection {
                 );
                 // A failed read is tried again when the feed is first polled.
                 let _ = follower.prefetch().await;
-                // The replay's size, as far as the first page tells (a page is 512 events).
+                if self.socket.is_closed() {
+                    // The client left while the replay was read.
+                    return;
+                }
+                // The replay's size, as far as its first page tells.
                 ohd_metrics::metrics()
                     .replay_events
                     .observe(follower.buffered() as f64);
