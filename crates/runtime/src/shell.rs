@@ -233,13 +233,22 @@ impl Shell {
         for (key, value) in &launch.env {
             command = command.env(key, value);
         }
-        if let Some(prepared) = &prepared {
-            if let Some((uid, gid)) = prepared.credentials() {
-                command = command.uid(uid).gid(gid);
-            }
-            // SAFETY: the closure makes only async-signal-safe calls and does not allocate.
-            command = unsafe { command.pre_exec(prepared.pre_exec()) };
+        // One hook: this builder keeps only the last one given.
+        let mut hook = prepared.as_ref().map(|p| p.pre_exec());
+        if let Some((uid, gid)) = prepared.as_ref().and_then(|p| p.credentials()) {
+            command = command.uid(uid).gid(gid);
         }
+        // SAFETY: the closure makes only async-signal-safe calls (`signal`, `dup2`,
+        // `setrlimit`) and does not allocate.
+        command = unsafe {
+            command.pre_exec(move || {
+                crate::sandbox::spawn::default_signals()?;
+                match hook.as_mut() {
+                    Some(hook) => hook(),
+                    None => Ok(()),
+                }
+            })
+        };
         let child = command
             .spawn(pts)
             .map_err(|e| ShellError::Start(format!("{}: {e}", launch.program.to_string_lossy())))?;

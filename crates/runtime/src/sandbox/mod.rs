@@ -513,6 +513,10 @@ impl Launch {
                 command.pre_exec(prepared.pre_exec());
             }
         }
+        // SAFETY: `signal` is async-signal-safe, and nothing is allocated.
+        unsafe {
+            command.pre_exec(spawn::default_signals);
+        }
         Ok((command, prepared))
     }
 }

@@ -160,6 +160,25 @@ impl SpawnPlan {
     }
 }
 
+/// Between fork and exec: the signals ohd may have been started with ignored (by `nohup`, or a
+/// shell's background job ignoring SIGINT) are given back their default action, so that a C-c
+/// sent to the agent's command, and a stop, reach what it started.
+pub fn default_signals() -> std::io::Result<()> {
+    for signal in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGTERM,
+    ] {
+        // SAFETY: `signal` is async-signal-safe; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    Ok(())
+}
+
 impl Prepared {
     pub fn credentials(&self) -> Option<(u32, u32)> {
         self.credentials
