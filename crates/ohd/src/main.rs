@@ -12,6 +12,9 @@ use std::path::PathBuf;
     about = "An agent server that speaks the OpenHands WebSocket API"
 )]
 struct Cli {
+    /// On a failure, show its whole chain of causes and a backtrace
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,8 +71,24 @@ enum LogFormatArg {
     Json,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the fix; the causes and a backtrace only when asked for.
+            if verbose {
+                eprintln!("ohd: {e:?}");
+            } else {
+                eprintln!("ohd: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             // The configuration first: it says how to log.

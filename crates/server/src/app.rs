@@ -260,6 +260,18 @@ impl Server {
             max_connections = limits.max_connections,
             "limits"
         );
+        // The address first: a port in use is said before anything else is set up or logged.
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "port {} is in use on {}: pass --port N (0 picks a free one), or stop the other server",
+                    addr.port(),
+                    addr.ip()
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {addr}: {e}")
+            }
+        })?;
         let metrics = match config.metrics_addr {
             Some(at) => Some(
                 tokio::net::TcpListener::bind(at)
@@ -269,9 +281,6 @@ impl Server {
             None => None,
         };
         let state = AppState::open(config).await?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let (app, sockets) = router(state.clone());
         Ok(Server {
             listener,

@@ -173,3 +173,34 @@ async fn json_logs_carry_the_same_fields_as_text() {
     assert_eq!(joined["fields"]["conversation"], conv.as_str());
     assert!(joined["timestamp"].is_string() && joined["target"].is_string());
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_one_line_with_the_fix_and_no_backtrace() {
+    let ohd = Ohd::start().await;
+    let port = ohd.addr.rsplit(':').next().unwrap().to_owned();
+    let data = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohd"))
+        .args(["serve", "--no-agent", "--port"])
+        .arg(&port)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_BACKTRACE", "1")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| !l.contains(" INFO ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("port {port} is in use")) && errors[0].contains("--port"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("WARN"),
+        "{stderr}"
+    );
+}
