@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 if [ ! -d e2e/node_modules/socket.io-client ] || [ ! -d e2e/node_modules/playwright-core ]; then
     (cd e2e && npm ci --no-audit --no-fund)
 fi
-if ! python3 -c 'import socketio, websocket' 2>/dev/null; then
-    python3 -m pip install --quiet -r e2e/requirements.txt
+# The Python clients go into a virtual environment of their own, not the system's Python.
+if ! e2e/.venv/bin/python -c 'import socketio, websocket' 2>/dev/null; then
+    python3 -m venv e2e/.venv
+    e2e/.venv/bin/python -m pip install --quiet -r e2e/requirements.txt
 fi
 
 # The MCP test servers: FastMCP for the system's Python, and a published npm server, both
@@ -23,4 +25,5 @@ if [ "$(id -u)" = 0 ]; then
     fi
 fi
 
-cargo test --workspace "$@"
+# Every test binary runs, even after one fails; the exit status says whether any did.
+cargo test --workspace --no-fail-fast "$@"

@@ -29,8 +29,20 @@ impl Run {
     }
 }
 
+/// The Python that has the e2e clients' packages: `scripts/test.sh`'s own virtual environment
+/// (`e2e/.venv`) when there is one, else the `python3` on the PATH.
+fn python() -> String {
+    let venv = e2e_dir().join(".venv/bin/python");
+    if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "python3".to_owned()
+    }
+}
+
 async fn run(program: &str, script: &str, args: &[String]) -> Run {
-    let output = Command::new(program)
+    let program = if program == "python3" { python() } else { program.to_owned() };
+    let output = Command::new(&program)
         .arg(e2e_dir().join("clients").join(script))
         .args(args)
         .output()
