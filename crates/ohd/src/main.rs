@@ -19,9 +19,25 @@ struct Cli {
     command: Command,
 }
 
+/// What `ohd serve --help` adds after the flags: what ohd reads besides them.
+const SERVE_AFTER_HELP: &str = "\
+Environment variables (besides those named above):
+  LLM_MODEL        the model, provider/model: openai/gpt-4o, anthropic/claude-sonnet-4-5, ...
+  LLM_API_KEY      its API key
+  LLM_BASE_URL     an OpenAI-compatible server's address (vLLM, Ollama, llama.cpp, ...)
+  SESSION_API_KEY  a key every API call and socket must carry
+  GITHUB_TOKEN, GITLAB_TOKEN, BITBUCKET_TOKEN, AZURE_DEVOPS_TOKEN, FORGEJO_TOKEN
+                   provider tokens for the agent's shell, when the settings page saved none
+  RUST_LOG         log filter, for example ohd_server=debug
+
+The config file (--config) has the sections [server], [store], [llm], [agent], [sandbox] and
+[mcp]; config.example.toml in the repository names every key with its default. The web UI's
+settings page (POST /api/settings) wins over [llm] and [agent] for conversations started later.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
 }
 
@@ -36,7 +52,7 @@ struct ServeArgs {
     /// Where the store and the workspaces live [default: the user's data folder]/ohd
     #[arg(long, env = "OHD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A config.toml with [server], [store] and [llm] sections
+    /// A config.toml: [server], [store], [llm], [agent], [sandbox], [mcp] (see below)
     #[arg(long, env = "OHD_CONFIG")]
     config: Option<PathBuf>,
     /// Serve a built OpenHands web frontend from this folder

@@ -487,6 +487,66 @@ fn sandbox_limits(section: &SandboxSection) -> ohd_runtime::sandbox::Limits {
 
 #[cfg(test)]
 mod tests {
+
+    /// `config.example.toml` at the repository's root parses, every key in it (the commented
+    /// ones too) is one ohd knows, and the values shown as defaults are the defaults.
+    #[test]
+    fn the_example_configuration_names_only_known_keys() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config.example.toml"
+        ))
+        .unwrap();
+        let mut uncommented = 0;
+        let text: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    uncommented += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        assert!(uncommented >= 20, "{uncommented} commented keys found");
+        let dir = tempfile::tempdir().unwrap();
+        let every_key = dir.path().join("every.toml");
+        std::fs::write(&every_key, text).unwrap();
+        Config::resolve(Overrides {
+            config_file: Some(every_key),
+            ..Default::default()
+        })
+        .unwrap();
+        // As written (commented keys left out), it changes nothing from the defaults.
+        let as_is = dir.path().join("as_is.toml");
+        std::fs::write(&as_is, &example).unwrap();
+        let from_example = Config::resolve(Overrides {
+            config_file: Some(as_is),
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+        let defaults = Config::resolve(Overrides {
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            format!(
+                "{:?}",
+                Config {
+                    config_file: None,
+                    ..from_example
+                }
+            ),
+            format!("{defaults:?}")
+        );
+    }
+
     use super::*;
 
     #[test]

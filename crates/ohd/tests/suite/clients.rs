@@ -41,7 +41,11 @@ fn python() -> String {
 }
 
 async fn run(program: &str, script: &str, args: &[String]) -> Run {
-    let program = if program == "python3" { python() } else { program.to_owned() };
+    let program = if program == "python3" {
+        python()
+    } else {
+        program.to_owned()
+    };
     let output = Command::new(&program)
         .arg(e2e_dir().join("clients").join(script))
         .args(args)

@@ -204,3 +204,32 @@ async fn a_port_in_use_is_one_line_with_the_fix_and_no_backtrace() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_help_names_the_environment_and_every_config_section() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohd"))
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "LLM_MODEL",
+        "LLM_API_KEY",
+        "LLM_BASE_URL",
+        "SESSION_API_KEY",
+        "GITHUB_TOKEN",
+        "OHD_PORT",
+        "OHD_LOG_FORMAT",
+        "[server]",
+        "[store]",
+        "[llm]",
+        "[agent]",
+        "[sandbox]",
+        "[mcp]",
+        "config.example.toml",
+    ] {
+        assert!(help.contains(name), "{name} not in\n{help}");
+    }
+}
