@@ -199,6 +199,15 @@ impl Settings {
         Ok(())
     }
 
+    /// Whether nothing was ever saved.
+    pub fn is_empty(&self) -> bool {
+        self.llm_model.is_none()
+            && self.llm_api_key.is_none()
+            && self.llm_base_url.is_none()
+            && self.search_api_key.is_none()
+            && self.prefs.is_empty()
+    }
+
     /// The model agents use: these settings over the configuration's `[llm]`.
     pub fn llm_choice(&self, config: &Config) -> LlmChoice {
         LlmChoice {

@@ -166,10 +166,28 @@ async fn another_site_cannot_start_conversations_change_settings_or_send_actions
         ohd.get("/api/secrets").await.1["custom_secrets"],
         serde_json::json!([])
     );
-    assert_eq!(
-        ohd.get("/api/settings").await.1["provider_tokens_set"],
-        serde_json::json!({})
+    assert!(
+        !ohd.get("/api/settings")
+            .await
+            .1
+            .to_string()
+            .contains("collector.evil.example")
     );
+    // Feedback is written to the data directory: not from another site either.
+    let conv = ohd.create_conversation().await;
+    let feedback = format!("/api/conversations/{conv}/submit-feedback");
+    let vote = r#"{"polarity":"negative","permissions":"public"}"#;
+    assert_refused(
+        &post(&feedback, &evil_json, vote).await,
+        403,
+        "ORIGIN_NOT_ALLOWED",
+    );
+    assert_refused(
+        &post(&feedback, &plain, vote).await,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    );
+    assert!(!ohd.data_dir.join("feedback").exists());
 
     // ohd's own pages (same origin), localhost pages and clients without Origin still work,
     // and so do the body-less requests the web UI sends without a type.
@@ -209,10 +227,11 @@ async fn another_site_cannot_start_conversations_change_settings_or_send_actions
         let addr = ohd.addr.clone();
         async move { raw(&addr, &text).await }
     };
+    // (One more than the page's own: the feedback check's conversation.)
     assert_refused(&delete(EVIL).await, 403, "ORIGIN_NOT_ALLOWED");
-    assert_eq!(conversation_count(&ohd).await, 4);
+    assert_eq!(conversation_count(&ohd).await, 5);
     assert_eq!(delete("http://localhost:3000").await.0, 200);
-    assert_eq!(conversation_count(&ohd).await, 3);
+    assert_eq!(conversation_count(&ohd).await, 4);
 
     // Engine.IO over long-polling: the engine.io client posts text/plain, so there the Origin
     // decides. Another site can neither open a session nor post into one.

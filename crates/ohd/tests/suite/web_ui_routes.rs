@@ -172,7 +172,23 @@ async fn options_answer_in_the_shapes_the_ui_reads() {
 #[tokio::test]
 async fn settings_are_saved_in_the_data_directory_with_keys_write_only() {
     let mut ohd = Ohd::start().await;
-    // Nothing saved: 200 with defaults, never 404 (the UI would block on a modal).
+    // Nothing saved and no model configured: 404, as the original's first run, so the web UI
+    // opens its model set-up dialog.
+    let (status, body) = get(&ohd, "/api/settings").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("Settings not found")),
+        "{body}"
+    );
+    assert!(!ohd.data_dir.join("settings.json").exists());
+    // Something saved (the UI's analytics question answered): 200, defaults for the rest.
+    let (status, _) = post(
+        &ohd,
+        "/api/settings",
+        json!({"user_consents_to_analytics": false}),
+    )
+    .await;
+    assert_eq!(status, 200);
     let (status, settings) = get(&ohd, "/api/settings").await;
     assert_eq!(status, 200);
     for (key, value) in [
@@ -204,7 +220,6 @@ async fn settings_are_saved_in_the_data_directory_with_keys_write_only() {
     ] {
         assert!(settings.get(key).is_some(), "missing {key} in {settings}");
     }
-    assert!(!ohd.data_dir.join("settings.json").exists());
 
     let (status, body) = post(
         &ohd,
@@ -950,4 +965,55 @@ async fn hostile_repository(options: Options) {
         diff_keep,
         (200, json!({"modified": "SAME\n", "original": "same\n"}))
     );
+}
+
+#[tokio::test]
+async fn feedback_is_kept_in_the_data_directory_with_the_conversation() {
+    let ohd = Ohd::start().await;
+    let conv = ohd.create_conversation().await;
+    let mut client = joined(&ohd, &conv, "-1").await;
+    client.send(&user_message("worth sharing")).await;
+    client.events(1).await;
+    let (status, body) = post(
+        &ohd,
+        &format!("/api/conversations/{conv}/submit-feedback"),
+        json!({"email": "me@example.com", "version": "1.0", "permissions": "private", "polarity": "positive", "feedback": "positive"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["statusCode"], 200);
+    let id = body["body"]["feedback_id"].as_str().unwrap();
+    assert!(
+        body["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was sent")
+    );
+    let path = ohd.data_dir.join("feedback").join(format!("{id}.json"));
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(stored["polarity"], "positive");
+    assert_eq!(stored["conversation_id"], conv.as_str());
+    assert!(stored["trajectory"].to_string().contains("worth sharing"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    // What is not the original's shape is refused, with what is wrong.
+    let (status, body) = post(
+        &ohd,
+        &format!("/api/conversations/{conv}/submit-feedback"),
+        json!({"polarity": "meh"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("polarity"));
+    let (status, _) = post(
+        &ohd,
+        "/api/conversations/0123456789abcdef0123456789abcdef/submit-feedback",
+        json!({"polarity": "negative"}),
+    )
+    .await;
+    assert_eq!(status, 404);
 }

@@ -1,6 +1,7 @@
 //! REST routes, in the shapes of the original (`protocol.md` §5). One file per group.
 
 pub mod conversations;
+pub mod feedback;
 pub mod files;
 pub mod git;
 pub mod health;
@@ -20,6 +21,7 @@ use axum::http::StatusCode;
 pub fn protected() -> Router<AppState> {
     Router::new()
         .merge(conversations::routes())
+        .merge(feedback::routes())
         .merge(files::routes())
         .merge(workspace::routes())
         .merge(options::routes())

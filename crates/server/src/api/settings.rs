@@ -13,13 +13,22 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/settings", get(get_settings).post(save_settings))
 }
 
-/// Always 200, with defaults when nothing was saved: on 404 the UI opens a modal that blocks
-/// every other control.
-async fn get_settings(State(state): State<AppState>) -> Json<Value> {
-    let mut view = state.settings.get().await.view(&state.config);
+/// The settings, with defaults for what was not saved. While nothing is saved and no model is
+/// configured, 404 `{"error":"Settings not found"}`, as the original answers on its first run:
+/// the web UI then opens its model set-up dialog.
+async fn get_settings(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let saved = state.settings.get().await;
+    if saved.is_empty() && saved.llm_choice(&state.config).model.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "SETTINGS_NOT_FOUND",
+            "Settings not found",
+        ));
+    }
+    let mut view = saved.view(&state.config);
     // Which providers have a token (saved, or from the environment), and their hosts.
     view["provider_tokens_set"] = json!(state.agents.providers_set());
-    Json(view)
+    Ok(Json(view))
 }
 
 async fn save_settings(
