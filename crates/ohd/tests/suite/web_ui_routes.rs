@@ -332,12 +332,21 @@ async fn with_a_session_key_the_ui_routes_need_it_too() {
     }
     let response = ohd
         .http
-        .get(ohd.url("/api/settings"))
+        .get(ohd.url("/api/options/config"))
         .header("X-Session-API-Key", "s3cret-session")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // With the key, the settings answer as without authentication: a first run's 404.
+    let response = ohd
+        .http
+        .get(ohd.url("/api/settings"))
+        .header("X-Session-API-Key", "s3cret-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
 }
 
 #[tokio::test]

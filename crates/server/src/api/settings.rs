@@ -13,12 +13,15 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/settings", get(get_settings).post(save_settings))
 }
 
-/// The settings, with defaults for what was not saved. While nothing is saved and no model is
-/// configured, 404 `{"error":"Settings not found"}`, as the original answers on its first run:
-/// the web UI then opens its model set-up dialog.
+/// The settings, with defaults for what was not saved. While nothing is saved (no settings, no
+/// token or secret) and no model is configured, 404 `{"error":"Settings not found"}`, as the
+/// original answers on its first run: the web UI then opens its model set-up dialog.
 async fn get_settings(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let saved = state.settings.get().await;
-    if saved.is_empty() && saved.llm_choice(&state.config).model.is_none() {
+    let secrets = state.user_secrets.get();
+    let nothing_saved =
+        saved.is_empty() && secrets.provider_tokens.is_empty() && secrets.custom_secrets.is_empty();
+    if nothing_saved && saved.llm_choice(&state.config).model.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "SETTINGS_NOT_FOUND",
