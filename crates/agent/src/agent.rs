@@ -1916,15 +1916,19 @@ impl Agent {
             };
             tokio::pin!(run);
             loop {
+                // A stop or pause already waiting (sent while the shell was starting) comes
+                // first, before the command is typed: a command typed and interrupted in the
+                // same instant can start after its C-c and outlive the stop.
                 tokio::select! {
-                    result = &mut run => {
-                        return Ok(result.map_err(|e| Interrupt::Runtime(e.to_string())));
-                    }
+                    biased;
                     _ = cancel.cancelled() => break AgentState::Stopped,
                     followed = follower.next() => {
                         if let Some(state) = core.take_control(followed?) {
                             break state;
                         }
+                    }
+                    result = &mut run => {
+                        return Ok(result.map_err(|e| Interrupt::Runtime(e.to_string())));
                     }
                 }
             }
