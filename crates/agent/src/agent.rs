@@ -1786,18 +1786,9 @@ impl Agent {
         let Some(hub) = mcp.as_mut() else {
             return Ok(None);
         };
-        let connect = hub.connect();
-        tokio::pin!(connect);
-        let failures = loop {
-            tokio::select! {
-                failures = &mut connect => break failures,
-                _ = cancel.cancelled() => return Ok(Some(AgentState::Stopped)),
-                followed = follower.next() => {
-                    if let Some(state) = core.take_control(followed?) {
-                        return Ok(Some(state));
-                    }
-                }
-            }
+        let failures = match unless_interrupted(hub.connect(), cancel, follower, core).await? {
+            Ok(failures) => failures,
+            Err(state) => return Ok(Some(state)),
         };
         for failure in failures {
             let failure = core.secrets.scrub_text(&failure);
@@ -1829,19 +1820,11 @@ impl Agent {
         let Some(hub) = mcp.as_mut() else {
             return Ok(Ok(serde_json::json!({"isError": true, "error": "no MCP server is configured", "content": []}).to_string()));
         };
-        let call = hub.call(name, arguments);
-        tokio::pin!(call);
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut call => break outcome,
-                _ = cancel.cancelled() => return Ok(Err(AgentState::Stopped)),
-                followed = follower.next() => {
-                    if let Some(state) = core.take_control(followed?) {
-                        return Ok(Err(state));
-                    }
-                }
-            }
-        };
+        let outcome =
+            match unless_interrupted(hub.call(name, arguments), cancel, follower, core).await? {
+                Ok(outcome) => outcome,
+                Err(state) => return Ok(Err(state)),
+            };
         ohd_metrics::metrics()
             .mcp_calls
             .get_or_create(&ohd_metrics::Outcome {
@@ -1906,32 +1889,16 @@ impl Agent {
         let Some(runtime) = runtime.as_mut() else {
             return Ok(Err(Interrupt::Runtime("the runtime did not start".into())));
         };
-        let interrupted = {
-            let run = async {
-                if is_input {
-                    runtime.shell.send_input(command).await
-                } else {
-                    runtime.shell.run(command, timeout).await
-                }
-            };
-            tokio::pin!(run);
-            loop {
-                // A stop or pause already waiting (sent while the shell was starting) comes
-                // first, before the command is typed: a command typed and interrupted in the
-                // same instant can start after its C-c and outlive the stop.
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break AgentState::Stopped,
-                    followed = follower.next() => {
-                        if let Some(state) = core.take_control(followed?) {
-                            break state;
-                        }
-                    }
-                    result = &mut run => {
-                        return Ok(result.map_err(|e| Interrupt::Runtime(e.to_string())));
-                    }
-                }
+        let run = async {
+            if is_input {
+                runtime.shell.send_input(command).await
+            } else {
+                runtime.shell.run(command, timeout).await
             }
+        };
+        let interrupted = match unless_interrupted(run, cancel, follower, core).await? {
+            Ok(result) => return Ok(result.map_err(|e| Interrupt::Runtime(e.to_string()))),
+            Err(state) => state,
         };
         // The command's future is gone; stop what it started.
         if let Err(e) = runtime.shell.interrupt().await {
@@ -1958,6 +1925,31 @@ impl Agent {
         }
         self.core.append(event).await?;
         Ok(())
+    }
+}
+
+/// Awaits `work` while watching for stop and pause: its output, or the state the user asked
+/// for (the work is then dropped). A stop or pause already waiting comes first, before `work`
+/// is first polled: a command typed and interrupted in the same instant could start after its
+/// C-c and outlive the stop.
+async fn unless_interrupted<T>(
+    work: impl std::future::Future<Output = T>,
+    cancel: &CancellationToken,
+    follower: &mut Follower,
+    core: &mut Core,
+) -> Result<Result<T, AgentState>, AgentFailure> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(Err(AgentState::Stopped)),
+            followed = follower.next() => {
+                if let Some(state) = core.take_control(followed?) {
+                    return Ok(Err(state));
+                }
+            }
+            output = &mut work => return Ok(Ok(output)),
+        }
     }
 }
 

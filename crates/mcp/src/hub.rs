@@ -250,22 +250,22 @@ impl McpHub {
         let lines = self.connect_these(&due).await;
         // Each failure is said once, not again at every retry while it stays the same.
         let mut news = Vec::new();
-        for server in &mut self.servers {
+        for (index, server) in self.servers.iter_mut().enumerate() {
             if server.last_error != server.reported_error {
-                if let Some(line) = server.last_error.as_ref().and_then(|_| {
+                news.extend(
                     lines
                         .iter()
-                        .find(|l| l.starts_with(&format!("MCP server {} ", server.label)))
-                }) {
-                    news.push(line.clone());
-                }
+                        .filter(|(i, _)| *i == index)
+                        .map(|(_, line)| line.clone()),
+                );
                 server.reported_error.clone_from(&server.last_error);
             }
         }
         news
     }
 
-    async fn connect_these(&mut self, which: &[usize]) -> Vec<String> {
+    /// Connects the servers at `which`; for each that failed, its index and a line that says why.
+    async fn connect_these(&mut self, which: &[usize]) -> Vec<(usize, String)> {
         if which.is_empty() {
             return Vec::new();
         }
@@ -315,10 +315,11 @@ impl McpHub {
             .flatten()
             .collect();
         let mut lines = Vec::new();
-        for server in self
+        for (index, server) in self
             .servers
             .iter_mut()
-            .filter(|s| failed.contains(&s.label))
+            .enumerate()
+            .filter(|(_, s)| failed.contains(&s.label))
         {
             // Errors may quote an address or a server's output: what the configuration holds
             // as secret never leaves here.
@@ -327,10 +328,13 @@ impl McpHub {
                 &self.secrets,
             );
             tracing::warn!(server = %server.label, transport = server.transport.kind(), error = %why, "MCP server unavailable");
-            lines.push(format!(
-                "MCP server {} ({}) is unavailable: {why}",
-                server.label,
-                scrub(&server.transport.target(), &self.secrets)
+            lines.push((
+                index,
+                format!(
+                    "MCP server {} ({}) is unavailable: {why}",
+                    server.label,
+                    scrub(&server.transport.target(), &self.secrets)
+                ),
             ));
             server.last_error = Some(why);
         }
@@ -368,7 +372,7 @@ impl McpHub {
             .session
             .as_ref()
             .is_some_and(|s| !s.client.is_closed());
-        if !connected && let Some(failure) = self.connect_these(&[index]).await.pop() {
+        if !connected && let Some((_, failure)) = self.connect_these(&[index]).await.pop() {
             self.report();
             return CallOutcome::failed(failure);
         }
