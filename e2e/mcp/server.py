@@ -14,6 +14,7 @@ Tools:
   slow(seconds)      answers after sleeping that long
   fail(message)      raises, so the result is an error
   crash()            ends the process mid-call
+  fetch(url)         "reached <status>" if a GET of the address is answered, else why not
 """
 
 import argparse
@@ -71,6 +72,18 @@ def slow(seconds: float) -> str:
 def fail(message: str) -> str:
     """Always fails with the message."""
     raise ValueError(message)
+
+
+@server.tool()
+def fetch(url: str) -> str:
+    """GETs an address and says whether it answered."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return f"reached {response.status}"
+    except Exception as error:  # noqa: BLE001 - any failure is the answer
+        return f"unreachable: {error}"
 
 
 @server.tool()

@@ -395,3 +395,42 @@ async fn mcp_servers_from_the_settings_page_join_the_configured_ones_and_keep_th
     let (_, listed) = ohd.get("/api/mcp").await;
     assert_eq!(listed["servers"].as_array().unwrap().len(), 3, "{listed}");
 }
+
+/// A stdio server is an attacker's process like any command: in the sandbox it must not reach
+/// ohd on this machine's loopback (where it would find the API).
+#[tokio::test]
+async fn a_stdio_server_in_the_sandbox_cannot_reach_ohd() {
+    if !servers_or_skip("MCP stdio server reaching ohd", false) {
+        return;
+    }
+    if !ohd_runtime::sandbox::bubblewrap_available() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+        assert!(!ci, "no sandbox here");
+        eprintln!("skipping: no sandbox here");
+        return;
+    }
+    // A server on this machine's loopback, as ohd is: the host reaches it, the sandbox must not.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alive", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/alive", axum::routing::get(|| async { "ok" }));
+        let _ = axum::serve(listener, app).await;
+    });
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    let (_llm, mut options) = scripted_llm(Script::new(vec![
+        Turn::tool_call("fetch", json!({ "url": url })),
+        Turn::text("done"),
+    ]))
+    .await;
+    options.config_toml = Some(format!(
+        "[mcp]\nstdio_servers = [{}]\n",
+        stdio_entry("local", "")
+    ));
+    let ohd = Ohd::start_with(options).await;
+    let conv = ohd.create_conversation().await;
+    place_server(&ohd, &conv);
+    let (events, _) = socket_io(&ohd, &conv, "", "fetch it").await;
+    let results = mcp_results(&events);
+    assert_eq!(results.len(), 1, "{:?}", summary(&events));
+    assert!(results[0].1.starts_with("unreachable"), "{results:?}");
+}
