@@ -12,6 +12,15 @@
 //                    the events it missed, and a reload shows the same history.
 //   auth             ohd runs with SESSION_API_KEY=--api-key and no agent: the page asks for the
 //                    key, then lists, creates, joins and sends with it.
+//   demo             `ohd demo`: a message shows the commands, the file made and edited (a diff),
+//                    their output and the finish; Settings shows the demo's model.
+//   no-model         ohd runs with no model: a message gets the error once (in the conversation,
+//                    no notice, the state note without the text again); "Choose a model" opens
+//                    Settings, which saves --model with --base-url and --model-key; a new
+//                    conversation then works with it (the scripted model finishes).
+//   unreachable      ohd's model refuses connections: the state says "could not reach the model,
+//                    retrying", retry notices replace each other (never two at once), and the
+//                    failure is said once, with no error notice.
 //   confirm          ohd runs in confirmation mode with a scripted model that answers
 //                    1. execute_bash `echo yes > confirmed.txt`  2. execute_bash `echo no > rejected.txt`
 //                    The page shows each waiting command with Confirm and Reject; the first is
@@ -35,6 +44,9 @@ function parseArgs(argv) {
     apiKey: null,
     chromium: "/usr/bin/chromium",
     timeoutMs: 20000,
+    model: null,
+    baseUrl: null,
+    modelKey: null,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
@@ -46,11 +58,15 @@ function parseArgs(argv) {
       case "--api-key": opts.apiKey = value; break;
       case "--chromium": opts.chromium = value; break;
       case "--timeout-ms": opts.timeoutMs = Number(value); break;
+      case "--model": opts.model = value; break;
+      case "--base-url": opts.baseUrl = value; break;
+      case "--model-key": opts.modelKey = value; break;
       default: usage(`unknown flag ${flag}`);
     }
   }
   if (!opts.url) usage("--url is required");
-  if (!["agent", "auth", "confirm"].includes(opts.scenario)) usage(`unknown scenario ${opts.scenario}`);
+  if (!["agent", "auth", "confirm", "demo", "no-model", "unreachable"].includes(opts.scenario)) usage(`unknown scenario ${opts.scenario}`);
+  if (opts.scenario === "no-model" && !(opts.model && opts.baseUrl && opts.modelKey)) usage("--scenario no-model needs --model, --base-url and --model-key");
   if (opts.scenario === "auth" && !opts.apiKey) usage("--scenario auth needs --api-key");
   return opts;
 }
@@ -264,6 +280,153 @@ async function agentScenario(page, timeout) {
   return { conversation, ids };
 }
 
+/** Opens the page, creates a conversation and sends `text`; returns the conversation's id. */
+async function startConversation(page, timeout, text) {
+  await page.goto(opts.url + "/");
+  await page.getByRole("button", { name: "New conversation" }).click();
+  await page.waitForURL(/#\/conversations\/[0-9a-f]+$/, { timeout });
+  const conversation = new URL(page.url()).hash.split("/").pop();
+  await page.locator("#connection[data-status='connected']").waitFor({ timeout });
+  await page.locator("#composer-input:enabled").waitFor({ timeout });
+  await page.locator("#composer-input").fill(text);
+  await page.locator("#composer-input").press("Enter");
+  await page.locator(".event.message.user .bubble", { hasText: text }).waitFor({ timeout });
+  return conversation;
+}
+
+/** How many times `text` is visible on the page, in the conversation and in notices. */
+function timesShown(page, text) {
+  return page.evaluate((needle) => {
+    const places = [...document.querySelectorAll("#events .error-text, #events .state-note, #notices .notice-text")];
+    return places.filter((n) => n.offsetParent !== null)
+      .map((n) => n.textContent.split(needle).length - 1)
+      .reduce((a, b) => a + b, 0);
+  }, text);
+}
+
+async function demoScenario(page, timeout) {
+  let conversation;
+  await step("send a first message", async () => {
+    conversation = await startConversation(page, timeout, "Show me what you can do.");
+  });
+  await step("the commands and their output", async () => {
+    const look = page.locator(".event.action.run", { hasText: "pwd && ls -A" });
+    await look.locator(".observation.run pre.output", { hasText: "/workspace" }).waitFor({ timeout });
+    const first = page.locator(".event.action.run", { hasText: "sh hello.sh" }).first();
+    await first.locator(".observation.run pre.output", { hasText: "Hello from the sandbox" }).waitFor({ timeout });
+  });
+  await step("the file made and edited", async () => {
+    await page.locator(".event.action.edit", { hasText: "hello.sh" }).first().waitFor({ timeout });
+    const edit = page.locator(".event.action.edit", { hasText: "hello.sh" }).last();
+    await edit.locator(".diff-line.add", { hasText: "Hello again from the sandbox" }).waitFor({ timeout });
+    await edit.locator(".diff-line.del", { hasText: "Hello from the sandbox" }).waitFor({ timeout });
+    const again = page.locator(".event.action.run", { hasText: "sh hello.sh && ls -l hello.sh" });
+    await again.locator(".observation.run pre.output", { hasText: "Hello again from the sandbox" }).waitFor({ timeout });
+  });
+  await step("the finish", async () => {
+    await page.locator(".event.message.agent", { hasText: "Done: I looked at the workspace" }).waitFor({ timeout });
+    await page.locator("#agent-state[data-state='finished']").waitFor({ timeout });
+    check(await page.locator(".notice.error").count() === 0, "an error notice is shown");
+  });
+  await shot(page, "01-finished");
+  await step("Settings shows the demo's model", async () => {
+    await page.getByRole("button", { name: "Settings" }).click();
+    await page.locator("#settings-form:not([hidden])").waitFor({ timeout });
+    const model = await page.locator("#settings-form").getByLabel("Model", { exact: true }).inputValue();
+    check(model === "openai/ohd-demo", `Settings shows the model ${JSON.stringify(model)}`);
+    const key = await page.locator("#settings-form").getByLabel("API key").inputValue();
+    check(key === "", "Settings shows a key");
+  });
+  const ids = await pageIds(page);
+  assertDenseAndUnique(ids, "the demo");
+  return { conversation, ids };
+}
+
+async function noModelScenario(page, timeout) {
+  let first;
+  await step("a message without a model gets one error", async () => {
+    first = await startConversation(page, timeout, "hello?");
+    await page.locator("#agent-state[data-state='error']").waitFor({ timeout });
+    await page.locator(".state-note.state-error").waitFor({ timeout });
+    // Anything said late would arrive now.
+    await page.waitForTimeout(500);
+    const times = await timesShown(page, "No language model is configured");
+    check(times === 1, `the missing model is said ${times} times`);
+    check(await page.locator(".notice.error").count() === 0, "an error notice repeats the conversation's error");
+  });
+  await shot(page, "01-one-error");
+  await step("Choose a model opens Settings, which saves one", async () => {
+    await page.getByRole("button", { name: "Choose a model" }).click();
+    await page.locator("#settings-form:not([hidden])").waitFor({ timeout });
+    check(await page.locator("#settings-form").getByLabel("Model", { exact: true }).inputValue() === "", "Settings shows a model before one is saved");
+    await page.locator("#settings-form").getByLabel("Model", { exact: true }).fill(opts.model);
+    await page.locator("#settings-form").getByLabel("API key").fill(opts.modelKey);
+    await page.locator("#settings-form").getByLabel("Base URL").fill(opts.baseUrl);
+    await shot(page, "02-settings");
+    await page.locator("#settings-form").getByRole("button", { name: "Save" }).click();
+    await page.locator("#settings-form[hidden]").waitFor({ state: "attached", timeout });
+    await page.locator(".notice.info", { hasText: "Saved." }).waitFor({ timeout });
+  });
+  await step("Settings shows the saved model, and the key only as saved", async () => {
+    await page.getByRole("button", { name: "Settings" }).click();
+    await page.locator("#settings-form:not([hidden])").waitFor({ timeout });
+    check(await page.locator("#settings-form").getByLabel("Model", { exact: true }).inputValue() === opts.model, "the saved model is not shown");
+    check(await page.locator("#settings-form").getByLabel("API key").inputValue() === "", "the key is shown");
+    const placeholder = await page.locator("#settings-form").getByLabel("API key").getAttribute("placeholder");
+    check(placeholder.includes("saved"), `the key field does not say a key is saved: ${placeholder}`);
+    await page.locator("#settings-close").click();
+  });
+  let conversation;
+  await step("the next conversation uses the saved model", async () => {
+    conversation = await startConversation(page, timeout, "now with a model");
+    await page.locator(".event.message.agent", { hasText: "The saved model answered." }).waitFor({ timeout });
+    await page.locator("#agent-state[data-state='finished']").waitFor({ timeout });
+  });
+  await shot(page, "03-working");
+  return { conversation, first, ids: await pageIds(page) };
+}
+
+async function unreachableScenario(page, timeout) {
+  let conversation;
+  let mostRetryNotices = 0;
+  let retryNotices = 0;
+  await step("the state says the model cannot be reached", async () => {
+    conversation = await startConversation(page, timeout, "anyone there?");
+    const badge = page.locator("#agent-state[data-state='rate_limited']");
+    await badge.waitFor({ timeout });
+    const label = await badge.textContent();
+    check(label === "Could not reach the model, retrying", `the state says ${JSON.stringify(label)}`);
+  });
+  await shot(page, "01-retrying");
+  await step("retry notices replace each other; the failure is said once", async () => {
+    const deadline = Date.now() + timeout;
+    while (Date.now() < deadline) {
+      const count = await page.locator("#notices .notice[data-key='STATUS$LLM_RETRY']").count();
+      mostRetryNotices = Math.max(mostRetryNotices, count);
+      const text = await page.locator("#notices .notice[data-key='STATUS$LLM_RETRY'] .notice-text").allTextContents();
+      if (text.some((t) => /retry 2 in/.test(t))) retryNotices = 2;
+      if (await page.locator("#agent-state[data-state='error']").count() > 0) break;
+      await page.waitForTimeout(50);
+    }
+    await page.locator("#agent-state[data-state='error']").waitFor({ timeout: 1000 });
+    check(mostRetryNotices === 1, `${mostRetryNotices} retry notices were shown at once`);
+    check(retryNotices === 2, "the second retry's notice was not seen");
+    await page.waitForTimeout(500);
+    check(await page.locator(".notice.error").count() === 0, "an error notice repeats the conversation's error");
+    check(await page.locator("#notices .notice[data-key='STATUS$LLM_RETRY']").count() === 0,
+      "the last retry's notice stays after the agent gave up");
+    const times = await timesShown(page, "not reach the LLM provider");
+    check(times === 1, `the failure is said ${times} times`);
+    const said = await page.locator(".state-note.state-error").textContent();
+    check(/cannot connect to 127\.0\.0\.1:\d+: connection refused/.test(said), `the failure says ${JSON.stringify(said)}`);
+    const notes = await page.locator(".state-note.state-rate_limited").allTextContents();
+    check(notes.length === 1 && notes[0] === "Agent: could not reach the model, retrying",
+      `the retry state notes: ${JSON.stringify(notes)}`);
+  });
+  await shot(page, "02-gave-up");
+  return { conversation, ids: await pageIds(page) };
+}
+
 async function confirmScenario(page, timeout) {
   let conversation;
   await step("create a conversation and send a task", async () => {
@@ -347,17 +510,23 @@ async function main() {
     page.on("console", (message) => {
       // The refused socket of the simulated outage is expected; anything else is not.
       const text = message.text();
-      const expected = text.includes("ws://127.0.0.2:9/") || (refusalsExpected && text.includes("status of 401"));
+      const expected = text.includes("ws://127.0.0.2:9/") || (refusalsExpected && text.includes("status of 401"))
+        // A first run's settings are 404 until a model is saved (as the original answers).
+        || (opts.scenario === "no-model" && text.includes("status of 404"));
       if (message.type() === "error" && !expected) {
         problems.push(`console error: ${text}`);
       }
     });
     const timeout = opts.timeoutMs;
-    const result = opts.scenario === "agent"
-      ? await agentScenario(page, timeout)
-      : opts.scenario === "confirm"
-        ? await confirmScenario(page, timeout)
-        : await authScenario(page, timeout, () => { refusalsExpected = false; });
+    const scenarios = {
+      agent: () => agentScenario(page, timeout),
+      confirm: () => confirmScenario(page, timeout),
+      demo: () => demoScenario(page, timeout),
+      "no-model": () => noModelScenario(page, timeout),
+      unreachable: () => unreachableScenario(page, timeout),
+      auth: () => authScenario(page, timeout, () => { refusalsExpected = false; }),
+    };
+    const result = await scenarios[opts.scenario]();
     check(problems.length === 0, `the browser reported problems: ${JSON.stringify(problems)}`);
     emit("result", { ok: true, ...result });
   } catch (error) {

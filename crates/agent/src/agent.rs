@@ -340,14 +340,47 @@ const MAX_OVERFLOW_RETRIES: u32 = 8;
 const REJECTED: &str = "Action has been rejected by the user! Waiting for further user input.";
 
 /// Reports retries to the agent's loop so it can show `rate_limited`.
-struct RetryNotices(mpsc::UnboundedSender<String>);
+struct RetryNotices(mpsc::UnboundedSender<Retry>);
+
+/// One retry, as the user is told of it.
+struct Retry {
+    /// The notice, for example `Could not reach the LLM provider: …; retry 2 in 4.0 s.`
+    notice: String,
+    /// The `rate_limited` state's reason: what is happening, in a few words.
+    state_reason: &'static str,
+}
 
 impl RetryObserver for RetryNotices {
     fn retrying(&self, attempt: u32, wait: Duration, reason: &LlmError) {
-        let _ = self.0.send(format!(
-            "The model's service answered {reason}; retry {attempt} in {:.1} s.",
-            wait.as_secs_f64()
-        ));
+        let _ = self.0.send(Retry {
+            notice: format!(
+                "{}; retry {attempt} in {:.1} s.",
+                capitalized(&reason.to_string()),
+                wait.as_secs_f64()
+            ),
+            state_reason: retrying_because(reason),
+        });
+    }
+}
+
+/// What a retry is waiting out, for the `rate_limited` state (the only waiting state the
+/// protocol has, whatever the cause).
+fn retrying_because(reason: &LlmError) -> &'static str {
+    match reason {
+        LlmError::Network(_) => "could not reach the model, retrying",
+        LlmError::RateLimited { .. } => "rate limited, retrying",
+        LlmError::ServiceUnavailable(_) | LlmError::Server { .. } => {
+            "the model's service is failing, retrying"
+        }
+        _ => "retrying",
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -730,8 +763,7 @@ impl Agent {
                 max_tokens: Some(32),
                 temperature: None,
             };
-            let (quiet, _) = mpsc::unbounded_channel();
-            match llm.complete(&request, &RetryNotices(quiet)).await {
+            match llm.complete(&request, &()).await {
                 Ok(answer) => {
                     let title: String = answer
                         .text
@@ -1132,6 +1164,7 @@ impl Agent {
             StepEnd::Finished => self.core.set_state(AgentState::Finished, "").await?,
             StepEnd::Interrupted(state) => self.core.set_state(state, "").await?,
             StepEnd::Failed { status_id, reason } => {
+                tracing::warn!(conversation = %self.core.ctx.conversation, status = %status_id, %reason, "the agent stopped with an error");
                 self.core
                     .notify(&StatusUpdate::error(&status_id, reason.clone()));
                 self.core.set_state(AgentState::Error, &reason).await?;
@@ -1251,14 +1284,19 @@ impl Agent {
         let (notices_tx, mut notices) = mpsc::unbounded_channel();
         let observer = RetryNotices(notices_tx);
         let started = std::time::Instant::now();
+        let mut shown_reason = None;
         let call = llm.complete(request, &observer);
         tokio::pin!(call);
         let answer = loop {
             tokio::select! {
                 result = &mut call => break result,
-                Some(note) = notices.recv() => {
-                    self.core.notify(&StatusUpdate::info("STATUS$LLM_RETRY", note));
-                    self.core.set_state(AgentState::RateLimited, "").await?;
+                Some(retry) = notices.recv() => {
+                    self.core.notify(&StatusUpdate::info("STATUS$LLM_RETRY", retry.notice));
+                    // One state change per cause: the notices say each retry.
+                    if shown_reason != Some(retry.state_reason) {
+                        shown_reason = Some(retry.state_reason);
+                        self.core.set_state(AgentState::RateLimited, retry.state_reason).await?;
+                    }
                 }
                 _ = self.cancel.cancelled() => return Ok(Asked::Interrupted(AgentState::Stopped)),
                 followed = self.follower.next() => {

@@ -188,11 +188,26 @@ impl Core {
 /// (reqwest's own says only "error sending request").
 pub(crate) fn transport(err: reqwest::Error) -> LlmError {
     let mut message = err.to_string();
+    let mut innermost = None;
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
+        innermost = Some(cause.to_string());
         source = cause.source();
+    }
+    // A refused or unroutable connection is said in a few words: where, and what the system
+    // said ("connection refused"), not the chain of layers that passed it on.
+    if err.is_connect()
+        && let (Some(url), Some(cause)) = (err.url(), innermost)
+    {
+        let place = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => "the server".to_owned(),
+        };
+        let cause = cause.split(" (os error").next().unwrap_or_default();
+        return LlmError::Network(format!("cannot connect to {place}: {}", cause.to_lowercase()));
     }
     if err.is_decode() {
         LlmError::InvalidResponse(message)

@@ -78,11 +78,16 @@ where
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
-        if !err.is_retryable() || retries >= policy.max_retries {
-            return Err(err);
-        }
-        let Some(wait) = policy.wait(retries + 1, &err) else {
-            return Err(err);
+        let wait = match policy.wait(retries + 1, &err) {
+            Some(wait) if err.is_retryable() && retries < policy.max_retries => wait,
+            _ => {
+                // A retryable failure left unretried (the retries ran out, or the provider asked
+                // for too long a wait) is worth a line: the user's state goes to error next.
+                if err.is_retryable() {
+                    tracing::warn!(retries, error = %err, "LLM request failed; giving up");
+                }
+                return Err(err);
+            }
         };
         retries += 1;
         tracing::warn!(

@@ -1,5 +1,7 @@
 //! `ohd`: the command line.
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use ohd_server::config::{Config, LogFormat, Overrides};
 use std::net::IpAddr;
@@ -39,6 +41,34 @@ enum Command {
     /// Run the server.
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
+    /// Run the server with a built-in scripted model: see the agent work with no API key and
+    /// no network (every message plays the same short task)
+    #[command(after_help = DEMO_AFTER_HELP)]
+    Demo(DemoArgs),
+}
+
+const DEMO_AFTER_HELP: &str = "\
+Open the address it prints and send any message. The demo keeps its conversations in a new
+temporary folder (removed when it stops) unless --data-dir names one. It reads no LLM_*
+variables; a model saved in the settings of that data folder replaces the demo's.
+
+Environment variables: OHD_HOST, OHD_PORT, OHD_DATA_DIR, OHD_LOG_FORMAT (as the flags);
+RUST_LOG, the log filter. The demo reads no config file.";
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "OHD_HOST")]
+    host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one [default: 3000]
+    #[arg(long, env = "OHD_PORT")]
+    port: Option<u16>,
+    /// Where the store and the workspaces live [default: a new temporary folder]
+    #[arg(long, env = "OHD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log lines as text for people, or one JSON object per line [default: text]
+    #[arg(long, env = "OHD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
 }
 
 #[derive(clap::Args)]
@@ -110,15 +140,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // The configuration first: it says how to log.
             let config = resolve(args)?;
             start_logging(config.log_format);
-            // As root, ohd mounts what sandboxes need (passages, system layers); in a mount
-            // namespace of its own they go with it, however it ends. Before any thread starts.
-            if rustix::process::geteuid().is_root()
-                && let Err(e) = ohd_runtime::sandbox::passage::private_mounts()
-            {
-                tracing::warn!(error = %e, "no mount namespace of its own: the sandboxes' mounts are made on the host's and a killed ohd leaves them there until it starts again");
-            }
+            private_mounts();
             serve(config)
         }
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let log_format = args.log_format.map(LogFormatArg::into).unwrap_or_default();
+    start_logging(log_format);
+    // Before the runtime's threads start.
+    private_mounts();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (base_url, model) = runtime
+        .block_on(demo::start_model())
+        .map_err(|e| anyhow::anyhow!("the demo's model cannot listen on 127.0.0.1: {e}"))?;
+    // Kept for the server's life; removed when the demo stops.
+    let temporary = match args.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("ohd-demo-").tempdir()?),
+    };
+    let data_dir = args
+        .data_dir
+        .or_else(|| temporary.as_ref().map(|t| t.path().to_owned()));
+    let config = Config::resolve(Overrides {
+        host: args.host,
+        port: args.port,
+        data_dir,
+        llm_model: Some(demo::MODEL.to_owned()),
+        llm_api_key: Some(demo::API_KEY.to_owned()),
+        llm_base_url: Some(base_url),
+        log_format: Some(log_format),
+        ..Overrides::default()
+    })?;
+    let result = runtime.block_on(run_server(config, true));
+    drop(model);
+    drop(temporary);
+    result
+}
+
+/// As root, ohd mounts what sandboxes need (passages, system layers); in a mount namespace of
+/// its own they go with it, however it ends. Called before the server's threads start.
+fn private_mounts() {
+    if rustix::process::geteuid().is_root()
+        && let Err(e) = ohd_runtime::sandbox::passage::private_mounts()
+    {
+        tracing::warn!(error = %e, "no mount namespace of its own: the sandboxes' mounts are made on the host's and a killed ohd leaves them there until it starts again");
     }
 }
 
@@ -155,27 +223,38 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         llm_base_url: env("LLM_BASE_URL"),
         max_iterations: args.max_iterations,
         no_agent: args.no_agent,
-        log_format: args.log_format.map(|f| match f {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Json => LogFormat::Json,
-        }),
+        log_format: args.log_format.map(LogFormatArg::into),
     })?)
 }
 
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> LogFormat {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        tracing::info!(
-            data_dir = %config.data_dir.display(),
-            auth = config.session_api_key.is_some(),
-            "starting ohd"
-        );
-        let server = ohd_server::Server::bind(config).await?;
-        let addr = server.local_addr()?;
-        // A fixed line on stdout, for scripts and tests that start ohd on port 0.
-        println!("ohd listening on http://{addr}");
-        server.serve(shutdown_signal()).await
-    })
+    tokio::runtime::Runtime::new()?.block_on(run_server(config, false))
+}
+
+async fn run_server(config: Config, demo: bool) -> anyhow::Result<()> {
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        auth = config.session_api_key.is_some(),
+        demo,
+        "starting ohd"
+    );
+    let server = ohd_server::Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    // A fixed line on stdout, for scripts and tests that start ohd on port 0.
+    println!("ohd listening on http://{addr}");
+    if demo {
+        println!("demo: open http://{addr}/ and send any message; Ctrl-C stops it");
+    }
+    server.serve(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -219,7 +219,7 @@ pub struct LlmChoice {
 pub fn connect_llm(config: &LlmConfig, choice: &LlmChoice) -> Result<Arc<dyn LlmClient>, String> {
     let Some(model) = choice.model.as_deref().filter(|m| !m.trim().is_empty()) else {
         return Err(
-            "No language model is configured, so the agent cannot work. Choose one on the settings page (no restart needed), or set LLM_MODEL (for example openai/gpt-4o or anthropic/claude-sonnet-4-5) and LLM_API_KEY, plus LLM_BASE_URL for an OpenAI-compatible server (vLLM, Ollama, llama.cpp), or the [llm] section of config.toml, then restart ohd."
+            "No language model is configured. Choose one in Settings (no restart needed), or start ohd with LLM_MODEL and LLM_API_KEY (see ohd serve --help)."
                 .to_owned(),
         );
     };
@@ -237,7 +237,7 @@ pub fn connect_llm(config: &LlmConfig, choice: &LlmChoice) -> Result<Arc<dyn Llm
         ..LlmSettings::default()
     };
     ohd_llm::connect(&settings).map_err(|e| {
-        format!("The language model cannot be used: {e}. Check the model, API key and base URL on the settings page, or LLM_MODEL, LLM_API_KEY and LLM_BASE_URL ([llm] in config.toml).")
+        format!("The language model cannot be used: {e}. Check the model, API key and base URL in Settings, or LLM_MODEL, LLM_API_KEY and LLM_BASE_URL ([llm] in config.toml).")
     })
 }
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub run_as: Option<u32>,
     /// Where `config_toml` is written (default: the data directory).
     pub config_path: Option<PathBuf>,
+    /// Start `ohd demo` instead of `ohd serve` (with `--data-dir`, and no config file).
+    pub demo: bool,
 }
 
 /// A scripted OpenAI-compatible model for ohd to use, and ohd's options pointing at it.
@@ -77,6 +79,7 @@ impl Options {
             log_file: None,
             run_as: None,
             config_path: None,
+            demo: false,
         }
     }
 
@@ -105,7 +108,8 @@ impl Ohd {
     pub async fn spawn(data_dir: &Path, options: &Options) -> Ohd {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ohd"));
         command
-            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(if options.demo { "demo" } else { "serve" })
+            .args(["--port", "0", "--data-dir"])
             .arg(data_dir)
             .env_remove("SESSION_API_KEY")
             .env_remove("LLM_MODEL")
@@ -122,7 +126,7 @@ impl Ohd {
                 None => Stdio::null(),
             })
             .kill_on_drop(true);
-        if !options.agent {
+        if !options.agent && !options.demo {
             command.arg("--no-agent");
         }
         if let Some(toml) = &options.config_toml {

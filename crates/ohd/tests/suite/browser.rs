@@ -235,6 +235,127 @@ async fn browser_the_built_in_page_works_with_a_session_key() {
     assert_eq!(stored[0]["args"]["content"], "hello with a key");
 }
 
+#[tokio::test]
+async fn browser_ohd_demo_shows_the_agent_run_commands_edit_a_file_and_finish_with_no_key() {
+    let Some(chromium) = browser_or_skip("ohd demo in Chromium") else {
+        return;
+    };
+    let mut options = Options::new();
+    options.demo = true;
+    server_log(&mut options, "demo");
+    let ohd = Ohd::start_with(options).await;
+    let lines = run_page_test(&ohd, &chromium, &["--scenario", "demo"]).await;
+    let result = result(&lines);
+    // The page showed what happened: the file is there, edited, and the log says finished.
+    let conversation = result["conversation"].as_str().unwrap();
+    let script = ohd
+        .data_dir
+        .join("workspaces")
+        .join(conversation)
+        .join("hello.sh");
+    assert!(
+        std::fs::read_to_string(script)
+            .unwrap()
+            .contains("Hello again from the sandbox")
+    );
+    let stored = ohd.events(conversation).await;
+    assert_eq!(
+        stored.last().unwrap()["extras"]["agent_state"],
+        "finished",
+        "{:?}",
+        summary(&stored)
+    );
+    // The demo keeps its model to itself: no key of the user's is needed, none is shown.
+    let (status, settings) = ohd.get("/api/settings").await;
+    assert_eq!(status, 200);
+    assert_eq!(settings["llm_model"], "openai/ohd-demo");
+}
+
+#[tokio::test]
+async fn browser_without_a_model_the_error_is_said_once_and_settings_saves_one_the_next_conversation_uses()
+ {
+    let Some(chromium) = browser_or_skip("no model, then Settings, in Chromium") else {
+        return;
+    };
+    let (base, llm) = ohd_scripted_llm::ScriptedLlm::start(
+        Script::new(vec![Turn::tool_call(
+            "finish",
+            json!({"message": "The saved model answered."}),
+        )])
+        .with_aside("Saved model title"),
+    )
+    .await
+    .unwrap();
+    let mut options = Options::with_agent();
+    server_log(&mut options, "no-model");
+    let ohd = Ohd::start_with(options).await;
+    let base_url = format!("{base}/v1");
+    let lines = run_page_test(
+        &ohd,
+        &chromium,
+        &[
+            "--scenario",
+            "no-model",
+            "--model",
+            "openai/saved-in-the-page",
+            "--base-url",
+            &base_url,
+            "--model-key",
+            "sk-saved-in-the-page",
+        ],
+    )
+    .await;
+    result(&lines);
+    // The next conversation asked the saved model, with the saved key.
+    let recorded = llm.recorded();
+    assert!(!recorded.is_empty(), "the saved model was never asked");
+    assert!(recorded.iter().all(|r| r.body["model"] == "saved-in-the-page"
+        && r.header("authorization") == Some("Bearer sk-saved-in-the-page")));
+    // The key is kept but never shown back.
+    let (_, settings) = ohd.get("/api/settings").await;
+    assert_eq!(settings["llm_api_key_set"], true);
+    assert!(!settings.to_string().contains("sk-saved-in-the-page"));
+}
+
+#[tokio::test]
+async fn browser_a_model_that_refuses_connections_is_retried_visibly_and_the_failure_said_once() {
+    let Some(chromium) = browser_or_skip("an unreachable model in Chromium") else {
+        return;
+    };
+    // A port that was just free: connections to it are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = llm_options(&format!("http://127.0.0.1:{port}"));
+    options.config_toml = Some("[llm]\nmax_retries = 2\n".into());
+    server_log(&mut options, "unreachable");
+    let ohd = Ohd::start_with(options).await;
+    let lines = run_page_test(&ohd, &chromium, &["--scenario", "unreachable"]).await;
+    let result = result(&lines);
+    let stored = ohd.events(result["conversation"].as_str().unwrap()).await;
+    // One state change for the retries, saying why; then the error.
+    let reasons: Vec<&str> = stored
+        .iter()
+        .filter(|e| e["extras"]["agent_state"] == "rate_limited")
+        .map(|e| e["extras"]["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(reasons, ["could not reach the model, retrying"]);
+    assert_eq!(stored.last().unwrap()["extras"]["agent_state"], "error");
+    // The server's log says that it gave up, and why.
+    let log = std::fs::read_to_string(ohd.log_file().unwrap()).unwrap();
+    let gave_up = log
+        .lines()
+        .find(|l| l.contains("giving up"))
+        .unwrap_or_else(|| panic!("the log never says it gave up:\n{log}"));
+    assert!(
+        gave_up.contains("retries=2") && gave_up.contains("could not reach the LLM provider"),
+        "{gave_up}"
+    );
+    assert!(log.contains("the agent stopped with an error"));
+}
+
 async fn get_raw(ohd: &Ohd, path: &str) -> (u16, String, String) {
     let response = ohd.http.get(ohd.url(path)).send().await.unwrap();
     let status = response.status().as_u16();

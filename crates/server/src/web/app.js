@@ -27,7 +27,8 @@ const STATE_LABELS = {
   finished: "Finished",
   rejected: "Rejected",
   error: "Error",
-  rate_limited: "Rate limited, retrying",
+  // The state's reason says what is waited out ("could not reach the model, retrying").
+  rate_limited: "Retrying",
   awaiting_user_confirmation: "Waiting for confirmation",
   user_confirmed: "Confirmed",
   user_rejected: "Rejected",
@@ -334,14 +335,28 @@ const view = {
   cards: new Map(),
   agentState: "",
   connection: "idle",
+  /** The text of the last error shown in the conversation, so that a state change to `error`
+   * with the same reason does not say it again. */
+  lastError: "",
 };
 
 // ---------------------------------------------------------------------------------------------
 // Notices
 
-function notice(kind, text) {
+/**
+ * Shows a notice. Notices with the same `key` (a status id such as STATUS$LLM_RETRY) replace
+ * each other instead of stacking: the fifth retry is one line, not five.
+ */
+function notice(kind, text, key) {
   const box = $("#notices");
-  const item = el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
+  if (key) {
+    for (const old of box.querySelectorAll(".notice")) {
+      if (old.dataset.key === key) old.remove();
+    }
+  }
+  const item = el("div", {
+    class: `notice ${kind}`, role: kind === "error" ? "alert" : "status", dataset: key ? { key } : {},
+  },
     el("span", { class: "notice-text" }, text),
     el("button", {
       type: "button", class: "notice-close", "aria-label": "Dismiss",
@@ -415,7 +430,7 @@ function route() {
 
 async function openConversation(id) {
   if (view.socket) view.socket.stop();
-  Object.assign(view, { id, socket: null, seen: new Set(), lastId: -1, cards: new Map(), awaiting: null });
+  Object.assign(view, { id, socket: null, seen: new Set(), lastId: -1, cards: new Map(), awaiting: null, lastError: "" });
   $("#events").replaceChildren();
   $("#events-empty").hidden = false;
   setAgentState("");
@@ -486,12 +501,23 @@ function setConnection(status, detail) {
   updateControls();
 }
 
+/** The badge's words: a retry says what it waits out. */
+function stateLabel(state, reason) {
+  if (!state) return "";
+  if (state === "rate_limited" && reason) return reason.charAt(0).toUpperCase() + reason.slice(1);
+  return STATE_LABELS[state] || state;
+}
+
 function setAgentState(state, reason) {
+  // A retry's notice is stale once the agent is past the wait, whatever came of it.
+  if (state !== "rate_limited") {
+    for (const old of document.querySelectorAll("#notices .notice[data-key='STATUS$LLM_RETRY']")) old.remove();
+  }
   view.agentState = state;
   settleConfirmation(state);
   const badge = $("#agent-state");
   badge.dataset.state = state;
-  badge.textContent = state ? (STATE_LABELS[state] || state) : "";
+  badge.textContent = stateLabel(state, reason);
   badge.title = reason || "";
   updateControls();
 }
@@ -555,9 +581,11 @@ function handleStatusUpdate(update) {
     document.title = `${update.conversation_title} · ohd`;
     loadConversations();
   } else if (update.type === "error") {
-    notice("error", update.message || "The server reported an error.");
+    // The server stores every error it reports this way as an event of the conversation,
+    // which shows it; a notice would say it a second time.
+    if (!view.id) notice("error", update.message || "The server reported an error.");
   } else if (update.message) {
-    notice("info", update.message);
+    notice("info", update.message, update.id);
   }
 }
 
@@ -698,9 +726,12 @@ function renderObservation(event) {
       const state = extras.agent_state || "";
       setAgentState(state, extras.reason);
       if (!NOTABLE_STATES.has(state)) return hidden(event);
-      const label = STATE_LABELS[state] || state;
+      const label = stateLabel(state, extras.reason);
+      // A reason is said once: not again after the error that gave it, nor after a retry's
+      // label, which is the reason itself.
+      const sayReason = extras.reason && state !== "rate_limited" && extras.reason !== view.lastError;
       return item(event, `state-note state-${state}`,
-        el("span", {}, `Agent: ${label.toLowerCase()}`), extras.reason ? el("span", { class: "reason" }, ` (${extras.reason})`) : null);
+        el("span", {}, `Agent: ${label.toLowerCase()}`), sayReason ? el("span", { class: "reason" }, ` (${extras.reason})`) : null);
     }
     case "think":
       return hidden(event);
@@ -719,9 +750,16 @@ function renderObservation(event) {
       return attach(event, owner,
         extras.diff ? diffView(extras.diff) : folded(event.content || "", "Result", false), "ok", "done");
     case "error":
-    case "user_rejected":
-      return attach(event, owner, el("p", { class: "error-text" }, event.content || event.message || "Error"), "failed",
+    case "user_rejected": {
+      const text = event.content || event.message || "Error";
+      if (event.observation === "error") view.lastError = text;
+      const body = [el("p", { class: "error-text" }, text)];
+      if (extras.error_id === "STATUS$ERROR_LLM_NOT_CONFIGURED") {
+        body.push(el("button", { type: "button", class: "primary", onclick: () => openSettings() }, "Choose a model"));
+      }
+      return attach(event, owner, el("div", {}, body), "failed",
         event.observation === "error" ? "error" : "rejected", "error");
+    }
     default:
       return attach(event, owner, folded(event.content || event.message || "", event.observation, false), "ok", "done");
   }
@@ -802,6 +840,57 @@ function saveKey(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Settings: the model, through the same /api/settings the OpenHands web UI uses
+
+async function openSettings() {
+  const form = $("#settings-form");
+  form.hidden = false;
+  $("#settings-toggle").setAttribute("aria-expanded", "true");
+  let settings = null;
+  try {
+    settings = await api("/api/settings");
+  } catch (error) {
+    // 404: nothing saved yet and no model configured, a first run.
+    if (error.status !== 404 && error.status !== 401) notice("error", `Cannot read the settings: ${error.message}`);
+  }
+  $("#settings-model").value = settings?.llm_model || "";
+  $("#settings-base-url").value = settings?.llm_base_url || "";
+  $("#settings-key").value = "";
+  $("#settings-key").placeholder = settings?.llm_api_key_set
+    ? "a key is saved; leave empty to keep it"
+    : "the provider's key";
+  $("#settings-model").focus();
+}
+
+function closeSettings() {
+  $("#settings-form").hidden = true;
+  $("#settings-toggle").setAttribute("aria-expanded", "false");
+}
+
+async function saveSettings(event) {
+  event.preventDefault();
+  const model = $("#settings-model").value.trim();
+  if (!model.includes("/")) {
+    notice("error", "Name the model as provider/model, for example openai/gpt-4o or anthropic/claude-sonnet-4-5.");
+    $("#settings-model").focus();
+    return;
+  }
+  // The key is sent only when typed: absent, the saved one stays.
+  const body = { llm_model: model, llm_base_url: $("#settings-base-url").value.trim() };
+  const key = $("#settings-key").value;
+  if (key) body.llm_api_key = key;
+  try {
+    await api("/api/settings", { method: "POST", body });
+  } catch (error) {
+    if (error.status !== 401) notice("error", `The settings were not saved: ${error.message}`);
+    return;
+  }
+  $("#settings-key").value = "";
+  closeSettings();
+  notice("info", `Saved. Conversations started from now use ${model}.`, "settings");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start
 
 function start() {
@@ -819,6 +908,12 @@ function start() {
     else hideKeyForm();
   });
   $("#key-form").addEventListener("submit", saveKey);
+  $("#settings-toggle").addEventListener("click", () => {
+    if ($("#settings-form").hidden) openSettings();
+    else closeSettings();
+  });
+  $("#settings-form").addEventListener("submit", saveSettings);
+  $("#settings-close").addEventListener("click", closeSettings);
   $("#key-forget").addEventListener("click", () => {
     setSessionKey("");
     hideKeyForm();
