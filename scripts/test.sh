@@ -26,4 +26,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # Every test binary runs, even after one fails; the exit status says whether any did.
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+
+# The agent's shell tests once more as a background job of a script runs them (`nohup ... &`):
+# with SIGINT ignored, which every process inherits unless ohd gives it back, so that C-c would
+# never reach a command. Only for a whole run (arguments pick tests).
+if [ $# -eq 0 ]; then
+    (trap '' INT; exec cargo test -p ohd-runtime --test shell) || status=$?
+fi
+exit "$status"
