@@ -551,13 +551,13 @@ async fn an_anthropic_model_answers_whole_and_rate_limits_are_waited_out() {
     client.until_ready().await;
     client.send(&user_message("hi claude")).await;
     let events = client.until_state(&["awaiting_user_input", "error"]).await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["extras"]["agent_state"] == "rate_limited"),
-        "{:?}",
-        summary(&events)
-    );
+    // The wait is said as what it is: a rate limit, not an unreachable model.
+    let waits: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["extras"]["agent_state"] == "rate_limited")
+        .collect();
+    assert_eq!(waits.len(), 1, "{:?}", summary(&events));
+    assert_eq!(waits[0]["extras"]["reason"], "rate limited, retrying");
     assert_eq!(
         events.last().unwrap()["extras"]["agent_state"],
         "awaiting_user_input"
