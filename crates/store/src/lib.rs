@@ -1,14 +1,23 @@
 //! The durable event log.
 //!
-//! [`EventStore`] and [`ConversationStore`] are what the rest of ohd sees of storage; SQLite is
-//! the embedded implementation ([`sqlite::SqliteStore`]), and a PostgreSQL one can sit beside it.
+//! [`EventStore`] and [`ConversationStore`] are what the rest of ohd sees of storage. SQLite is
+//! the embedded implementation ([`sqlite::SqliteStore`]) for a single node; PostgreSQL
+//! ([`postgres::PgStore`]) lets several nodes share conversations. Both give events dense ids
+//! from 0 and stamp them through the same code, so an event reads the same whichever keeps it.
+//!
 //! [`Notifier`] tells subscribers about events once they are committed; [`LocalNotifier`] does
-//! that within one process, and a cross-node notifier (PostgreSQL `LISTEN`, Redis) can replace it.
+//! that within one process, and [`postgres::PgNotifier`] adds delivery across nodes (PostgreSQL
+//! `LISTEN`/`NOTIFY`, with a catch-up from the store for anything a lost notification hid).
 //! [`EventLog`] joins the two: append, then publish, so nothing is seen before it is durable.
+//!
+//! Only the shared store has what several nodes need besides the log: [`LeaseStore`] (which
+//! node runs a conversation's agent, with fencing tokens so a node that lost its lease cannot
+//! write) and [`DocumentStore`] (settings and secrets every node reads).
 
 mod follow;
 mod log;
 mod notifier;
+pub mod postgres;
 pub mod sqlite;
 
 pub use follow::{Followed, Follower};
@@ -17,9 +26,10 @@ pub use notifier::{LocalNotifier, LogItem, Notifier};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ohd_protocol::{ConversationId, EventId, NewEvent};
+use ohd_protocol::{ConversationId, EventId, NewEvent, Timestamp};
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// An event as committed: its id and the exact JSON every client is sent.
 ///
@@ -110,6 +120,33 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("cannot prepare the store: {0}")]
     Setup(String),
+    /// A fenced append was refused because the writer no longer holds the conversation's
+    /// lease (or never did); nothing was written.
+    #[error("conversation {conversation}: not written, lease lost ({reason})")]
+    Fenced {
+        conversation: ConversationId,
+        reason: String,
+    },
+}
+
+/// Gives `events` the ids from `first` on and the timestamp `at`, and encodes each as the JSON
+/// every client is sent. Every store goes through here, so stored JSON does not depend on the
+/// store.
+pub(crate) fn stamp(
+    events: impl IntoIterator<Item = NewEvent>,
+    first: u64,
+    at: Timestamp,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(offset, event)| {
+            let id = EventId(first + offset as u64);
+            let json = serde_json::to_string(&event.into_event(id, at))
+                .map_err(|e| StoreError::Setup(e.to_string()))?;
+            Ok(StoredEvent::new(id, json))
+        })
+        .collect()
 }
 
 /// A page of a conversation's events, for the REST API.
@@ -224,3 +261,77 @@ pub trait ConversationStore: Send + Sync + 'static {
 /// Both halves of storage, as one object the server can hold.
 pub trait Store: EventStore + ConversationStore {}
 impl<T: EventStore + ConversationStore> Store for T {}
+
+/// The right to write a conversation's log as its owner, as granted by [`LeaseStore`]: the
+/// conversation, the node holding it, and the fencing token of this grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub conversation: ConversationId,
+    pub node: String,
+    pub token: i64,
+}
+
+/// Who holds (or last held) a conversation's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub node: String,
+    pub token: i64,
+    /// Expired or released: anyone may take the lease.
+    pub expired: bool,
+}
+
+/// Ownership of conversations among nodes sharing a store, so one agent runs each.
+///
+/// A lease lasts `ttl` by the store's clock, never a node's, and must be renewed before then.
+/// Each grant to a new holder (or to the same node after its lease lapsed) gets a fencing token
+/// greater than every earlier one for that conversation. [`LeaseStore::append_fenced`] checks,
+/// in the transaction that writes, that the fence is still the current unexpired grant, so a
+/// node that paused past its lease (GC, network partition) cannot write after another took
+/// over. Appends without a fence ([`EventStore::append`]) stay open to every node: user actions
+/// are written wherever they arrive.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes the lease if it is free or expired, or renews it if `node` holds it already (the
+    /// token then stays). `None` when another node holds an unexpired lease.
+    async fn try_acquire_lease(
+        &self,
+        conversation: &ConversationId,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, StoreError>;
+
+    /// Extends the lease to `ttl` from now; false (and nothing changes) unless `fence` is the
+    /// current grant and has not expired.
+    async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Ends the lease at once so another node can take it; false when `fence` was not the
+    /// current grant. The token counter is kept: later grants still get greater tokens.
+    async fn release_lease(&self, fence: &Fence) -> Result<bool, StoreError>;
+
+    /// The current or last holder, if the conversation was ever leased.
+    async fn lease_holder(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<LeaseHolder>, StoreError>;
+
+    /// [`EventStore::append`], only if `fence` is the current unexpired grant for
+    /// `conversation` when the events are written; otherwise nothing is written and the answer
+    /// is [`StoreError::Fenced`].
+    async fn append_fenced(
+        &self,
+        conversation: &ConversationId,
+        events: Vec<NewEvent>,
+        fence: &Fence,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// Named JSON documents every node shares (settings, secrets, provider tokens), stored and
+/// returned verbatim.
+#[async_trait]
+pub trait DocumentStore: Send + Sync + 'static {
+    async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Creates or replaces the document.
+    async fn put_document(&self, name: &str, json: &str) -> Result<(), StoreError>;
+    /// False when there was no such document.
+    async fn delete_document(&self, name: &str) -> Result<bool, StoreError>;
+}

@@ -33,6 +33,24 @@ impl LocalNotifier {
             channels: Mutex::new(HashMap::new()),
         }
     }
+
+    /// How many receivers `conversation` has in this process.
+    pub fn subscribers(&self, conversation: &ConversationId) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .get(conversation)
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    /// The conversations with at least one receiver in this process.
+    pub fn subscribed(&self) -> Vec<ConversationId> {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 impl Notifier for LocalNotifier {

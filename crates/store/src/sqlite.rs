@@ -467,13 +467,7 @@ impl Writer {
                 }
                 Some(first) => {
                     let now = Timestamp::now();
-                    let mut out = Vec::with_capacity(append.events.len());
-                    for (offset, event) in append.events.iter().enumerate() {
-                        let id = EventId(first + offset as u64);
-                        let json = serde_json::to_string(&event.clone().into_event(id, now))
-                            .map_err(|e| StoreError::Setup(e.to_string()))?;
-                        out.push(StoredEvent::new(id, json));
-                    }
+                    let out = crate::stamp(append.events.iter().cloned(), first, now)?;
                     let next = first + append.events.len() as u64;
                     self.next_ids.insert(append.conversation.clone(), next);
                     planned.push((&append.conversation, next));
