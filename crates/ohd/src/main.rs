@@ -30,10 +30,12 @@ Environment variables (besides those named above):
   SESSION_API_KEY  a key every API call and socket must carry
   GITHUB_TOKEN, GITLAB_TOKEN, BITBUCKET_TOKEN, AZURE_DEVOPS_TOKEN, FORGEJO_TOKEN
                    provider tokens for the agent's shell, when the settings page saved none
+  OHD_DATABASE_URL a postgres:// URL: store everything in PostgreSQL, shared by several nodes
+                   ([store] url; without it, SQLite in the data folder)
   RUST_LOG         log filter, for example ohd_server=debug
 
-The config file (--config) has the sections [server], [store], [llm], [agent], [sandbox] and
-[mcp]; config.example.toml in the repository names every key with its default. The web UI's
+The config file (--config) has the sections [server], [store], [cluster], [llm], [agent],
+[sandbox] and [mcp]; config.example.toml in the repository names every key with its default. The web UI's
 settings page (POST /api/settings) wins over [llm] and [agent] for conversations started later.";
 
 #[derive(Subcommand)]
@@ -82,7 +84,7 @@ struct ServeArgs {
     /// Where the store and the workspaces live [default: the user's data folder]/ohd
     #[arg(long, env = "OHD_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A config.toml: [server], [store], [llm], [agent], [sandbox], [mcp] (see below)
+    /// A config.toml: [server], [store], [cluster], [llm], [agent], [sandbox], [mcp] (see below)
     #[arg(long, env = "OHD_CONFIG")]
     config: Option<PathBuf>,
     /// Serve a built OpenHands web frontend from this folder
@@ -224,6 +226,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         max_iterations: args.max_iterations,
         no_agent: args.no_agent,
         log_format: args.log_format.map(LogFormatArg::into),
+        database_url: env("OHD_DATABASE_URL"),
     })?)
 }
 

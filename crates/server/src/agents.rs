@@ -2,6 +2,7 @@
 //! created, joined or sent something, and stopped when it is deleted or the server stops.
 
 use crate::auth::Secret;
+use crate::cluster::Cluster;
 use crate::config::{AgentConfig, Config, LlmConfig};
 use crate::repository::{self, RepoSpec};
 use crate::settings::Settings;
@@ -43,6 +44,12 @@ pub struct Agents {
     clients: Mutex<HashMap<ConversationId, Arc<std::sync::atomic::AtomicUsize>>>,
     /// What agents last saw of each MCP server.
     mcp_board: Arc<ohd_mcp::StatusBoard>,
+    /// With several nodes: the lease an agent must hold to run here.
+    cluster: Option<Arc<Cluster>>,
+    /// For an agent that ends to start its successor (see [`Agents::ensure`]).
+    me: std::sync::Weak<Agents>,
+    /// Agents stopped by the server's shutdown keep their leases, to be taken over.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// The sandbox, decided once, in the background.
@@ -379,7 +386,8 @@ impl Agents {
         log: EventLog,
         saved: &Settings,
         user_secrets: Arc<UserSecretsStore>,
-    ) -> Self {
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Self> {
         // Deciding the sandbox means running bubblewrap: done beside start-up, so the server
         // answers at once; whatever needs the sandbox waits for the decision.
         let sandbox = Arc::new(SandboxDecision {
@@ -413,7 +421,10 @@ impl Agents {
         if !config.agent.enabled {
             tracing::info!("agent turned off: ohd stores and relays events only");
         }
-        Agents {
+        Arc::new_cyclic(|me| Agents {
+            cluster,
+            me: me.clone(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             enabled: config.agent.enabled,
             llm_config: config.llm.clone(),
             agent_config: config.agent.clone(),
@@ -432,7 +443,7 @@ impl Agents {
             mcp_board,
             user_secrets,
             staging: config.staging_dir(),
-        }
+        })
     }
 
     /// Every provider's token, saved or from the environment, for cloning.
@@ -564,6 +575,22 @@ impl Agents {
         }
     }
 
+    /// Where the conversation's agent is, on this node or (with several) on another: an agent
+    /// whose lease another node holds is running there.
+    pub async fn status_anywhere(&self, conversation: &ConversationId) -> AgentStatus {
+        let here = self.status(conversation);
+        let Some(cluster) = &self.cluster else {
+            return here;
+        };
+        if here != AgentStatus::Stopped {
+            return here;
+        }
+        match cluster.leases.lease_holder(conversation).await {
+            Ok(Some(holder)) if !holder.expired => AgentStatus::Running,
+            _ => here,
+        }
+    }
+
     /// The model agents started now would use (`openai/gpt-4o`), if one is usable.
     pub fn model(&self) -> Option<String> {
         self.current()
@@ -640,43 +667,69 @@ impl Agents {
         let agent_presence = presence.clone();
         let tokens_for_clone = self.clone_tokens();
         let staging = self.staging.clone();
+        let cluster = self.cluster.clone();
+        let me = self.me.clone();
         let task = tokio::spawn(async move {
-            let sandbox = sandbox.get().await;
-            // A stop or a delete does not wait for a clone.
-            let repository = tokio::select! {
-                repository = prepare_repository(
-                    &log,
-                    &id,
-                    &workspace,
-                    &sandbox,
-                    tokens_for_clone,
-                    &staging,
-                ) => repository,
-                _ = token.cancelled() => return,
+            // With several nodes, only the lease's holder runs the agent, and it writes only
+            // while it holds the lease.
+            let mut held = None;
+            let log = match &cluster {
+                None => log,
+                Some(cluster) => match cluster.acquire(&id).await {
+                    Ok(Some(fence)) => {
+                        tracing::info!(conversation = %id, node = %cluster.node, token = fence.token, "this node runs the conversation's agent");
+                        let fenced = log.fenced(cluster.leases.clone(), fence.clone());
+                        let done = CancellationToken::new();
+                        let holding = {
+                            let (cluster, done, lost) = (cluster.clone(), done.clone(), token.clone());
+                            tokio::spawn(async move { cluster.hold(fence, done, lost).await })
+                        };
+                        held = Some((done, holding));
+                        fenced
+                    }
+                    Ok(None) => {
+                        tracing::debug!(conversation = %id, "another node runs the conversation's agent");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(conversation = %id, error = %e, "the conversation's lease cannot be read; its agent does not start here");
+                        return;
+                    }
+                },
             };
-            let ctx = AgentContext {
-                conversation: id.clone(),
+            let lease_log = log.clone();
+            let ran = run_agent(AgentStart {
                 log,
+                id: id.clone(),
                 workspace,
-                env: shell_env,
+                shell_env,
                 sandbox,
                 presence: agent_presence,
-                places: slots,
+                slots,
                 secret_names,
-                repository,
+                tokens_for_clone,
+                staging,
+                settings,
+                cancel: token.clone(),
+            })
+            .await;
+            let Some((done, holding)) = held else {
+                return;
             };
-            let released = ctx.presence.clone();
-            match Agent::start(ctx, settings, token).await {
-                Ok(agent) => {
-                    agent.run().await;
-                    // An agent released for being idle freed its history: give it back.
-                    if released.is_released() {
-                        let _ =
-                            tokio::task::spawn_blocking(crate::listener::give_back_freed_memory)
-                                .await;
-                    }
-                }
-                Err(e) => tracing::error!(conversation = %id, error = %e, "agent did not start"),
+            let Some(agents) = me.upgrade() else {
+                return;
+            };
+            if agents.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                // Left to lapse: another node takes the conversation over and resumes it.
+                holding.abort();
+                return;
+            }
+            done.cancel();
+            let kept = holding.await.unwrap_or(false);
+            // A message another node stored while this agent was going idle found the lease
+            // still held here, and no agent took it: start one for it.
+            if kept && ran == Ran::Released && waiting_for_agent(&lease_log, &id).await {
+                agents.ensure(&id, &[]);
             }
         });
         running.insert(
@@ -709,6 +762,8 @@ impl Agents {
     }
 
     pub async fn stop_all(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
         let all: Vec<Running> = self
             .running
             .lock()
@@ -723,6 +778,126 @@ impl Agents {
             let _ = running.task.await;
         }
     }
+}
+
+/// How an agent's task ended.
+#[derive(PartialEq)]
+enum Ran {
+    /// Released for being idle: a later message starts another.
+    Released,
+    /// Stopped, failed, or never started.
+    Ended,
+}
+
+/// What one agent's task needs, gathered in [`Agents::ensure`].
+struct AgentStart {
+    log: EventLog,
+    id: ConversationId,
+    workspace: PathBuf,
+    shell_env: Arc<Mutex<Vec<(String, String)>>>,
+    sandbox: Arc<SandboxDecision>,
+    presence: Arc<Presence>,
+    slots: Option<Arc<Semaphore>>,
+    secret_names: Vec<(String, String)>,
+    tokens_for_clone: Vec<(String, ProviderToken)>,
+    staging: PathBuf,
+    settings: Arc<AgentSettings>,
+    cancel: CancellationToken,
+}
+
+/// Sets up and runs one conversation's agent (a clone first, when asked for) until it ends.
+async fn run_agent(start: AgentStart) -> Ran {
+    let AgentStart {
+        log,
+        id,
+        workspace,
+        shell_env,
+        sandbox,
+        presence: agent_presence,
+        slots,
+        secret_names,
+        tokens_for_clone,
+        staging,
+        settings,
+        cancel: token,
+    } = start;
+    {
+        {
+            let sandbox = sandbox.get().await;
+            // A stop or a delete does not wait for a clone.
+            let repository = tokio::select! {
+                repository = prepare_repository(
+                    &log,
+                    &id,
+                    &workspace,
+                    &sandbox,
+                    tokens_for_clone,
+                    &staging,
+                ) => repository,
+                _ = token.cancelled() => return Ran::Ended,
+            };
+            let ctx = AgentContext {
+                conversation: id.clone(),
+                log,
+                workspace,
+                env: shell_env,
+                sandbox,
+                presence: agent_presence,
+                places: slots,
+                secret_names,
+                repository,
+            };
+            let released = ctx.presence.clone();
+            match Agent::start(ctx, settings, token).await {
+                Ok(agent) => {
+                    agent.run().await;
+                    // An agent released for being idle freed its history: give it back.
+                    if released.is_released() {
+                        let _ =
+                            tokio::task::spawn_blocking(crate::listener::give_back_freed_memory)
+                                .await;
+                        return Ran::Released;
+                    }
+                    Ran::Ended
+                }
+                Err(e) => {
+                    tracing::error!(conversation = %id, error = %e, "agent did not start");
+                    Ran::Ended
+                }
+            }
+        }
+    }
+}
+
+/// Whether a user's message waits with no agent at it: it came after the agent's last change
+/// of state (as an agent starting up judges it).
+async fn waiting_for_agent(log: &EventLog, conversation: &ConversationId) -> bool {
+    let page = ohd_store::EventPage {
+        start_id: 0,
+        end_id: None,
+        reverse: true,
+        limit: 64,
+    };
+    let Ok((events, _)) = log.store().read_page(conversation, page).await else {
+        return false;
+    };
+    for event in events {
+        let Ok(event) = event.decode() else {
+            continue;
+        };
+        if event.agent_state().is_some() {
+            return false;
+        }
+        if event.source == ohd_protocol::Source::User
+            && matches!(
+                event.body,
+                ohd_protocol::EventBody::Action(ohd_protocol::Action::Message(_))
+            )
+        {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

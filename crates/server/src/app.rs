@@ -19,6 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::any;
 use ohd_engineio::Engine;
+use crate::cluster::Cluster;
+use crate::documents::DocumentPlace;
+use ohd_store::postgres::{PgNotifier, PgNotifierConfig, PgStore};
 use ohd_store::sqlite::SqliteStore;
 use ohd_store::{EventLog, LocalNotifier};
 use std::net::SocketAddr;
@@ -46,6 +49,10 @@ pub struct AppState {
     pub agents: Arc<Agents>,
     pub settings: Arc<SettingsStore>,
     pub user_secrets: Arc<crate::user_secrets::UserSecretsStore>,
+    /// With a PostgreSQL store: this node among the others.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Ends the background work of the state (the cluster's watchers) when the server stops.
+    pub stop: CancellationToken,
 }
 
 impl AppState {
@@ -54,35 +61,111 @@ impl AppState {
         // Uploads cut off by a crash are no use to anyone.
         let _ = tokio::fs::remove_dir_all(config.staging_dir()).await;
         owner_only::dir(&config.staging_dir())?;
-        let store = SqliteStore::open(&config.database_path(), config.durability).await?;
-        let log = EventLog::new(
-            Arc::new(store),
-            Arc::new(LocalNotifier::new(LIVE_CHANNEL_CAPACITY)),
-        );
+        let (log, places, cluster) = match &config.database_url {
+            None => {
+                let store = SqliteStore::open(&config.database_path(), config.durability).await?;
+                let log = EventLog::new(
+                    Arc::new(store),
+                    Arc::new(LocalNotifier::new(LIVE_CHANNEL_CAPACITY)),
+                );
+                let places = (
+                    DocumentPlace::File(config.settings_path()),
+                    DocumentPlace::File(config.secrets_path()),
+                );
+                (log, places, None)
+            }
+            Some(url) => {
+                let node = config.node_id();
+                // sqlx's messages do not repeat the URL, which may hold a password.
+                let store = PgStore::connect(url.expose())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+                let notifier = PgNotifier::start(
+                    store.clone(),
+                    PgNotifierConfig::new(node.clone(), LIVE_CHANNEL_CAPACITY),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for other nodes' events: {e}"))?;
+                tracing::info!(%node, "store: PostgreSQL, shared with the cluster's other nodes");
+                let shared = Arc::new(store);
+                let log = EventLog::new(shared.clone(), Arc::new(notifier));
+                let places = (
+                    DocumentPlace::Shared {
+                        store: shared.clone(),
+                        name: "settings",
+                    },
+                    DocumentPlace::Shared {
+                        store: shared.clone(),
+                        name: "secrets",
+                    },
+                );
+                let cluster = Arc::new(Cluster {
+                    node,
+                    leases: shared,
+                    ttl: config.cluster.lease_ttl,
+                });
+                (log, places, Some(cluster))
+            }
+        };
         // The model saved on the settings page wins over the configuration's.
-        let settings = SettingsStore::load(config.settings_path())?;
-        let user_secrets = Arc::new(crate::user_secrets::UserSecretsStore::load(
-            config.secrets_path(),
-        )?);
-        let agents = Arc::new(Agents::new(
+        let settings = SettingsStore::open(places.0).await?;
+        let user_secrets =
+            Arc::new(crate::user_secrets::UserSecretsStore::open(places.1).await?);
+        let agents = Agents::new(
             &config,
             log.clone(),
             &settings.get().await,
             user_secrets.clone(),
-        ));
+            cluster.clone(),
+        );
         let conversations = Arc::new(Conversations::new(
             log.clone(),
             config.workspaces_dir(),
             agents.clone(),
         ));
-        Ok(AppState {
+        let state = AppState {
             config: Arc::new(config),
             log,
             conversations,
             agents,
             settings: Arc::new(settings),
             user_secrets,
-        })
+            cluster,
+            stop: CancellationToken::new(),
+        };
+        if let Some(cluster) = &state.cluster {
+            if state.config.agent.enabled {
+                tokio::spawn(crate::cluster::watch_lapsed_leases(
+                    cluster.clone(),
+                    state.agents.clone(),
+                    state.stop.clone(),
+                ));
+            }
+            tokio::spawn(follow_shared_settings(state.clone()));
+        }
+        Ok(state)
+    }
+}
+
+/// How often a node reads the shared settings and secrets again, to take in what another node
+/// saved.
+const SHARED_SETTINGS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Takes in settings and secrets other nodes save, for agents started afterwards.
+async fn follow_shared_settings(state: AppState) {
+    loop {
+        tokio::select! {
+            _ = state.stop.cancelled() => return,
+            _ = tokio::time::sleep(SHARED_SETTINGS_REFRESH) => {}
+        }
+        match state.settings.refresh().await {
+            Ok(Some(saved)) => state.agents.configure(&saved, &state.config),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "shared settings not read"),
+        }
+        if let Err(e) = state.user_secrets.refresh().await {
+            tracing::warn!(error = %e, "shared secrets not read");
+        }
     }
 }
 
@@ -222,7 +305,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub async fn bind(mut config: Config) -> anyhow::Result<Server> {
         let addr = SocketAddr::new(config.host, config.port);
         if let Some(dir) = &config.web_ui {
             web::check_web_ui(dir)?;
@@ -280,6 +363,11 @@ impl Server {
             ),
             None => None,
         };
+        // A node's default name: this host's and the port it got.
+        if config.cluster.node_id.is_none() {
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
+            config.cluster.node_id = Some(format!("{}:{port}", crate::config::host_name()));
+        }
         let state = AppState::open(config).await?;
         let (app, sockets) = router(state.clone());
         Ok(Server {
@@ -327,6 +415,7 @@ impl Server {
             tracing::info!("open connections did not finish in time; stopping anyway");
         }
         // Agents' shells and whatever they started end with the server.
+        self.state.stop.cancel();
         self.state.agents.stop_all().await;
         Ok(())
     }

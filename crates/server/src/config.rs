@@ -42,6 +42,12 @@ pub struct Config {
     /// Largest `upload-files` request (all its files together).
     pub max_upload_bytes: usize,
     pub durability: Durability,
+    /// A PostgreSQL database (`postgres://…`) for everything the nodes of a cluster share:
+    /// events, conversations, settings, secrets and tokens. `None`: SQLite in the data folder.
+    pub database_url: Option<Secret>,
+    /// Where conversations' workspaces live; with several nodes, a folder every node mounts.
+    pub workspaces_dir: Option<PathBuf>,
+    pub cluster: ClusterConfig,
     /// How long a client may leave its send buffer full before it is cut off.
     pub slow_client_timeout: Duration,
     /// Engine.IO heartbeat: how often clients are pinged, and how long they have to answer.
@@ -60,6 +66,16 @@ pub struct Config {
     /// The MCP servers of `[mcp]`; the settings page's `mcp_config` replaces them for
     /// conversations started after it is saved.
     pub mcp: ohd_mcp::McpConfig,
+}
+
+/// Several nodes over one PostgreSQL: who this node is, and how long a conversation's owner
+/// keeps it without a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This node's name in leases and logs; default: the host's name and the port.
+    pub node_id: Option<String>,
+    /// A lease not renewed for this long lapses, and another node takes the conversation.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +157,8 @@ pub struct Overrides {
     pub max_iterations: Option<u32>,
     pub no_agent: bool,
     pub log_format: Option<LogFormat>,
+    /// `OHD_DATABASE_URL`.
+    pub database_url: Option<String>,
 }
 
 /// How log lines are written: for people, or one JSON object per line for log shippers.
@@ -166,6 +184,8 @@ struct FileConfig {
     agent: AgentSection,
     #[serde(default)]
     sandbox: SandboxSection,
+    #[serde(default)]
+    cluster: ClusterSection,
     /// In the original's shape: `stdio_servers`, `sse_servers`, `shttp_servers`.
     #[serde(default)]
     mcp: ohd_mcp::McpConfig,
@@ -234,6 +254,15 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     durability: Option<Durability>,
+    url: Option<Secret>,
+    workspaces_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    node_id: Option<String>,
+    lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +344,25 @@ impl Config {
         file.mcp
             .check()
             .map_err(|e| ConfigError::Invalid(format!("[mcp]: {e}")))?;
+        let database_url = non_empty(overrides.database_url)
+            .map(Secret::new)
+            .or(file.store.url)
+            .filter(|u| !u.expose().is_empty());
+        if let Some(url) = &database_url
+            && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
+        {
+            // The URL may hold a password: only its scheme is repeated.
+            let scheme = url.expose().split(':').next().unwrap_or_default();
+            return Err(ConfigError::Invalid(format!(
+                "store.url (OHD_DATABASE_URL) must be a postgres:// URL, not {scheme}:…; leave it out for the embedded SQLite store"
+            )));
+        }
+        let lease_ttl = Duration::from_millis(file.cluster.lease_ttl_ms.unwrap_or(10_000));
+        if lease_ttl < Duration::from_millis(500) {
+            return Err(ConfigError::Invalid(
+                "cluster.lease_ttl_ms must be at least 500".into(),
+            ));
+        }
         let config_file = overrides
             .config_file
             .as_ref()
@@ -351,6 +399,12 @@ impl Config {
             max_payload_bytes,
             max_upload_bytes,
             durability: file.store.durability.unwrap_or_default(),
+            database_url,
+            workspaces_dir: file.store.workspaces_dir,
+            cluster: ClusterConfig {
+                node_id: file.cluster.node_id.filter(|n| !n.trim().is_empty()),
+                lease_ttl,
+            },
             slow_client_timeout: Duration::from_secs(
                 file.server.slow_client_timeout_secs.unwrap_or(10),
             ),
@@ -432,7 +486,9 @@ impl Config {
     }
 
     pub fn workspaces_dir(&self) -> PathBuf {
-        self.data_dir.join("workspaces")
+        self.workspaces_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("workspaces"))
     }
 
     /// What the web UI's settings page saved (`POST /api/settings`).
@@ -447,9 +503,39 @@ impl Config {
 
     /// Files being assembled: uploads before they are moved into a workspace (beside the
     /// workspaces, so the move is a rename, and outside any of them), zips before they are sent.
+    /// With workspaces on a shared folder, each node has its own (a node empties its own at
+    /// start).
     pub fn staging_dir(&self) -> PathBuf {
-        self.data_dir.join("staging")
+        match &self.workspaces_dir {
+            None => self.data_dir.join("staging"),
+            Some(shared) => {
+                let node: String = self
+                    .node_id()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+                    .collect();
+                // A conversation id never starts with a dot: no workspace is named so.
+                shared.join(".staging").join(node)
+            }
+        }
     }
+
+    /// This node's name among others: the configured one, else the host's name and the port.
+    pub fn node_id(&self) -> String {
+        self.cluster
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host_name(), self.port))
+    }
+}
+
+/// This machine's name (`ohd` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "ohd".to_owned())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

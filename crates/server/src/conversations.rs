@@ -184,9 +184,9 @@ impl Conversations {
         map.get(id).copied().unwrap_or(0)
     }
 
-    pub fn info(&self, record: ConversationRecord) -> ConversationInfo {
+    pub async fn info(&self, record: ConversationRecord) -> ConversationInfo {
         let num_connections = self.num_connections(&record.id);
-        let (status, runtime_status) = status_of(self.agents.status(&record.id));
+        let (status, runtime_status) = status_of(self.agents.status_anywhere(&record.id).await);
         ConversationInfo {
             num_connections,
             title: record.title,

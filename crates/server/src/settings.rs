@@ -11,6 +11,7 @@
 use crate::agents::LlmChoice;
 use crate::auth::Secret;
 use crate::config::Config;
+use crate::documents::DocumentPlace;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -445,46 +446,92 @@ fn restore_hidden(given: &mut ohd_mcp::McpConfig, saved: &ohd_mcp::McpConfig) {
 /// The saved settings and their file. Changes are serialized: each is written whole to a
 /// temporary file and renamed over the old one, so the file is always one complete version.
 pub struct SettingsStore {
-    path: PathBuf,
-    current: tokio::sync::Mutex<Settings>,
+    place: DocumentPlace,
+    current: tokio::sync::Mutex<Current>,
+}
+
+/// The settings as last read or written, with the bytes they came from, so that a shared
+/// document read again is known to have changed or not.
+struct Current {
+    settings: Settings,
+    raw: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot save {path}: {source}")]
+    #[error("cannot save {place}: {source}")]
     Save {
-        path: PathBuf,
+        place: String,
         source: std::io::Error,
     },
+}
+
+/// Parses saved settings; `None` (nothing saved) is the defaults.
+fn parse(raw: Option<&[u8]>, place: &DocumentPlace) -> anyhow::Result<Settings> {
+    match raw {
+        Some(bytes) => {
+            let disk: OnDisk = serde_json::from_slice(bytes).map_err(|e| {
+                anyhow::anyhow!("{place} is not valid settings ({e}); fix or remove it")
+            })?;
+            Ok(Settings::from_disk(disk))
+        }
+        None => Ok(Settings::default()),
+    }
 }
 
 impl SettingsStore {
     /// Reads the file if there is one. A file that cannot be read or parsed stops the server
     /// with a message naming it, rather than being silently replaced.
     pub fn load(path: PathBuf) -> anyhow::Result<SettingsStore> {
-        let settings = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is not valid settings ({e}); fix or remove it",
-                        path.display()
-                    )
-                })?;
-                Settings::from_disk(disk)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+        let place = DocumentPlace::File(path.clone());
+        let raw = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
+        let settings = parse(raw.as_deref(), &place)?;
         Ok(SettingsStore {
-            path,
-            current: tokio::sync::Mutex::new(settings),
+            place,
+            current: tokio::sync::Mutex::new(Current { settings, raw }),
+        })
+    }
+
+    /// Reads the settings wherever they are kept (a file, or the cluster's database).
+    pub async fn open(place: DocumentPlace) -> anyhow::Result<SettingsStore> {
+        let raw = place
+            .read()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {place}: {e}"))?;
+        let settings = parse(raw.as_deref(), &place)?;
+        Ok(SettingsStore {
+            place,
+            current: tokio::sync::Mutex::new(Current { settings, raw }),
         })
     }
 
     pub async fn get(&self) -> Settings {
-        self.current.lock().await.clone()
+        self.current.lock().await.settings.clone()
+    }
+
+    /// Reads a shared document again; the new settings when another node changed them.
+    pub async fn refresh(&self) -> anyhow::Result<Option<Settings>> {
+        if !self.place.is_shared() {
+            return Ok(None);
+        }
+        let mut current = self.current.lock().await;
+        let raw = self
+            .place
+            .read()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.place))?;
+        if raw == current.raw {
+            return Ok(None);
+        }
+        current.settings = parse(raw.as_deref(), &self.place)?;
+        current.raw = raw;
+        Ok(Some(current.settings.clone()))
     }
 
     /// Applies `body`, saves the result, then calls `then` with the old and new settings while
@@ -495,31 +542,37 @@ impl SettingsStore {
         then: impl FnOnce(&Settings, &Settings),
     ) -> Result<Settings, SettingsError> {
         let mut current = self.current.lock().await;
-        let mut next = current.clone();
+        let save_error = |source: std::io::Error| SettingsError::Save {
+            place: self.place.to_string(),
+            source,
+        };
+        // Another node may have saved since: change what is there now.
+        if self.place.is_shared() {
+            let raw = self.place.read().await.map_err(save_error)?;
+            if raw != current.raw {
+                current.settings = parse(raw.as_deref(), &self.place)
+                    .map_err(|e| save_error(std::io::Error::other(e.to_string())))?;
+                current.raw = raw;
+            }
+        }
+        let mut next = current.settings.clone();
         next.apply(body).map_err(SettingsError::Invalid)?;
-        let bytes =
-            serde_json::to_vec_pretty(&next.to_disk()).map_err(|e| SettingsError::Save {
-                path: self.path.clone(),
-                source: std::io::Error::other(e),
-            })?;
+        let bytes = serde_json::to_vec_pretty(&next.to_disk())
+            .map_err(|e| save_error(std::io::Error::other(e)))?;
         if bytes.len() > MAX_SETTINGS_BYTES {
             return Err(SettingsError::Invalid(format!(
                 "the settings would be larger than {MAX_SETTINGS_BYTES} bytes"
             )));
         }
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+        self.place
+            .write(bytes.clone())
             .await
-            .map_err(|e| SettingsError::Save {
-                path: self.path.clone(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| SettingsError::Save {
-                path: self.path.clone(),
-                source,
-            })?;
-        then(&current, &next);
-        *current = next.clone();
+            .map_err(save_error)?;
+        then(&current.settings, &next);
+        *current = Current {
+            settings: next.clone(),
+            raw: Some(bytes),
+        };
         Ok(next)
     }
 }

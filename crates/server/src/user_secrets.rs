@@ -3,6 +3,7 @@
 //! are write-only: nothing returns them; the agent's shell gets them, and every event hides them.
 
 use crate::auth::Secret;
+use crate::documents::DocumentPlace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -198,27 +199,75 @@ pub fn is_variable_name(name: &str) -> bool {
 /// The file and what it holds. Reads are plain (the agents read it when they start, from
 /// synchronous code); changes are serialized and written whole, then swapped in.
 pub struct UserSecretsStore {
-    path: PathBuf,
+    place: DocumentPlace,
     current: RwLock<UserSecrets>,
-    writing: tokio::sync::Mutex<()>,
+    /// Held while changing; holds the bytes last read or written, so that a shared document
+    /// read again is known to have changed or not.
+    writing: tokio::sync::Mutex<Option<Vec<u8>>>,
+}
+
+fn parse(raw: Option<&[u8]>, place: &DocumentPlace) -> anyhow::Result<UserSecrets> {
+    match raw {
+        Some(bytes) => Ok(UserSecrets::from_disk(serde_json::from_slice(bytes).map_err(
+            |e| anyhow::anyhow!("{place} is not valid ({e}); fix or remove it"),
+        )?)),
+        None => Ok(UserSecrets::default()),
+    }
 }
 
 impl UserSecretsStore {
     /// Reads the file if there is one; a file that cannot be read stops the server with a
     /// message naming it, rather than being silently replaced.
     pub fn load(path: PathBuf) -> anyhow::Result<UserSecretsStore> {
-        let secrets = match std::fs::read(&path) {
-            Ok(bytes) => UserSecrets::from_disk(serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("{} is not valid ({e}); fix or remove it", path.display())
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserSecrets::default(),
+        let raw = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
+        let place = DocumentPlace::File(path);
+        let secrets = parse(raw.as_deref(), &place)?;
         Ok(UserSecretsStore {
-            path,
+            place,
             current: RwLock::new(secrets),
-            writing: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Mutex::new(raw),
         })
+    }
+
+    /// Reads the secrets wherever they are kept (a file, or the cluster's database).
+    pub async fn open(place: DocumentPlace) -> anyhow::Result<UserSecretsStore> {
+        let raw = place
+            .read()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {place}: {e}"))?;
+        let secrets = parse(raw.as_deref(), &place)?;
+        Ok(UserSecretsStore {
+            place,
+            current: RwLock::new(secrets),
+            writing: tokio::sync::Mutex::new(raw),
+        })
+    }
+
+    /// Reads a shared document again, taking in what another node saved.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        if !self.place.is_shared() {
+            return Ok(());
+        }
+        let mut last = self.writing.lock().await;
+        self.reload(&mut last).await
+    }
+
+    async fn reload(&self, last: &mut Option<Vec<u8>>) -> anyhow::Result<()> {
+        let raw = self
+            .place
+            .read()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.place))?;
+        if raw != *last {
+            let secrets = parse(raw.as_deref(), &self.place)?;
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+            *last = raw;
+        }
+        Ok(())
     }
 
     pub fn get(&self) -> UserSecrets {
@@ -233,16 +282,20 @@ impl UserSecretsStore {
         &self,
         change: impl FnOnce(&mut UserSecrets) -> Result<(), E>,
     ) -> Result<Result<(), E>, std::io::Error> {
-        let _writing = self.writing.lock().await;
+        let mut last = self.writing.lock().await;
+        // Another node may have saved since: change what is there now.
+        if self.place.is_shared() {
+            self.reload(&mut last)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
         let mut next = self.get();
         if let Err(refused) = change(&mut next) {
             return Ok(Err(refused));
         }
         let bytes = serde_json::to_vec_pretty(&next.to_disk()).map_err(std::io::Error::other)?;
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || crate::settings::write_atomically(&path, &bytes))
-            .await
-            .map_err(std::io::Error::other)??;
+        self.place.write(bytes.clone()).await?;
+        *last = Some(bytes);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(Ok(()))
     }

@@ -314,6 +314,11 @@ pub trait LeaseStore: Send + Sync + 'static {
         conversation: &ConversationId,
     ) -> Result<Option<LeaseHolder>, StoreError>;
 
+    /// Conversations whose lease lapsed without being released (its holder stopped renewing:
+    /// it died, hangs, or lost the database), oldest lapse first: another node should take
+    /// them over.
+    async fn lapsed_leases(&self, limit: usize) -> Result<Vec<ConversationId>, StoreError>;
+
     /// [`EventStore::append`], only if `fence` is the current unexpired grant for
     /// `conversation` when the events are written; otherwise nothing is written and the answer
     /// is [`StoreError::Fenced`].

@@ -1,4 +1,4 @@
-use crate::{LogItem, Notifier, Store, StoreError, StoredEvent};
+use crate::{Fence, LeaseStore, LogItem, Notifier, Store, StoreError, StoredEvent};
 use ohd_protocol::notice::StatusUpdate;
 use ohd_protocol::{ConversationId, NewEvent};
 use std::sync::Arc;
@@ -8,11 +8,26 @@ use std::sync::Arc;
 pub struct EventLog {
     store: Arc<dyn Store>,
     notifier: Arc<dyn Notifier>,
+    /// Set on the log an owner's agent writes through: every append checks the lease.
+    fence: Option<Arc<(Arc<dyn LeaseStore>, Fence)>>,
 }
 
 impl EventLog {
     pub fn new(store: Arc<dyn Store>, notifier: Arc<dyn Notifier>) -> Self {
-        EventLog { store, notifier }
+        EventLog {
+            store,
+            notifier,
+            fence: None,
+        }
+    }
+
+    /// The same log, but every append commits only while `fence` is the conversation's current
+    /// lease: a node that lost its lease (paused, cut off) can never append as owner again.
+    pub fn fenced(&self, leases: Arc<dyn LeaseStore>, fence: Fence) -> EventLog {
+        EventLog {
+            fence: Some(Arc::new((leases, fence))),
+            ..self.clone()
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -37,7 +52,19 @@ impl EventLog {
         conversation: &ConversationId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let stored = self.store.append(conversation, events).await?;
+        let stored = match &self.fence {
+            Some(fenced) => {
+                let (leases, fence) = &**fenced;
+                if &fence.conversation != conversation {
+                    return Err(StoreError::Fenced {
+                        conversation: conversation.clone(),
+                        reason: format!("this log is fenced for {}", fence.conversation),
+                    });
+                }
+                leases.append_fenced(conversation, events, fence).await?
+            }
+            None => self.store.append(conversation, events).await?,
+        };
         for event in &stored {
             self.notifier
                 .publish(conversation, LogItem::Event(event.clone()));

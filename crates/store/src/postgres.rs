@@ -522,6 +522,22 @@ impl LeaseStore for PgStore {
         Ok(released > 0)
     }
 
+    async fn lapsed_leases(&self, limit: usize) -> Result<Vec<ConversationId>, StoreError> {
+        // A released lease (or a deleted conversation's) is set to '-infinity': not lapsed.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT conversation_id FROM leases \
+             WHERE expires_at <= clock_timestamp() AND expires_at <> '-infinity' \
+             ORDER BY expires_at LIMIT $1",
+        )
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| ConversationId::parse(id).ok())
+            .collect())
+    }
+
     async fn lease_holder(
         &self,
         conversation: &ConversationId,

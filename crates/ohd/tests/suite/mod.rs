@@ -2,6 +2,7 @@ mod agent;
 mod bad_input;
 mod browser;
 mod clients;
+mod cluster;
 mod exposure;
 mod long_tasks;
 mod mcp;

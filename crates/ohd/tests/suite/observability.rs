@@ -224,12 +224,25 @@ async fn serve_help_names_the_environment_and_every_config_section() {
         "OHD_LOG_FORMAT",
         "[server]",
         "[store]",
+        "[cluster]",
+        "OHD_DATABASE_URL",
         "[llm]",
         "[agent]",
         "[sandbox]",
         "[mcp]",
         "config.example.toml",
     ] {
+        assert!(help.contains(name), "{name} not in\n{help}");
+    }
+    // The demo reads no config file, and says what it does read.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ohd"))
+        .args(["demo", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for name in ["OHD_PORT", "OHD_DATA_DIR", "RUST_LOG", "no config file"] {
         assert!(help.contains(name), "{name} not in\n{help}");
     }
 }

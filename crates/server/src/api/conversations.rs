@@ -71,11 +71,12 @@ async fn list_conversations(
         .store()
         .list_conversations(limit, query.page_id.as_deref().filter(|p| !p.is_empty()))
         .await?;
-    let results: Vec<ConversationInfo> = page
-        .conversations
-        .into_iter()
-        .map(|r| state.conversations.info(r))
-        .collect();
+    let results: Vec<ConversationInfo> = futures::future::join_all(
+        page.conversations
+            .into_iter()
+            .map(|r| state.conversations.info(r)),
+    )
+    .await;
     Ok(Json(
         json!({"results": results, "next_page_id": page.next_page}),
     ))
@@ -98,7 +99,7 @@ async fn get_conversation(
     Path(id): Path<String>,
 ) -> Result<Json<ConversationInfo>, ApiError> {
     let record = existing(&state, &id).await?;
-    Ok(Json(state.conversations.info(record)))
+    Ok(Json(state.conversations.info(record).await))
 }
 
 #[derive(Deserialize)]
@@ -219,7 +220,7 @@ async fn start_conversation(
     }
     let record = existing(&state, &id).await?;
     state.agents.ensure(&record.id, &providers);
-    let (status, _) = crate::conversations::status_of(state.agents.status(&record.id));
+    let (status, _) = crate::conversations::status_of(state.agents.status_anywhere(&record.id).await);
     Ok(Json(json!({
         "status": "ok",
         "conversation_id": record.id,

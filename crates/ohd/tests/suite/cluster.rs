@@ -1,0 +1,500 @@
+//! Several ohd processes over one real PostgreSQL (issue 15): clients of one conversation on
+//! different nodes see identical streams; the owner's death, or its loss of the database, hands
+//! the conversation to another node within seconds, with nothing lost or duplicated; a node
+//! restarted under load catches up.
+//!
+//! The database server is `OHD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! each test makes a database of its own. Without a server the tests are skipped, except under
+//! CI, where they fail.
+
+use crate::common::*;
+use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
+use ohd_store::postgres::PgStore;
+use ohd_protocol::ConversationId;
+use ohd_store::LeaseStore;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Short, so that the tests of a lapse are quick; the nodes renew every third of it.
+const LEASE_TTL_MS: u64 = 2000;
+
+/// A database of the test's own, dropped with whatever is still connected when the test ends.
+pub(crate) struct TestDatabase {
+    server_url: String,
+    name: String,
+    pub url: String,
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{name}")
+}
+
+impl TestDatabase {
+    /// `None` (after saying so) when there is no server to test against, outside CI.
+    pub(crate) async fn create(test: &str) -> Option<TestDatabase> {
+        let server_url =
+            std::env::var("OHD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&server_url)).await;
+        let mut admin = match connected {
+            Ok(Ok(admin)) => admin,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+                assert!(!ci, "{test}: no PostgreSQL at {server_url} ({why})");
+                eprintln!("skipping {test}: no PostgreSQL at {server_url} ({why})");
+                return None;
+            }
+        };
+        let name = format!("ohd_c_{}", ConversationId::generate());
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .await
+            .unwrap();
+        let url = with_database(&server_url, &name);
+        Some(TestDatabase {
+            server_url,
+            name,
+            url,
+        })
+    }
+
+    pub(crate) async fn store(&self) -> PgStore {
+        PgStore::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // On a thread of its own: drop cannot wait on the test's runtime.
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&server_url).await {
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A TCP forwarder between a node and PostgreSQL that the test can cut, as a network partition
+/// would: open connections are dropped, new ones are accepted and left hanging until restored.
+struct Partition {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    /// Bumped at each cut, so that connections made before it end.
+    epoch: tokio::sync::watch::Sender<u64>,
+}
+
+impl Partition {
+    async fn start(to: std::net::SocketAddr) -> Partition {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let (cut_flag, epochs) = (cut.clone(), epoch.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (cut, mut changed) = (cut_flag.clone(), epochs.subscribe());
+                tokio::spawn(async move {
+                    // Made during a cut: held without an answer, dropped when the cut ends.
+                    if cut.load(Ordering::SeqCst) {
+                        let _ = changed.changed().await;
+                        return;
+                    }
+                    let Ok(mut server) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = changed.changed() => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, cut, epoch }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+}
+
+/// Nodes over one database, sharing a workspaces folder.
+struct Nodes {
+    db: TestDatabase,
+    shared: tempfile::TempDir,
+    dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<Option<Ohd>>,
+    options: Options,
+}
+
+impl Nodes {
+    async fn start(db: TestDatabase, count: usize, options: Options) -> Nodes {
+        let mut nodes = Nodes {
+            db,
+            shared: tempfile::tempdir().unwrap(),
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+            options,
+        };
+        for _ in 0..count {
+            let url = nodes.db.url.clone();
+            nodes.add(&url).await;
+        }
+        nodes
+    }
+
+    fn node_options(&self, database_url: &str, log: Option<std::path::PathBuf>) -> Options {
+        let mut options = self.options.clone();
+        options
+            .env
+            .push(("OHD_DATABASE_URL".into(), database_url.to_owned()));
+        options.config_toml = Some(format!(
+            "{}\n[store]\nworkspaces_dir = \"{}\"\n[cluster]\nlease_ttl_ms = {LEASE_TTL_MS}\n",
+            options.config_toml.clone().unwrap_or_default(),
+            self.shared.path().display()
+        ));
+        options.log_file = log;
+        options
+    }
+
+    /// Starts one more node, reaching the database at `database_url`; returns its index.
+    async fn add(&mut self, database_url: &str) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ohd.log");
+        let options = self.node_options(database_url, Some(log));
+        let ohd = Ohd::spawn(dir.path(), &options).await;
+        self.dirs.push(dir);
+        self.nodes.push(Some(ohd));
+        self.nodes.len() - 1
+    }
+
+    /// Starts node `index` again on its data folder (after it was killed).
+    async fn restart(&mut self, index: usize) {
+        let options = self.node_options(&self.db.url, Some(self.dirs[index].path().join("ohd.log")));
+        self.nodes[index] = Some(Ohd::spawn(self.dirs[index].path(), &options).await);
+    }
+
+    fn node(&self, index: usize) -> &Ohd {
+        self.nodes[index].as_ref().expect("that node was killed")
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dirs[index].path().join("ohd.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self, index: usize) {
+        if let Some(mut node) = self.nodes[index].take() {
+            node.kill9();
+        }
+    }
+
+    /// Which node holds the conversation's lease, with its token, once one does.
+    async fn owner(&self, store: &PgStore, conversation: &str) -> (usize, i64) {
+        let id = ConversationId::parse(conversation).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(holder) = store.lease_holder(&id).await.unwrap()
+                && !holder.expired
+                && let Some(index) = self.index_of(&holder.node)
+            {
+                return (index, holder.token);
+            }
+            assert!(Instant::now() < deadline, "no node took the conversation");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node named `node` (`host:port`).
+    fn index_of(&self, node: &str) -> Option<usize> {
+        let port = node.rsplit(':').next()?;
+        self.nodes.iter().position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.addr.rsplit(':').next() == Some(port))
+        })
+    }
+}
+
+fn db_addr(url: &str) -> std::net::SocketAddr {
+    let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let host_port = authority.rsplit('@').next().unwrap();
+    let with_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    use std::net::ToSocketAddrs;
+    with_port.to_socket_addrs().unwrap().next().unwrap()
+}
+
+/// The URL of the same database through `proxy`.
+fn through(url: &str, proxy: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let user = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{proxy}/{path}")
+}
+
+/// Events of a client, as compared between clients: id and the whole JSON.
+fn stream(events: &[Value]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter(|e| e["id"].is_u64())
+        .map(|e| (e["id"].as_u64().unwrap(), e.to_string()))
+        .collect()
+}
+
+fn assert_dense(ids: &[u64], what: &str) {
+    for (i, pair) in ids.windows(2).enumerate() {
+        assert_eq!(pair[1], pair[0] + 1, "{what}: ids not dense at {i}: {ids:?}");
+    }
+}
+
+async fn scripted(turns: Vec<Turn>) -> (ScriptedLlmHandle, Options) {
+    scripted_llm(Script::new(turns)).await
+}
+
+#[tokio::test]
+async fn cluster_clients_on_three_nodes_see_identical_streams() {
+    let Some(db) = TestDatabase::create("three nodes, one conversation").await else {
+        return;
+    };
+    let (_llm, options) = scripted(vec![
+        bash("echo one"),
+        editor(json!({"command": "create", "path": "/workspace/a.txt", "file_text": "a\n"})),
+        bash("cat a.txt"),
+        finish("done on whichever node"),
+    ])
+    .await;
+    let nodes = Nodes::start(db, 3, options).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let mut clients = Vec::new();
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let mut client = joined(nodes.node(i), &conversation, "-1").await;
+        streams.push(client.until_ready().await);
+        clients.push(client);
+    }
+    // Sent on the last node; the agent runs wherever its lease is.
+    clients[2].send(&user_message("work, please")).await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        let events = client.until_state(&["finished"]).await;
+        assert_eq!(by_kind(&events, "action", "finish").len(), 1, "node {i}");
+        streams[i].extend(events);
+    }
+    let streams: Vec<Vec<(u64, String)>> = streams.iter().map(|s| stream(s)).collect();
+    let ids: Vec<u64> = streams[0].iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids[0], 0);
+    assert_dense(&ids, "node 0");
+    assert_eq!(streams[0], streams[1], "nodes 0 and 1 differ");
+    assert_eq!(streams[0], streams[2], "nodes 0 and 2 differ");
+    // One workspace, seen by every node.
+    let file = nodes.shared.path().join(&conversation).join("a.txt");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "a\n");
+}
+
+#[tokio::test]
+async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds() {
+    let Some(db) = TestDatabase::create("kill -9 of the owner").await else {
+        return;
+    };
+    let (llm, options) = scripted(vec![
+        bash("sleep 30").with_text("A long one."),
+        Turn::text("Picked up where we were."),
+    ])
+    .await;
+    let store = db.store().await;
+    let mut nodes = Nodes::start(db, 3, options).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let (owner, token) = nodes.owner(&store, &conversation).await;
+    let watchers: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    let mut clients = Vec::new();
+    for &i in &watchers {
+        let mut client = joined(nodes.node(i), &conversation, "-1").await;
+        client.until_ready().await;
+        clients.push(client);
+    }
+    clients[0].send(&user_message("first task")).await;
+    // The command runs on the owner; then the owner dies.
+    loop {
+        let e = clients[0].next_event().await.expect("no run");
+        if e["action"] == "run" {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    nodes.kill(owner);
+    let (next_owner, next_token) = nodes.owner(&store, &conversation).await;
+    let took = killed.elapsed();
+    assert_ne!(next_owner, owner);
+    assert!(next_token > token, "{next_token} <= {token}");
+    assert!(
+        took <= Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(5),
+        "taken over {took:?} after the kill (lease {LEASE_TTL_MS} ms)"
+    );
+    // The cut-off command is answered once, with an error, and the agent waits for input.
+    for client in &mut clients {
+        let events = client.until_state_from(&["awaiting_user_input"], true).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e["extras"]["error_id"] == "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"),
+            "{:?}",
+            summary(&events)
+        );
+    }
+    // The next message carries on with the whole history, on the new owner.
+    clients[1].send(&user_message("go on")).await;
+    for client in &mut clients {
+        client.until_state(&["awaiting_user_input"]).await;
+    }
+    let last = llm.requests().last().cloned().unwrap();
+    let text = last["messages"].to_string();
+    assert!(text.contains("first task") && text.contains("go on") && text.contains("sleep 30"));
+    // Every client's stream, from the start: dense, identical, each action answered once.
+    let mut streams = Vec::new();
+    for &i in &watchers {
+        let events = nodes.node(i).events(&conversation).await;
+        streams.push(stream(&events));
+        let answers: Vec<u64> = events
+            .iter()
+            .filter(|e| e["observation"].is_string() && e["cause"].is_u64())
+            .map(|e| e["cause"].as_u64().unwrap())
+            .collect();
+        let mut unique = answers.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(answers.len(), unique.len(), "an action answered twice: {answers:?}");
+    }
+    let ids: Vec<u64> = streams[0].iter().map(|(id, _)| *id).collect();
+    assert_dense(&ids, "after the takeover");
+    assert_eq!(streams[0], streams[1]);
+}
+
+#[tokio::test]
+async fn cluster_a_node_cut_off_from_the_database_stops_and_its_late_appends_are_fenced_out() {
+    let Some(db) = TestDatabase::create("a node cut off from the database").await else {
+        return;
+    };
+    let (_llm, options) = scripted(vec![
+        bash("sleep 6; echo late-output").with_text("Working."),
+        Turn::text("Resumed elsewhere."),
+    ])
+    .await;
+    let store = db.store().await;
+    let partition = Partition::start(db_addr(&db.url)).await;
+    let cut_url = through(&db.url, partition.addr);
+    let mut nodes = Nodes::start(db, 2, options).await;
+    // The third node reaches the database through the partition, and owns the conversation.
+    let cut_node = nodes.add(&cut_url).await;
+    let conversation = nodes.node(cut_node).create_conversation().await;
+    let (owner, token) = nodes.owner(&store, &conversation).await;
+    assert_eq!(owner, cut_node);
+    let mut client = joined(nodes.node(0), &conversation, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("a long task")).await;
+    let run_id = loop {
+        let e = client.next_event().await.expect("no run");
+        if e["action"] == "run" {
+            break e["id"].as_u64().unwrap();
+        }
+    };
+    partition.set_cut(true);
+    let (next_owner, next_token) = nodes.owner(&store, &conversation).await;
+    assert_ne!(next_owner, cut_node);
+    assert!(next_token > token);
+    client.until_state_from(&["awaiting_user_input"], true).await;
+    // Back on the network: whatever the old owner still tries to write is refused.
+    partition.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !nodes.log(cut_node).contains("lease lost") {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off node never had an append refused:\n{}",
+            nodes.log(cut_node)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = nodes.node(0).events(&conversation).await;
+    let answers: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["cause"].as_u64() == Some(run_id))
+        .collect();
+    assert_eq!(answers.len(), 1, "{:?}", summary(&events));
+    assert_eq!(
+        answers[0]["extras"]["error_id"],
+        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
+    );
+    assert!(!events.iter().any(|e| e.to_string().contains("late-output")));
+    assert_dense(&ids(&events), "after the partition");
+}
+
+#[tokio::test]
+async fn cluster_a_node_restarted_under_load_catches_up() {
+    let Some(db) = TestDatabase::create("a node restarted under load").await else {
+        return;
+    };
+    // Event relay only: the load is clients' messages.
+    let mut nodes = Nodes::start(db, 2, Options::new()).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let writer_url = nodes.node(0).ws_url(&format!(
+        "conversation_id={conversation}&latest_event_id=-1"
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut writer = RawClient::open(&writer_url).await;
+            writer.connect("").await;
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                writer.send(&user_message(&format!("m{sent}"))).await;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes.kill(1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes.restart(1).await;
+    let mut late = joined(nodes.node(1), &conversation, "-1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = writing.await.unwrap();
+    assert!(sent > 100, "only {sent} messages sent");
+    let stored = nodes.node(0).events(&conversation).await;
+    assert_eq!(stored.len() as u64, sent);
+    let seen = late.events(stored.len()).await;
+    assert_eq!(stream(&seen), stream(&stored));
+}

@@ -1,0 +1,106 @@
+//! Several ohd nodes over one PostgreSQL: which node runs a conversation's agent.
+//!
+//! Any node stores what any client sends and serves any client; only the node holding a
+//! conversation's lease runs its agent and sandbox. The lease is taken when an agent is wanted
+//! and nobody holds it (a message, a join), renewed by a heartbeat while the agent runs, and
+//! released when the agent ends. Every append the agent makes carries the lease's fencing token
+//! and is checked in the append's transaction ([`ohd_store::EventLog::fenced`]), so a node that
+//! lost its lease (paused, cut off from the database) can never append as owner again; the
+//! heartbeat stops its agent as soon as the lease is no longer sure.
+//!
+//! A lease that lapses without a release means its node died or lost the database: every node
+//! looks for such leases each second ([`watch_lapsed_leases`]) and the first to take one starts
+//! the agent, which resumes from the log as after a restart (an action cut off gets an error
+//! observation, a waiting message is answered).
+
+use crate::agents::Agents;
+use ohd_protocol::ConversationId;
+use ohd_store::{Fence, LeaseStore, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often each node looks for lapsed leases: a dead owner's conversations are taken over
+/// within this long after its lease lapses.
+const TAKEOVER_SCAN: Duration = Duration::from_secs(1);
+/// Lapsed leases taken up per scan, at most.
+const TAKEOVER_BATCH: usize = 64;
+
+pub struct Cluster {
+    /// This node's name in leases and logs.
+    pub node: String,
+    pub leases: Arc<dyn LeaseStore>,
+    /// A lease not renewed for this long lapses.
+    pub ttl: Duration,
+}
+
+impl Cluster {
+    /// Takes the conversation's lease, if nobody else holds it.
+    pub async fn acquire(&self, conversation: &ConversationId) -> Result<Option<Fence>, StoreError> {
+        self.leases
+            .try_acquire_lease(conversation, &self.node, self.ttl)
+            .await
+    }
+
+    /// Renews `fence` until `done` is cancelled, then releases it. If the lease is lost (another
+    /// node took it, or it could not be renewed for longer than it lasts, so it may have
+    /// lapsed), `lost` is cancelled at once and nothing is released. Returns whether the lease
+    /// was held to the end.
+    pub async fn hold(&self, fence: Fence, done: CancellationToken, lost: CancellationToken) -> bool {
+        let every = self.ttl / 3;
+        // Counted from before each renewal was sent: the database's expiry is at least this late.
+        let mut sure_until = Instant::now() + self.ttl;
+        loop {
+            let wait = every.min(sure_until.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if Instant::now() >= sure_until {
+                tracing::warn!(conversation = %fence.conversation, node = %self.node, "the lease could not be renewed in time; this node stops the conversation's agent");
+                lost.cancel();
+                return false;
+            }
+            let sent = Instant::now();
+            match self.leases.renew_lease(&fence, self.ttl).await {
+                Ok(true) => sure_until = sent + self.ttl,
+                Ok(false) => {
+                    tracing::warn!(conversation = %fence.conversation, node = %self.node, "the lease was lost to another node; this node stops the conversation's agent");
+                    lost.cancel();
+                    return false;
+                }
+                // Tried again at the next beat, while the lease is still sure.
+                Err(e) => {
+                    tracing::warn!(conversation = %fence.conversation, error = %e, "lease not renewed");
+                }
+            }
+        }
+        match self.leases.release_lease(&fence).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(conversation = %fence.conversation, error = %e, "lease not released; it lapses instead")
+            }
+        }
+        true
+    }
+}
+
+/// Each second, takes over conversations whose owner stopped renewing its lease, until `stop`.
+pub async fn watch_lapsed_leases(cluster: Arc<Cluster>, agents: Arc<Agents>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TAKEOVER_SCAN) => {}
+        }
+        match cluster.leases.lapsed_leases(TAKEOVER_BATCH).await {
+            Ok(lapsed) => {
+                // Every node tries; the first to take the lease starts the agent (and says so).
+                for conversation in lapsed {
+                    tracing::debug!(%conversation, "a lease lapsed");
+                    agents.ensure(&conversation, &[]);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "lapsed leases not read"),
+        }
+    }
+}
