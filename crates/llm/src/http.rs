@@ -207,7 +207,10 @@ pub(crate) fn transport(err: reqwest::Error) -> LlmError {
             _ => "the server".to_owned(),
         };
         let cause = cause.split(" (os error").next().unwrap_or_default();
-        return LlmError::Network(format!("cannot connect to {place}: {}", cause.to_lowercase()));
+        return LlmError::Network(format!(
+            "cannot connect to {place}: {}",
+            cause.to_lowercase()
+        ));
     }
     if err.is_decode() {
         LlmError::InvalidResponse(message)

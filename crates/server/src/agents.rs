@@ -681,7 +681,8 @@ impl Agents {
                         let fenced = log.fenced(cluster.leases.clone(), fence.clone());
                         let done = CancellationToken::new();
                         let holding = {
-                            let (cluster, done, lost) = (cluster.clone(), done.clone(), token.clone());
+                            let (cluster, done, lost) =
+                                (cluster.clone(), done.clone(), token.clone());
                             tokio::spawn(async move { cluster.hold(fence, done, lost).await })
                         };
                         held = Some((done, holding));
@@ -719,7 +720,10 @@ impl Agents {
             let Some(agents) = me.upgrade() else {
                 return;
             };
-            if agents.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+            if agents
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
                 // Left to lapse: another node takes the conversation over and resumes it.
                 holding.abort();
                 return;

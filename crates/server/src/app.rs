@@ -3,8 +3,10 @@
 use crate::agents::Agents;
 use crate::api;
 use crate::auth;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::conversations::Conversations;
+use crate::documents::DocumentPlace;
 use crate::error::ApiError;
 use crate::guard;
 use crate::listener::{self, Limits};
@@ -19,8 +21,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::any;
 use ohd_engineio::Engine;
-use crate::cluster::Cluster;
-use crate::documents::DocumentPlace;
 use ohd_store::postgres::{PgNotifier, PgNotifierConfig, PgStore};
 use ohd_store::sqlite::SqliteStore;
 use ohd_store::{EventLog, LocalNotifier};
@@ -109,8 +109,7 @@ impl AppState {
         };
         // The model saved on the settings page wins over the configuration's.
         let settings = SettingsStore::open(places.0).await?;
-        let user_secrets =
-            Arc::new(crate::user_secrets::UserSecretsStore::open(places.1).await?);
+        let user_secrets = Arc::new(crate::user_secrets::UserSecretsStore::open(places.1).await?);
         let agents = Agents::new(
             &config,
             log.clone(),
@@ -365,7 +364,10 @@ impl Server {
         };
         // A node's default name: this host's and the port it got.
         if config.cluster.node_id.is_none() {
-            let port = listener.local_addr().map(|a| a.port()).unwrap_or(addr.port());
+            let port = listener
+                .local_addr()
+                .map(|a| a.port())
+                .unwrap_or(addr.port());
             config.cluster.node_id = Some(format!("{}:{port}", crate::config::host_name()));
         }
         let state = AppState::open(config).await?;

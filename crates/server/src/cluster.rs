@@ -36,7 +36,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// Takes the conversation's lease, if nobody else holds it.
-    pub async fn acquire(&self, conversation: &ConversationId) -> Result<Option<Fence>, StoreError> {
+    pub async fn acquire(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Option<Fence>, StoreError> {
         self.leases
             .try_acquire_lease(conversation, &self.node, self.ttl)
             .await
@@ -46,7 +49,12 @@ impl Cluster {
     /// node took it, or it could not be renewed for longer than it lasts, so it may have
     /// lapsed), `lost` is cancelled at once and nothing is released. Returns whether the lease
     /// was held to the end.
-    pub async fn hold(&self, fence: Fence, done: CancellationToken, lost: CancellationToken) -> bool {
+    pub async fn hold(
+        &self,
+        fence: Fence,
+        done: CancellationToken,
+        lost: CancellationToken,
+    ) -> bool {
         let every = self.ttl / 3;
         // Counted from before each renewal was sent: the database's expiry is at least this late.
         let mut sure_until = Instant::now() + self.ttl;
@@ -62,7 +70,17 @@ impl Cluster {
                 return false;
             }
             let sent = Instant::now();
-            match self.leases.renew_lease(&fence, self.ttl).await {
+            // A database that does not answer (a partition) must not hold the heartbeat past
+            // the moment the lease may lapse.
+            let renewing = self.leases.renew_lease(&fence, self.ttl);
+            let Ok(renewed) =
+                tokio::time::timeout(sure_until.saturating_duration_since(sent), renewing).await
+            else {
+                tracing::warn!(conversation = %fence.conversation, node = %self.node, "the lease could not be renewed in time; this node stops the conversation's agent");
+                lost.cancel();
+                return false;
+            };
+            match renewed {
                 Ok(true) => sure_until = sent + self.ttl,
                 Ok(false) => {
                     tracing::warn!(conversation = %fence.conversation, node = %self.node, "the lease was lost to another node; this node stops the conversation's agent");
@@ -86,7 +104,11 @@ impl Cluster {
 }
 
 /// Each second, takes over conversations whose owner stopped renewing its lease, until `stop`.
-pub async fn watch_lapsed_leases(cluster: Arc<Cluster>, agents: Arc<Agents>, stop: CancellationToken) {
+pub async fn watch_lapsed_leases(
+    cluster: Arc<Cluster>,
+    agents: Arc<Agents>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

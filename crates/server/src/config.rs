@@ -349,7 +349,8 @@ impl Config {
             .or(file.store.url)
             .filter(|u| !u.expose().is_empty());
         if let Some(url) = &database_url
-            && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
+            && !(url.expose().starts_with("postgres://")
+                || url.expose().starts_with("postgresql://"))
         {
             // The URL may hold a password: only its scheme is repeated.
             let scheme = url.expose().split(':').next().unwrap_or_default();
@@ -512,7 +513,13 @@ impl Config {
                 let node: String = self
                     .node_id()
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect();
                 // A conversation id never starts with a dot: no workspace is named so.
                 shared.join(".staging").join(node)

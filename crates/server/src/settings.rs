@@ -564,10 +564,7 @@ impl SettingsStore {
                 "the settings would be larger than {MAX_SETTINGS_BYTES} bytes"
             )));
         }
-        self.place
-            .write(bytes.clone())
-            .await
-            .map_err(save_error)?;
+        self.place.write(bytes.clone()).await.map_err(save_error)?;
         then(&current.settings, &next);
         *current = Current {
             settings: next.clone(),

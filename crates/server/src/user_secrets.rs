@@ -208,9 +208,10 @@ pub struct UserSecretsStore {
 
 fn parse(raw: Option<&[u8]>, place: &DocumentPlace) -> anyhow::Result<UserSecrets> {
     match raw {
-        Some(bytes) => Ok(UserSecrets::from_disk(serde_json::from_slice(bytes).map_err(
-            |e| anyhow::anyhow!("{place} is not valid ({e}); fix or remove it"),
-        )?)),
+        Some(bytes) => Ok(UserSecrets::from_disk(
+            serde_json::from_slice(bytes)
+                .map_err(|e| anyhow::anyhow!("{place} is not valid ({e}); fix or remove it"))?,
+        )),
         None => Ok(UserSecrets::default()),
     }
 }

@@ -50,6 +50,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::AbortHandle;
 
+/// How long a query waits for a connection of the pool before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an append keeps trying to start its transaction while the database cannot be
+/// reached (a restart, a partition), before it fails.
+const BEGIN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Connections each node keeps to the database for the store.
 const POOL_SIZE: u32 = 10;
 /// Where committed appends are announced: `<conversation> <last new id>`.
@@ -66,6 +72,17 @@ const CHECK_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+}
+
+/// Whether an error says the database could not be reached (rather than refusing the request).
+fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+    )
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -123,6 +140,25 @@ fn record(row: &PgRow) -> Result<ConversationRecord, StoreError> {
 }
 
 impl PgStore {
+    /// Starts a transaction, trying again while the database cannot be reached. Safe to retry:
+    /// nothing is written before the transaction has begun. (An error later, at the commit,
+    /// is not retried: the commit may have happened, and a retry could write events twice.)
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.pool.begin().await {
+                Ok(tx) => return Ok(tx),
+                Err(e) if started.elapsed() < BEGIN_PATIENCE && unreachable(&e) => {
+                    tracing::debug!(error = %e, "the database cannot be reached; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/db`) and brings its
     /// schema up to date. Nodes starting together are fine: migrations take a database lock.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -135,6 +171,7 @@ impl PgStore {
         let options = options.log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations_postgres")
@@ -220,7 +257,7 @@ impl PgStore {
         fence: Option<&Fence>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(fence) = fence {
             Self::check_fence(&mut tx, conversation, fence).await?;
         }

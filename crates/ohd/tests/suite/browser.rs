@@ -309,8 +309,12 @@ async fn browser_without_a_model_the_error_is_said_once_and_settings_saves_one_t
     // The next conversation asked the saved model, with the saved key.
     let recorded = llm.recorded();
     assert!(!recorded.is_empty(), "the saved model was never asked");
-    assert!(recorded.iter().all(|r| r.body["model"] == "saved-in-the-page"
-        && r.header("authorization") == Some("Bearer sk-saved-in-the-page")));
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.body["model"] == "saved-in-the-page"
+                && r.header("authorization") == Some("Bearer sk-saved-in-the-page"))
+    );
     // The key is kept but never shown back.
     let (_, settings) = ohd.get("/api/settings").await;
     assert_eq!(settings["llm_api_key_set"], true);

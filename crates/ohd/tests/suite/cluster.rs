@@ -8,10 +8,10 @@
 //! CI, where they fail.
 
 use crate::common::*;
-use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
-use ohd_store::postgres::PgStore;
 use ohd_protocol::ConversationId;
+use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
 use ohd_store::LeaseStore;
+use ohd_store::postgres::PgStore;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
 use std::sync::Arc;
@@ -51,7 +51,8 @@ impl TestDatabase {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".to_owned(),
                 };
-                let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+                let ci =
+                    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
                 assert!(!ci, "{test}: no PostgreSQL at {server_url} ({why})");
                 eprintln!("skipping {test}: no PostgreSQL at {server_url} ({why})");
                 return None;
@@ -196,7 +197,8 @@ impl Nodes {
 
     /// Starts node `index` again on its data folder (after it was killed).
     async fn restart(&mut self, index: usize) {
-        let options = self.node_options(&self.db.url, Some(self.dirs[index].path().join("ohd.log")));
+        let options =
+            self.node_options(&self.db.url, Some(self.dirs[index].path().join("ohd.log")));
         self.nodes[index] = Some(Ohd::spawn(self.dirs[index].path(), &options).await);
     }
 
@@ -214,13 +216,15 @@ impl Nodes {
         }
     }
 
-    /// Which node holds the conversation's lease, with its token, once one does.
-    async fn owner(&self, store: &PgStore, conversation: &str) -> (usize, i64) {
+    /// Which node holds the conversation's lease, with its token, once one does (with a token
+    /// above `after`).
+    async fn owner(&self, store: &PgStore, conversation: &str, after: i64) -> (usize, i64) {
         let id = ConversationId::parse(conversation).unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(holder) = store.lease_holder(&id).await.unwrap()
                 && !holder.expired
+                && holder.token > after
                 && let Some(index) = self.index_of(&holder.node)
             {
                 return (index, holder.token);
@@ -274,7 +278,11 @@ fn stream(events: &[Value]) -> Vec<(u64, String)> {
 
 fn assert_dense(ids: &[u64], what: &str) {
     for (i, pair) in ids.windows(2).enumerate() {
-        assert_eq!(pair[1], pair[0] + 1, "{what}: ids not dense at {i}: {ids:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{what}: ids not dense at {i}: {ids:?}"
+        );
     }
 }
 
@@ -334,7 +342,7 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
     let store = db.store().await;
     let mut nodes = Nodes::start(db, 3, options).await;
     let conversation = nodes.node(0).create_conversation().await;
-    let (owner, token) = nodes.owner(&store, &conversation).await;
+    let (owner, token) = nodes.owner(&store, &conversation, 0).await;
     let watchers: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     let mut clients = Vec::new();
     for &i in &watchers {
@@ -353,7 +361,7 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = Instant::now();
     nodes.kill(owner);
-    let (next_owner, next_token) = nodes.owner(&store, &conversation).await;
+    let (next_owner, next_token) = nodes.owner(&store, &conversation, token).await;
     let took = killed.elapsed();
     assert_ne!(next_owner, owner);
     assert!(next_token > token, "{next_token} <= {token}");
@@ -363,7 +371,9 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
     );
     // The cut-off command is answered once, with an error, and the agent waits for input.
     for client in &mut clients {
-        let events = client.until_state_from(&["awaiting_user_input"], true).await;
+        let events = client
+            .until_state_from(&["awaiting_user_input"], true)
+            .await;
         assert!(
             events
                 .iter()
@@ -393,7 +403,11 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
         let mut unique = answers.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(answers.len(), unique.len(), "an action answered twice: {answers:?}");
+        assert_eq!(
+            answers.len(),
+            unique.len(),
+            "an action answered twice: {answers:?}"
+        );
     }
     let ids: Vec<u64> = streams[0].iter().map(|(id, _)| *id).collect();
     assert_dense(&ids, "after the takeover");
@@ -417,7 +431,7 @@ async fn cluster_a_node_cut_off_from_the_database_stops_and_its_late_appends_are
     // The third node reaches the database through the partition, and owns the conversation.
     let cut_node = nodes.add(&cut_url).await;
     let conversation = nodes.node(cut_node).create_conversation().await;
-    let (owner, token) = nodes.owner(&store, &conversation).await;
+    let (owner, token) = nodes.owner(&store, &conversation, 0).await;
     assert_eq!(owner, cut_node);
     let mut client = joined(nodes.node(0), &conversation, "-1").await;
     client.until_ready().await;
@@ -429,10 +443,22 @@ async fn cluster_a_node_cut_off_from_the_database_stops_and_its_late_appends_are
         }
     };
     partition.set_cut(true);
-    let (next_owner, next_token) = nodes.owner(&store, &conversation).await;
+    let (next_owner, next_token) = nodes.owner(&store, &conversation, token).await;
     assert_ne!(next_owner, cut_node);
     assert!(next_token > token);
-    client.until_state_from(&["awaiting_user_input"], true).await;
+    client
+        .until_state_from(&["awaiting_user_input"], true)
+        .await;
+    // Still cut off, the old owner has stopped its agent: its lease was no longer sure.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes.log(cut_node).contains("could not be renewed in time") {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off node's agent goes on:\n{}",
+            nodes.log(cut_node)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Back on the network: whatever the old owner still tries to write is refused.
     partition.set_cut(false);
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -444,6 +470,9 @@ async fn cluster_a_node_cut_off_from_the_database_stops_and_its_late_appends_are
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    for line in nodes.log(cut_node).lines().filter(|l| l.contains("lease")) {
+        eprintln!("cut-off node: {line}");
+    }
     let events = nodes.node(0).events(&conversation).await;
     let answers: Vec<&Value> = events
         .iter()
@@ -454,7 +483,13 @@ async fn cluster_a_node_cut_off_from_the_database_stops_and_its_late_appends_are
         answers[0]["extras"]["error_id"],
         "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
     );
-    assert!(!events.iter().any(|e| e.to_string().contains("late-output")));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["observation"] == "run" && e["content"].to_string().contains("late-output")),
+        "{:?}",
+        summary(&events)
+    );
     assert_dense(&ids(&events), "after the partition");
 }
 

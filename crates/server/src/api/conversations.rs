@@ -220,7 +220,8 @@ async fn start_conversation(
     }
     let record = existing(&state, &id).await?;
     state.agents.ensure(&record.id, &providers);
-    let (status, _) = crate::conversations::status_of(state.agents.status_anywhere(&record.id).await);
+    let (status, _) =
+        crate::conversations::status_of(state.agents.status_anywhere(&record.id).await);
     Ok(Json(json!({
         "status": "ok",
         "conversation_id": record.id,
