@@ -567,12 +567,17 @@ pub struct SeedRun {
 /// Runs the seed's `socket.io-client` example (`e2e/clients/seed_client.mjs`) against `ohd`
 /// with `args` (everything after `--url`).
 pub async fn seed_client(ohd: &Ohd, args: &[String]) -> SeedRun {
+    seed_client_at(&format!("http://{}", ohd.addr), args).await
+}
+
+/// As [`seed_client`], against any address (a proxy in front of ohd, say).
+pub async fn seed_client_at(url: &str, args: &[String]) -> SeedRun {
     let output = Command::new("node")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../e2e/clients/seed_client.mjs"
         ))
-        .args(["--url", &format!("http://{}", ohd.addr)])
+        .args(["--url", url])
         .args(args)
         .output()
         .await

@@ -533,3 +533,159 @@ async fn cluster_a_node_restarted_under_load_catches_up() {
     let seen = late.events(stored.len()).await;
     assert_eq!(stream(&seen), stream(&stored));
 }
+
+/// nginx in front of `nodes`, as the README shows it: a websocket that opens without a session
+/// id (a websocket-only client) may go to any node; everything of a long-polling session
+/// (its handshake, its polls, its upgrade) goes to one node, chosen by the client's address.
+fn nginx_config(dir: &std::path::Path, port: u16, nodes: &[&Ohd]) -> String {
+    let servers: String = nodes
+        .iter()
+        .map(|n| format!("        server {};\n", n.addr))
+        .collect();
+    let d = dir.display();
+    format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+http {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+{config}\n    server {{\n        listen 127.0.0.1:{port};\n{location}    }}\n}}\n",
+        config = README_NGINX_UPSTREAMS.replace("        server 127.0.0.1:3001;\n        server 127.0.0.1:3002;\n        server 127.0.0.1:3003;\n", &servers),
+        location = README_NGINX_LOCATION,
+    )
+}
+
+/// The README's nginx configuration, in two parts (the test fills in its own servers and
+/// paths); the README's copy is checked to hold these lines.
+const README_NGINX_UPSTREAMS: &str = "    upstream ohd_any {
+        server 127.0.0.1:3001;
+        server 127.0.0.1:3002;
+        server 127.0.0.1:3003;
+    }
+    upstream ohd_sticky {
+        ip_hash;
+        server 127.0.0.1:3001;
+        server 127.0.0.1:3002;
+        server 127.0.0.1:3003;
+    }
+    # A websocket opened without a session id may go to any node; a long-polling session
+    # (its handshake, polls and upgrade, which carry its sid) stays on one node.
+    map \"$arg_transport:$arg_sid\" $ohd_upstream {
+        \"websocket:\" ohd_any;
+        default ohd_sticky;
+    }
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        '' close;
+    }";
+
+const README_NGINX_LOCATION: &str = "        location / {
+            proxy_pass http://$ohd_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }
+";
+
+#[test]
+fn the_readme_shows_the_nginx_configuration_the_test_runs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for part in [README_NGINX_UPSTREAMS, README_NGINX_LOCATION] {
+        assert!(readme.contains(part), "the README lacks:\n{part}");
+    }
+}
+
+/// Starts nginx with `config` in `dir`; `None` (after saying so) when there is none, outside CI.
+fn nginx_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let nginx = std::path::PathBuf::from("/usr/sbin/nginx");
+    if nginx.exists() {
+        return Some(nginx);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(!ci, "{test}: no nginx (apt-get install nginx)");
+    eprintln!("skipping {test}: no nginx (apt-get install nginx)");
+    None
+}
+
+#[tokio::test]
+async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_polling() {
+    let Some(nginx) = nginx_or_skip("three nodes behind nginx") else {
+        return;
+    };
+    let Some(db) = TestDatabase::create("three nodes behind nginx").await else {
+        return;
+    };
+    let (_llm, options) = scripted(vec![bash("echo through-nginx"), finish("done behind nginx")]).await;
+    let nodes = Nodes::start(db, 3, options).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("nginx.conf");
+    std::fs::write(&config, nginx_config(dir.path(), port, &[nodes.node(0), nodes.node(1), nodes.node(2)])).unwrap();
+    let status = std::process::Command::new(&nginx)
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "nginx did not start");
+    struct Stop(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.0)
+                .arg("-c")
+                .arg(&self.1)
+                .args(["-s", "stop"])
+                .status();
+        }
+    }
+    let _stop = Stop(nginx.clone(), config.clone());
+    let url = format!("http://127.0.0.1:{port}");
+    let client = |transport: &str, send: bool| {
+        let mut args: Vec<String> = [
+            "--conversation", &conversation, "--transport", transport,
+            "--until-state", "finished", "--timeout-ms", "30000",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if send {
+            let message = json!({"action": "message", "args": {"content": "go"}}).to_string();
+            args.extend(["--send".to_owned(), message, "--send-after-ms".to_owned(), "2500".to_owned()]);
+        }
+        let url = url.clone();
+        tokio::spawn(async move { seed_client_at(&url, &args).await })
+    };
+    let runs = vec![
+        client("websocket", true),
+        client("websocket", false),
+        client("websocket", false),
+        client("polling", false),
+    ];
+    // While they wait: the websockets are spread over the nodes, each node serving some.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let per_node = loop {
+        let mut counts = Vec::new();
+        for i in 0..3 {
+            let (_, info) = nodes.node(i).get(&format!("/api/conversations/{conversation}")).await;
+            counts.push(info["num_connections"].as_u64().unwrap_or(0));
+        }
+        if counts.iter().sum::<u64>() == 4 || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(per_node.iter().sum::<u64>(), 4, "{per_node:?}");
+    assert!(per_node.iter().all(|n| *n >= 1), "not every node serves a client: {per_node:?}");
+    let mut streams = Vec::new();
+    for run in runs {
+        let run = run.await.unwrap();
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        streams.push(stream(&run.events));
+    }
+    assert!(streams[0].iter().any(|(_, e)| e.contains("through-nginx")));
+    for (i, s) in streams.iter().enumerate().skip(1) {
+        assert_eq!(&streams[0], s, "client {i} saw another stream");
+    }
+}
