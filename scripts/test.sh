@@ -33,6 +33,6 @@ cargo test --workspace --no-fail-fast "$@" || status=$?
 # with SIGINT ignored, which every process inherits unless ohd gives it back, so that C-c would
 # never reach a command. Only for a whole run (arguments pick tests).
 if [ $# -eq 0 ]; then
-    (trap '' INT; exec cargo test -p ohd-runtime --test shell) || status=$?
+    (trap '' INT; OHD_EXPECT_SIGINT_IGNORED=1 exec cargo test --workspace --test shell) || status=$?
 fi
 exit "$status"

@@ -143,7 +143,13 @@ pub struct AgentContext {
     pub secret_names: Vec<(String, String)>,
     /// The repository cloned into the workspace for this conversation, if any.
     pub repository: Option<RepositoryInfo>,
+    /// The settings agents started now would get: an agent that has no usable model takes
+    /// them at the next message, so a model chosen in Settings works without a new conversation.
+    pub latest_settings: Option<LatestSettings>,
 }
+
+/// Reads the settings an agent started now would get.
+pub type LatestSettings = Arc<dyn Fn() -> Option<Arc<AgentSettings>> + Send + Sync>;
 
 /// A conversation's repository, as the agent sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,6 +474,29 @@ impl Core {
 }
 
 impl Agent {
+    /// Takes the settings agents started now would get, if they have a usable model: the
+    /// user chose one since this agent started. Its keys join those kept out of events.
+    fn take_latest_settings(&mut self) {
+        let Some(latest) = self
+            .core
+            .ctx
+            .latest_settings
+            .as_ref()
+            .and_then(|read| read())
+        else {
+            return;
+        };
+        let Ok(llm) = &latest.llm else {
+            return;
+        };
+        tracing::info!(conversation = %self.core.ctx.conversation, model = llm.model(), "taking the model chosen since the agent started");
+        self.core.base_secrets = latest.secrets.clone();
+        self.core.secrets = latest.secrets.clone();
+        // The provider tokens are added back to the secrets at the next append.
+        self.core.tokens_hidden = usize::MAX;
+        self.settings = latest;
+    }
+
     pub async fn start(
         ctx: AgentContext,
         settings: Arc<AgentSettings>,
@@ -864,6 +893,9 @@ impl Agent {
                         "The user sent a new message instead of confirming this action, so it was not run.",
                     )
                     .await?;
+                }
+                if self.settings.llm.is_err() {
+                    self.take_latest_settings();
                 }
                 if let Err(how_to) = &self.settings.llm {
                     let how_to = how_to.clone();

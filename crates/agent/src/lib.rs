@@ -16,7 +16,8 @@ pub mod stuck;
 pub mod tools;
 
 pub use agent::{
-    Agent, AgentContext, AgentSettings, Confirmation, Presence, RepositoryInfo, waiting_notice,
+    Agent, AgentContext, AgentSettings, Confirmation, LatestSettings, Presence, RepositoryInfo,
+    waiting_notice,
 };
 pub use condenser::CondenserSettings;
 pub use redact::Secrets;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod anthropic;
+mod demo;
 mod error;
 mod http;
 mod metrics;
@@ -24,6 +25,7 @@ mod tool_calling;
 mod types;
 
 pub use anthropic::DEFAULT_MAX_TOKENS;
+pub use demo::{DEMO_MODEL, DemoModel};
 pub use error::LlmError;
 pub use metrics::{Metrics, TokenUsage};
 pub use model::{
@@ -134,6 +136,9 @@ impl fmt::Debug for LlmSettings {
 /// is given, when a hosted provider is configured without a key, or when `reasoning_effort` or
 /// `thinking_budget_tokens` holds a value no provider takes.
 pub fn connect(settings: &LlmSettings) -> Result<Arc<dyn LlmClient>, LlmError> {
+    if settings.model.trim() == DEMO_MODEL {
+        return Ok(Arc::new(DemoModel::new()));
+    }
     let id = ModelId::parse(&settings.model)?;
     let effort = reasoning_effort(settings.reasoning_effort.as_deref())?;
     if let Some(budget) = settings.thinking_budget_tokens

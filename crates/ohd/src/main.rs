@@ -1,7 +1,5 @@
 //! `ohd`: the command line.
 
-mod demo;
-
 use clap::{Parser, Subcommand};
 use ohd_server::config::{Config, LogFormat, Overrides};
 use std::net::IpAddr;
@@ -50,24 +48,31 @@ enum Command {
 }
 
 const DEMO_AFTER_HELP: &str = "\
-Open the address it prints and send any message. The demo keeps its conversations in a new
-temporary folder (removed when it stops) unless --data-dir names one. It reads no LLM_*
-variables; a model saved in the settings of that data folder replaces the demo's.
+Open the address it prints and send any message. The model is built into ohd (ohd/demo): it
+plays the same short task whatever you ask, with no key and no network. The demo keeps its
+conversations in a new temporary folder (removed when it stops) unless --data-dir names one; a
+model chosen in Settings there replaces the demo's for conversations started afterwards.
 
-Environment variables: OHD_HOST, OHD_PORT, OHD_DATA_DIR, OHD_LOG_FORMAT (as the flags);
-RUST_LOG, the log filter. The demo reads no config file.";
+Environment variables: SESSION_API_KEY (a key every API call and socket must carry),
+OHD_LOG_FORMAT (as --log-format), RUST_LOG (the log filter). The demo reads no config file and
+no LLM_*, OHD_HOST, OHD_PORT or OHD_DATA_DIR variables, so that it never touches a real
+server's data or model.";
 
 #[derive(clap::Args)]
 struct DemoArgs {
     /// Address to listen on [default: 127.0.0.1]
-    #[arg(long, env = "OHD_HOST")]
+    #[arg(long)]
     host: Option<IpAddr>,
-    /// Port to listen on; 0 picks a free one [default: 3000]
-    #[arg(long, env = "OHD_PORT")]
+    /// Port to listen on; 0 picks a free one [default: 3000, or a free one if it is taken]
+    #[arg(long)]
     port: Option<u16>,
     /// Where the store and the workspaces live [default: a new temporary folder]
-    #[arg(long, env = "OHD_DATA_DIR")]
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Listen beyond this machine without SESSION_API_KEY: anyone who reaches the port can use
+    /// the agent
+    #[arg(long)]
+    unprotected: bool,
     /// Log lines as text for people, or one JSON object per line [default: text]
     #[arg(long, env = "OHD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
@@ -154,10 +159,6 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     start_logging(log_format);
     // Before the runtime's threads start.
     private_mounts();
-    let runtime = tokio::runtime::Runtime::new()?;
-    let (base_url, model) = runtime
-        .block_on(demo::start_model())
-        .map_err(|e| anyhow::anyhow!("the demo's model cannot listen on 127.0.0.1: {e}"))?;
     // Kept for the server's life; removed when the demo stops.
     let temporary = match args.data_dir {
         Some(_) => None,
@@ -166,18 +167,23 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .or_else(|| temporary.as_ref().map(|t| t.path().to_owned()));
+    let host = args.host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    // The usual port if it is free; any free one otherwise (a demo should just start).
+    let port = args.port.or_else(|| {
+        let free = std::net::TcpListener::bind((host, ohd_server::config::DEFAULT_PORT)).is_ok();
+        (!free).then_some(0)
+    });
     let config = Config::resolve(Overrides {
-        host: args.host,
-        port: args.port,
+        host: Some(host),
+        port,
         data_dir,
-        llm_model: Some(demo::MODEL.to_owned()),
-        llm_api_key: Some(demo::API_KEY.to_owned()),
-        llm_base_url: Some(base_url),
+        session_api_key: std::env::var("SESSION_API_KEY").ok(),
+        unprotected: args.unprotected,
+        llm_model: Some(ohd_llm::DEMO_MODEL.to_owned()),
         log_format: Some(log_format),
         ..Overrides::default()
     })?;
-    let result = runtime.block_on(run_server(config, true));
-    drop(model);
+    let result = tokio::runtime::Runtime::new()?.block_on(run_server(config, true));
     drop(temporary);
     result
 }

@@ -32,6 +32,26 @@ async fn agent_shell(sandbox: &Sandbox, dir: &std::path::Path) -> Shell {
     Shell::start(launch, options()).await.unwrap()
 }
 
+/// `scripts/test.sh` runs these tests a second time with SIGINT ignored, as a background job
+/// would, and says so: that run must really have SIGINT ignored, or it proves nothing.
+#[test]
+fn sigint_is_ignored_when_the_run_says_it_is() {
+    if std::env::var_os("OHD_EXPECT_SIGINT_IGNORED").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+        .unwrap();
+    assert_ne!(
+        ignored & (1 << (libc::SIGINT - 1)),
+        0,
+        "SIGINT is not ignored: {ignored:x}"
+    );
+}
+
 #[tokio::test]
 async fn state_persists_and_exit_codes_and_directories_are_reported() {
     let dir = tempfile::tempdir().unwrap();

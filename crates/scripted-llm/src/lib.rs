@@ -216,13 +216,8 @@ impl Shared {
         if let (true, Some(server)) = (offers_tools, refuse_tools) {
             return (Taken::Refused(server), body);
         }
-        let script = lock(&self.script);
-        let n = if script.per_message {
-            answers_since_last_user_message(&body)
-        } else {
-            usize::try_from(self.next_turn.fetch_add(1, Ordering::SeqCst)).unwrap_or(usize::MAX)
-        };
-        let turn = script.turn(n);
+        let n = self.next_turn.fetch_add(1, Ordering::SeqCst);
+        let turn = lock(&self.script).turn(usize::try_from(n).unwrap_or(usize::MAX));
         (Taken::Turn(Box::new(turn)), body)
     }
 
@@ -236,25 +231,6 @@ enum Taken {
     Turn(Box<Turn>),
     /// Its `tools`, refused as this server refuses them.
     Refused(ToolsRefusal),
-}
-
-/// How many answers of the model a request holds after its last user message (OpenAI's
-/// `user` role; Anthropic's, but not a `user` message that only carries tool results).
-fn answers_since_last_user_message(request: &Value) -> usize {
-    let Some(messages) = request["messages"].as_array() else {
-        return 0;
-    };
-    let is_tool_results = |message: &Value| {
-        message["content"].as_array().is_some_and(|blocks| {
-            !blocks.is_empty() && blocks.iter().all(|b| b["type"] == "tool_result")
-        })
-    };
-    messages
-        .iter()
-        .rev()
-        .take_while(|m| m["role"] != "user" || is_tool_results(m))
-        .filter(|m| m["role"] == "assistant")
-        .count()
 }
 
 /// Whether a request describes tools in its prompt for calls written as text, as a client

@@ -21,12 +21,6 @@ pub struct Script {
     /// text (see [`Turn`]). In JSON: `"refuse_tools": "vllm"` or `"ollama"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refuse_tools: Option<ToolsRefusal>,
-    /// When set, a request is answered by the turn numbered by the model's answers since the
-    /// request's last user message, instead of by the order requests arrive in: every user
-    /// message of every conversation plays the script from its start (the demo's model).
-    /// In JSON: `"per_message": true`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub per_message: bool,
 }
 
 /// Which server's words a refusal of `tools` is given in.
@@ -69,14 +63,7 @@ impl Script {
             when_done: WhenDone::Done,
             aside: None,
             refuse_tools: None,
-            per_message: false,
         }
-    }
-
-    /// Plays the script from its start for every user message (see [`Script::per_message`]).
-    pub fn per_message(mut self) -> Script {
-        self.per_message = true;
-        self
     }
 
     /// Refuses every request that offers `tools`, as `server` does when it has no tool calling
@@ -121,8 +108,6 @@ impl<'de> Deserialize<'de> for Script {
                 aside: Option<String>,
                 #[serde(default)]
                 refuse_tools: Option<ToolsRefusal>,
-                #[serde(default)]
-                per_message: bool,
             },
         }
         Ok(match Form::deserialize(deserializer)? {
@@ -132,13 +117,11 @@ impl<'de> Deserialize<'de> for Script {
                 when_done,
                 aside,
                 refuse_tools,
-                per_message,
             } => Script {
                 turns,
                 when_done,
                 aside,
                 refuse_tools,
-                per_message,
             },
         })
     }

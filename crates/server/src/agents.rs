@@ -699,7 +699,12 @@ impl Agents {
                 },
             };
             let lease_log = log.clone();
+            let latest_settings: ohd_agent::LatestSettings = {
+                let me = me.clone();
+                Arc::new(move || me.upgrade().map(|agents| agents.current()))
+            };
             let ran = run_agent(AgentStart {
+                latest_settings,
                 log,
                 id: id.clone(),
                 workspace,
@@ -795,6 +800,7 @@ enum Ran {
 
 /// What one agent's task needs, gathered in [`Agents::ensure`].
 struct AgentStart {
+    latest_settings: ohd_agent::LatestSettings,
     log: EventLog,
     id: ConversationId,
     workspace: PathBuf,
@@ -812,6 +818,7 @@ struct AgentStart {
 /// Sets up and runs one conversation's agent (a clone first, when asked for) until it ends.
 async fn run_agent(start: AgentStart) -> Ran {
     let AgentStart {
+        latest_settings,
         log,
         id,
         workspace,
@@ -850,6 +857,7 @@ async fn run_agent(start: AgentStart) -> Ran {
                 places: slots,
                 secret_names,
                 repository,
+                latest_settings: Some(latest_settings),
             };
             let released = ctx.presence.clone();
             match Agent::start(ctx, settings, token).await {

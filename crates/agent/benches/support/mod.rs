@@ -36,5 +36,6 @@ pub fn agent_context(
         places: None,
         secret_names: Vec::new(),
         repository: None,
+        latest_settings: None,
     }
 }

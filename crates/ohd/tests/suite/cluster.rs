@@ -590,7 +590,8 @@ const README_NGINX_LOCATION: &str = "        location / {
 
 #[test]
 fn the_readme_shows_the_nginx_configuration_the_test_runs() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     for part in [README_NGINX_UPSTREAMS, README_NGINX_LOCATION] {
         assert!(readme.contains(part), "the README lacks:\n{part}");
     }
@@ -616,13 +617,29 @@ async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_pol
     let Some(db) = TestDatabase::create("three nodes behind nginx").await else {
         return;
     };
-    let (_llm, options) = scripted(vec![bash("echo through-nginx"), finish("done behind nginx")]).await;
+    let (_llm, options) = scripted(vec![
+        bash("echo through-nginx"),
+        finish("done behind nginx"),
+    ])
+    .await;
     let nodes = Nodes::start(db, 3, options).await;
     let conversation = nodes.node(0).create_conversation().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("nginx.conf");
-    std::fs::write(&config, nginx_config(dir.path(), port, &[nodes.node(0), nodes.node(1), nodes.node(2)])).unwrap();
+    std::fs::write(
+        &config,
+        nginx_config(
+            dir.path(),
+            port,
+            &[nodes.node(0), nodes.node(1), nodes.node(2)],
+        ),
+    )
+    .unwrap();
     let status = std::process::Command::new(&nginx)
         .arg("-c")
         .arg(&config)
@@ -645,14 +662,25 @@ async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_pol
     let url = format!("http://127.0.0.1:{port}");
     let client = |transport: &str, send: bool| {
         let mut args: Vec<String> = [
-            "--conversation", &conversation, "--transport", transport,
-            "--until-state", "finished", "--timeout-ms", "30000",
+            "--conversation",
+            &conversation,
+            "--transport",
+            transport,
+            "--until-state",
+            "finished",
+            "--timeout-ms",
+            "30000",
         ]
         .map(str::to_owned)
         .to_vec();
         if send {
             let message = json!({"action": "message", "args": {"content": "go"}}).to_string();
-            args.extend(["--send".to_owned(), message, "--send-after-ms".to_owned(), "2500".to_owned()]);
+            args.extend([
+                "--send".to_owned(),
+                message,
+                "--send-after-ms".to_owned(),
+                "2500".to_owned(),
+            ]);
         }
         let url = url.clone();
         tokio::spawn(async move { seed_client_at(&url, &args).await })
@@ -668,7 +696,10 @@ async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_pol
     let per_node = loop {
         let mut counts = Vec::new();
         for i in 0..3 {
-            let (_, info) = nodes.node(i).get(&format!("/api/conversations/{conversation}")).await;
+            let (_, info) = nodes
+                .node(i)
+                .get(&format!("/api/conversations/{conversation}"))
+                .await;
             counts.push(info["num_connections"].as_u64().unwrap_or(0));
         }
         if counts.iter().sum::<u64>() == 4 || Instant::now() > deadline {
@@ -677,7 +708,10 @@ async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_pol
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(per_node.iter().sum::<u64>(), 4, "{per_node:?}");
-    assert!(per_node.iter().all(|n| *n >= 1), "not every node serves a client: {per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n >= 1),
+        "not every node serves a client: {per_node:?}"
+    );
     let mut streams = Vec::new();
     for run in runs {
         let run = run.await.unwrap();

@@ -242,7 +242,7 @@ async fn serve_help_names_the_environment_and_every_config_section() {
         .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for name in ["OHD_PORT", "OHD_DATA_DIR", "RUST_LOG", "no config file"] {
+    for name in ["SESSION_API_KEY", "RUST_LOG", "no config file"] {
         assert!(help.contains(name), "{name} not in\n{help}");
     }
 }

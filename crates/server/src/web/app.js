@@ -34,7 +34,8 @@ const STATE_LABELS = {
   user_rejected: "Rejected",
 };
 /** State changes worth a line in the history; the others only move the badge. */
-const NOTABLE_STATES = new Set(["stopped", "paused", "finished", "error", "rejected", "rate_limited"]);
+// Not `rate_limited`: the badge and the retry notice say it while it lasts.
+const NOTABLE_STATES = new Set(["stopped", "paused", "finished", "error", "rejected"]);
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -364,7 +365,8 @@ function notice(kind, text, key) {
     }, "×"));
   box.append(item);
   while (box.children.length > 4) box.firstElementChild.remove();
-  if (kind !== "error") setTimeout(() => item.remove(), 6000);
+  // A retry's notice stays while the wait lasts (the state change removes it).
+  if (kind !== "error" && key !== "STATUS$LLM_RETRY") setTimeout(() => item.remove(), 6000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,23 +844,44 @@ function saveKey(event) {
 // ---------------------------------------------------------------------------------------------
 // Settings: the model, through the same /api/settings the OpenHands web UI uses
 
+/** What the settings form was filled with: only what the user changes is sent back. */
+const loadedSettings = { ok: false, model: "", baseUrl: "", keySet: false };
+
+/** The provider part of `provider/model` (a bare name is OpenAI's). */
+function providerOf(model) {
+  return model.includes("/") ? model.split("/")[0] : "openai";
+}
+
 async function openSettings() {
   const form = $("#settings-form");
   form.hidden = false;
   $("#settings-toggle").setAttribute("aria-expanded", "true");
+  $("#settings-key").value = "";
+  loadedSettings.ok = false;
   let settings = null;
   try {
     settings = await api("/api/settings");
   } catch (error) {
-    // 404: nothing saved yet and no model configured, a first run.
-    if (error.status !== 404 && error.status !== 401) notice("error", `Cannot read the settings: ${error.message}`);
+    // 404: nothing saved yet and no model configured, a first run. Anything else: the form
+    // would be saved over settings it never saw, so it is not offered.
+    if (error.status !== 404) {
+      if (error.status !== 401) notice("error", `Cannot read the settings: ${error.message}`, "settings");
+      closeSettings();
+      return;
+    }
   }
-  $("#settings-model").value = settings?.llm_model || "";
-  $("#settings-base-url").value = settings?.llm_base_url || "";
-  $("#settings-key").value = "";
-  $("#settings-key").placeholder = settings?.llm_api_key_set
+  Object.assign(loadedSettings, {
+    ok: true,
+    model: settings?.llm_model || "",
+    baseUrl: settings?.llm_base_url || "",
+    keySet: Boolean(settings?.llm_api_key_set),
+  });
+  $("#settings-model").value = loadedSettings.model;
+  $("#settings-base-url").value = loadedSettings.baseUrl;
+  $("#settings-key").placeholder = loadedSettings.keySet
     ? "a key is saved; leave empty to keep it"
     : "the provider's key";
+  $("#settings-forget-key").hidden = !loadedSettings.keySet;
   $("#settings-model").focus();
 }
 
@@ -867,27 +890,48 @@ function closeSettings() {
   $("#settings-toggle").setAttribute("aria-expanded", "false");
 }
 
-async function saveSettings(event) {
-  event.preventDefault();
-  const model = $("#settings-model").value.trim();
-  if (!model.includes("/")) {
-    notice("error", "Name the model as provider/model, for example openai/gpt-4o or anthropic/claude-sonnet-4-5.");
-    $("#settings-model").focus();
-    return;
-  }
-  // The key is sent only when typed: absent, the saved one stays.
-  const body = { llm_model: model, llm_base_url: $("#settings-base-url").value.trim() };
-  const key = $("#settings-key").value;
-  if (key) body.llm_api_key = key;
+async function postSettings(body, done) {
   try {
     await api("/api/settings", { method: "POST", body });
   } catch (error) {
-    if (error.status !== 401) notice("error", `The settings were not saved: ${error.message}`);
+    if (error.status !== 401) notice("error", `The settings were not saved: ${error.message}`, "settings");
     return;
   }
   $("#settings-key").value = "";
   closeSettings();
-  notice("info", `Saved. Conversations started from now use ${model}.`, "settings");
+  notice("info", done, "settings");
+}
+
+async function saveSettings(event) {
+  event.preventDefault();
+  if (!loadedSettings.ok) return;
+  const model = $("#settings-model").value.trim();
+  const baseUrl = $("#settings-base-url").value.trim();
+  const key = $("#settings-key").value;
+  if (!model) {
+    notice("error", "Name a model, for example openai/gpt-4o or anthropic/claude-sonnet-4-5.", "settings");
+    $("#settings-model").focus();
+    return;
+  }
+  // A saved key goes only where it went before: another provider or address needs its own.
+  const elsewhere = providerOf(model) !== providerOf(loadedSettings.model) || baseUrl !== loadedSettings.baseUrl;
+  if (!key && loadedSettings.keySet && elsewhere) {
+    notice("error", `The saved API key is for ${loadedSettings.model || "the previous model"}: type the key for ${model}, or forget the saved one.`, "settings");
+    $("#settings-key").focus();
+    return;
+  }
+  // Only what changed is sent: a field left as it was keeps whatever it comes from (the
+  // configuration's model or address stays the configuration's).
+  const body = {};
+  if (model !== loadedSettings.model) body.llm_model = model;
+  if (baseUrl !== loadedSettings.baseUrl) body.llm_base_url = baseUrl;
+  if (key) body.llm_api_key = key;
+  await postSettings(body, `Saved. Conversations started from now use ${model}.`);
+}
+
+async function forgetKey() {
+  if (!loadedSettings.ok) return;
+  await postSettings({ llm_api_key: "" }, "The saved API key is forgotten.");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -914,6 +958,7 @@ function start() {
   });
   $("#settings-form").addEventListener("submit", saveSettings);
   $("#settings-close").addEventListener("click", closeSettings);
+  $("#settings-forget-key").addEventListener("click", forgetKey);
   $("#key-forget").addEventListener("click", () => {
     setSessionKey("");
     hideKeyForm();
