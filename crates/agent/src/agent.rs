@@ -208,6 +208,23 @@ impl Presence {
         }
     }
 
+    /// The server's side, for an agent that never started here (another node runs it): true
+    /// when nothing was handed over since it was started, so it may go; false (and ready
+    /// again) when it was poked, so the server should look once more.
+    pub fn step_aside(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        match self
+            .state
+            .compare_exchange(ACTIVE, RELEASING, AcqRel, Acquire)
+        {
+            Ok(_) => true,
+            Err(_) => {
+                self.state.store(ACTIVE, Release);
+                false
+            }
+        }
+    }
+
     /// Whether the agent is ending for being idle.
     pub fn is_released(&self) -> bool {
         self.state.load(std::sync::atomic::Ordering::Acquire) == RELEASING

@@ -689,6 +689,14 @@ impl Shell {
     }
 }
 
+/// A shell dropped without [`Shell::close`] (its agent's task aborted, say when its node lost the
+/// conversation's lease) still takes everything it started with it.
+impl Drop for Shell {
+    fn drop(&mut self) {
+        self.kill_children();
+    }
+}
+
 /// `eval $'...'`, split over continuation lines so no terminal line exceeds the tty's limit.
 fn eval_line(command: &str) -> String {
     const CHUNK: usize = 1024;

@@ -675,35 +675,28 @@ impl Agents {
             let mut held = None;
             let log = match &cluster {
                 None => log,
-                Some(cluster) => match cluster.acquire(&id).await {
-                    Ok(Some(fence)) => {
-                        tracing::info!(conversation = %id, node = %cluster.node, token = fence.token, "this node runs the conversation's agent");
-                        let fenced = log.fenced(cluster.leases.clone(), fence.clone());
-                        let done = CancellationToken::new();
-                        let holding = {
-                            let (cluster, done, lost) =
-                                (cluster.clone(), done.clone(), token.clone());
-                            tokio::spawn(async move { cluster.hold(fence, done, lost).await })
-                        };
-                        held = Some((done, holding));
-                        fenced
-                    }
-                    Ok(None) => {
-                        tracing::debug!(conversation = %id, "another node runs the conversation's agent");
+                Some(cluster) => {
+                    let Some((fence, asked)) = take_lease(cluster, &id, &agent_presence).await
+                    else {
                         return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(conversation = %id, error = %e, "the conversation's lease cannot be read; its agent does not start here");
-                        return;
-                    }
-                },
+                    };
+                    tracing::info!(conversation = %id, node = %cluster.node, token = fence.token, "this node runs the conversation's agent");
+                    let fenced = log.fenced(cluster.leases.clone(), fence.clone());
+                    let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+                    let holding = {
+                        let (cluster, done, lost) = (cluster.clone(), done.clone(), lost.clone());
+                        tokio::spawn(async move { cluster.hold(fence, asked, done, lost).await })
+                    };
+                    held = Some((done, lost, holding));
+                    fenced
+                }
             };
             let lease_log = log.clone();
             let latest_settings: ohd_agent::LatestSettings = {
                 let me = me.clone();
                 Arc::new(move || me.upgrade().map(|agents| agents.current()))
             };
-            let ran = run_agent(AgentStart {
+            let running = run_agent(AgentStart {
                 latest_settings,
                 log,
                 id: id.clone(),
@@ -717,26 +710,42 @@ impl Agents {
                 staging,
                 settings,
                 cancel: token.clone(),
-            })
-            .await;
-            let Some((done, holding)) = held else {
+            });
+            let Some((done, lost, holding)) = held else {
+                running.await;
                 return;
+            };
+            // A lost lease stops the agent. It may try to record the stop (the fence refuses it);
+            // if that does not end it at once (the database unreachable), it is dropped, which
+            // kills its shell and whatever that started. Either way before the lease can lapse.
+            tokio::pin!(running);
+            let ran = tokio::select! {
+                ran = &mut running => ran,
+                _ = lost.cancelled() => {
+                    tracing::warn!(conversation = %id, "the agent is stopped: this node no longer holds the conversation's lease");
+                    token.cancel();
+                    let grace = cluster.as_ref().map_or(std::time::Duration::ZERO, |c| c.ttl / 8);
+                    let _ = tokio::time::timeout(grace, &mut running).await;
+                    return;
+                }
             };
             let Some(agents) = me.upgrade() else {
                 return;
             };
-            if agents
-                .shutting_down
-                .load(std::sync::atomic::Ordering::Acquire)
+            if ran == Ran::Failed
+                || agents
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::Acquire)
             {
-                // Left to lapse: another node takes the conversation over and resumes it.
+                // Left to lapse, not released: a node (this one too) takes the conversation
+                // over and resumes it, as after a crash.
                 holding.abort();
                 return;
             }
             done.cancel();
             let kept = holding.await.unwrap_or(false);
-            // A message another node stored while this agent was going idle found the lease
-            // still held here, and no agent took it: start one for it.
+            // Work another node stored while this agent was going idle found the lease still
+            // held here, and no agent took it: start one for it.
             if kept && ran == Ran::Released && waiting_for_agent(&lease_log, &id).await {
                 agents.ensure(&id, &[]);
             }
@@ -752,14 +761,16 @@ impl Agents {
         );
     }
 
-    /// Stops a conversation's agent and waits for its shell to end; says whether one ran.
+    /// Stops a conversation's agent and waits for its shell to end; says whether one ran. With
+    /// several nodes, an agent another node runs is stopped too: its lease is revoked, which
+    /// fences it out at once and ends it at its owner's next renewal.
     pub async fn stop(&self, conversation: &ConversationId) -> bool {
         let removed = self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(conversation);
-        match removed {
+        let here = match removed {
             Some(running) => {
                 let was_running = !running.task.is_finished();
                 running.cancel.cancel();
@@ -767,6 +778,32 @@ impl Agents {
                 was_running
             }
             None => false,
+        };
+        let Some(cluster) = &self.cluster else {
+            return here;
+        };
+        match cluster.leases.lease_holder(conversation).await {
+            Ok(Some(holder)) if !holder.expired && holder.node != cluster.node => {
+                if let Err(e) = cluster.leases.revoke_lease(conversation).await {
+                    tracing::warn!(%conversation, error = %e, "the lease of the conversation's owner not revoked");
+                    return here;
+                }
+                tracing::info!(%conversation, owner = %holder.node, "stopped the agent another node runs");
+                // Its owner writes nothing more: the state is said here.
+                let stopped = ohd_protocol::NewEvent::observation(
+                    ohd_protocol::Source::Environment,
+                    None,
+                    ohd_protocol::Observation::agent_state_changed(
+                        ohd_protocol::AgentState::Stopped,
+                        "",
+                    ),
+                );
+                if let Err(e) = self.log.append(conversation, stopped).await {
+                    tracing::debug!(%conversation, error = %e, "stopped state not stored");
+                }
+                true
+            }
+            _ => here,
         }
     }
 
@@ -794,8 +831,43 @@ impl Agents {
 enum Ran {
     /// Released for being idle: a later message starts another.
     Released,
-    /// Stopped, failed, or never started.
+    /// Stopped (by the user, a delete, or the server's shutdown).
     Ended,
+    /// It could not start, or it ended on an error of its own (the store failing, say).
+    Failed,
+}
+
+/// Takes the conversation's lease for an agent to start here, with when it was asked for; `None`
+/// when another node runs the agent (and nothing was handed to this one meanwhile) or the
+/// lease cannot be read.
+async fn take_lease(
+    cluster: &Cluster,
+    id: &ConversationId,
+    presence: &Presence,
+) -> Option<(ohd_store::Fence, std::time::Instant)> {
+    let mut failures = 0u32;
+    loop {
+        let asked = std::time::Instant::now();
+        match cluster.acquire(id).await {
+            Ok(Some(fence)) => return Some((fence, asked)),
+            Ok(None) => {
+                // Work handed over since this agent was wanted may have come while the owner
+                // was letting go: look once more before leaving it to the owner.
+                if presence.step_aside() {
+                    tracing::debug!(conversation = %id, "another node runs the conversation's agent");
+                    return None;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= 5 {
+                    tracing::warn!(conversation = %id, error = %e, "the conversation's lease cannot be read; its agent does not start here");
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
+            }
+        }
+    }
 }
 
 /// What one agent's task needs, gathered in [`Agents::ensure`].
@@ -860,6 +932,7 @@ async fn run_agent(start: AgentStart) -> Ran {
                 latest_settings: Some(latest_settings),
             };
             let released = ctx.presence.clone();
+            let stopped = token.clone();
             match Agent::start(ctx, settings, token).await {
                 Ok(agent) => {
                     agent.run().await;
@@ -870,19 +943,24 @@ async fn run_agent(start: AgentStart) -> Ran {
                                 .await;
                         return Ran::Released;
                     }
-                    Ran::Ended
+                    // An agent ends when it is stopped or released; otherwise it failed.
+                    if stopped.is_cancelled() {
+                        Ran::Ended
+                    } else {
+                        Ran::Failed
+                    }
                 }
                 Err(e) => {
                     tracing::error!(conversation = %id, error = %e, "agent did not start");
-                    Ran::Ended
+                    Ran::Failed
                 }
             }
         }
     }
 }
 
-/// Whether a user's message waits with no agent at it: it came after the agent's last change
-/// of state (as an agent starting up judges it).
+/// Whether a user's message or command waits with no agent at it: it came after the agent's
+/// last change of state (as an agent starting up judges it).
 async fn waiting_for_agent(log: &EventLog, conversation: &ConversationId) -> bool {
     let page = ohd_store::EventPage {
         start_id: 0,
@@ -903,7 +981,9 @@ async fn waiting_for_agent(log: &EventLog, conversation: &ConversationId) -> boo
         if event.source == ohd_protocol::Source::User
             && matches!(
                 event.body,
-                ohd_protocol::EventBody::Action(ohd_protocol::Action::Message(_))
+                ohd_protocol::EventBody::Action(
+                    ohd_protocol::Action::Message(_) | ohd_protocol::Action::Run(_)
+                )
             )
         {
             return true;

@@ -21,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::any;
 use ohd_engineio::Engine;
+use ohd_protocol::ConversationId;
 use ohd_store::postgres::{PgNotifier, PgNotifierConfig, PgStore};
 use ohd_store::sqlite::SqliteStore;
 use ohd_store::{EventLog, LocalNotifier};
@@ -75,7 +76,21 @@ impl AppState {
                 (log, places, None)
             }
             Some(url) => {
-                let node = config.node_id();
+                // The configured name, and this process's own mark: two processes given the
+                // same name (a copied configuration, a restart while the old one still hangs)
+                // never share a lease or each other's notices.
+                let incarnation: String = ConversationId::generate()
+                    .as_str()
+                    .chars()
+                    .take(8)
+                    .collect();
+                let node = format!("{}/{incarnation}", config.node_id());
+                if config.workspaces_dir.is_none() {
+                    tracing::warn!(
+                        "store.workspaces_dir is not set: each node keeps its own workspaces, so a conversation another node takes over finds its files missing"
+                    );
+                }
+                warn_if_database_open(url.expose());
                 // sqlx's messages do not repeat the URL, which may hold a password.
                 let store = PgStore::connect(url.expose())
                     .await
@@ -168,6 +183,30 @@ async fn follow_shared_settings(state: AppState) {
     }
 }
 
+/// A database that takes no password from elsewhere than this machine could be reached by an
+/// agent's command: sandboxed commands reach the network from this node's address.
+fn warn_if_database_open(url: &str) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let host = host
+        .trim_start_matches('[')
+        .split([']', ':'])
+        .next()
+        .unwrap_or_default();
+    let local = host.is_empty()
+        || host == "localhost"
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local && !userinfo.contains(':') {
+        tracing::warn!(%host, "the database URL carries no password: if the database lets this node in without one, agents' commands (which reach the network from this node) can too. Require a password (scram-sha-256) or a client certificate, or turn the sandbox's network off");
+    }
+}
+
 /// The data directory, its folders and its files, owner-only (see [`owner_only`]).
 fn private_data_dir(config: &Config) -> anyhow::Result<()> {
     let path = |p: &std::path::Path, e: std::io::Error| anyhow::anyhow!("{}: {e}", p.display());
@@ -178,9 +217,12 @@ fn private_data_dir(config: &Config) -> anyhow::Result<()> {
     ] {
         owner_only::dir(&dir).map_err(|e| path(&dir, e))?;
     }
+    // With PostgreSQL there is no database file to make.
     let db = config.database_path();
-    owner_only::file(&db).map_err(|e| path(&db, e))?;
-    let mut others = vec![config.settings_path()];
+    if config.database_url.is_none() {
+        owner_only::file(&db).map_err(|e| path(&db, e))?;
+    }
+    let mut others = vec![config.settings_path(), db.clone()];
     for suffix in ["-wal", "-shm"] {
         let mut name = db.clone().into_os_string();
         name.push(suffix);

@@ -45,19 +45,22 @@ impl Cluster {
             .await
     }
 
-    /// Renews `fence` until `done` is cancelled, then releases it. If the lease is lost (another
-    /// node took it, or it could not be renewed for longer than it lasts, so it may have
-    /// lapsed), `lost` is cancelled at once and nothing is released. Returns whether the lease
+    /// Renews `fence` (asked for at `asked`) until `done` is cancelled, then releases it. If
+    /// the lease is lost (another node took it, or it could not be renewed in time, so it may
+    /// lapse), `lost` is cancelled at once and nothing is released. Returns whether the lease
     /// was held to the end.
     pub async fn hold(
         &self,
         fence: Fence,
+        asked: Instant,
         done: CancellationToken,
         lost: CancellationToken,
     ) -> bool {
         let every = self.ttl / 3;
-        // Counted from before each renewal was sent: the database's expiry is at least this late.
-        let mut sure_until = Instant::now() + self.ttl;
+        // Counted from before each request was sent, so the database's expiry is later still;
+        // and a quarter of the lease early, so the agent is gone before another node can start.
+        let margin = self.ttl / 4;
+        let mut sure_until = asked + self.ttl - margin;
         loop {
             let wait = every.min(sure_until.saturating_duration_since(Instant::now()));
             tokio::select! {
@@ -81,7 +84,7 @@ impl Cluster {
                 return false;
             };
             match renewed {
-                Ok(true) => sure_until = sent + self.ttl,
+                Ok(true) => sure_until = sent + self.ttl - margin,
                 Ok(false) => {
                     tracing::warn!(conversation = %fence.conversation, node = %self.node, "the lease was lost to another node; this node stops the conversation's agent");
                     lost.cancel();
@@ -93,10 +96,13 @@ impl Cluster {
                 }
             }
         }
-        match self.leases.release_lease(&fence).await {
-            Ok(_) => {}
-            Err(e) => {
+        match tokio::time::timeout(self.ttl, self.leases.release_lease(&fence)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
                 tracing::warn!(conversation = %fence.conversation, error = %e, "lease not released; it lapses instead")
+            }
+            Err(_) => {
+                tracing::warn!(conversation = %fence.conversation, "lease not released in time; it lapses instead")
             }
         }
         true

@@ -358,6 +358,17 @@ impl Config {
                 "store.url (OHD_DATABASE_URL) must be a postgres:// URL, not {scheme}:…; leave it out for the embedded SQLite store"
             )));
         }
+        if let Some(node) = &file.cluster.node_id
+            && (node.is_empty()
+                || node.len() > 64
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            return Err(ConfigError::Invalid(
+                "cluster.node_id: up to 64 letters, digits, '-', '_', '.' or ':'".into(),
+            ));
+        }
         let lease_ttl = Duration::from_millis(file.cluster.lease_ttl_ms.unwrap_or(10_000));
         if lease_ttl < Duration::from_millis(500) {
             return Err(ConfigError::Invalid(
@@ -510,11 +521,12 @@ impl Config {
         match &self.workspaces_dir {
             None => self.data_dir.join("staging"),
             Some(shared) => {
+                // Letters, digits and dashes only: never `.` or `..`, never a separator.
                 let node: String = self
                     .node_id()
                     .chars()
                     .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        if c.is_ascii_alphanumeric() || c == '-' {
                             c
                         } else {
                             '_'
@@ -552,7 +564,20 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
+        // The message only, with the line it is on: toml's own rendering quotes the line,
+        // which may hold a key or a database password.
+        message: match e.span() {
+            Some(span) => format!(
+                "{} (line {})",
+                e.message().trim_end(),
+                text.get(..span.start)
+                    .unwrap_or(&text)
+                    .matches('\n')
+                    .count()
+                    + 1
+            ),
+            None => e.message().trim_end().to_owned(),
+        },
     })
 }
 
@@ -641,6 +666,47 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_malformed_line_is_named_without_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[store]\ndurability = \"normal\"\nurl = \"postgres://ohd:hunter2-secret@db/ohd\n",
+        )
+        .unwrap();
+        let err = Config::resolve(Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        // A node's name is checked: it names a folder.
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "[cluster]\nnode_id = \"..\"\n").unwrap();
+        let config = Config::resolve(Overrides {
+            config_file: Some(file.clone()),
+            data_dir: Some(dir.path().to_owned()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        std::fs::write(&file, "[cluster]\nnode_id = \"../x\"\n").unwrap();
+        assert!(
+            Config::resolve(Overrides {
+                config_file: Some(file),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
+        let shared = Config {
+            workspaces_dir: Some(dir.path().join("ws")),
+            ..config
+        };
+        assert_eq!(shared.staging_dir(), dir.path().join("ws/.staging/__"));
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {

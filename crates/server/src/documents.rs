@@ -54,6 +54,25 @@ impl DocumentPlace {
         }
     }
 
+    /// As [`DocumentPlace::write`], only if the document still holds `expected` (`None`: only
+    /// if there is none): false when another node changed it since it was read. A file has one
+    /// writer, the process that holds its store's lock.
+    pub async fn write_if(&self, expected: Option<&[u8]>, bytes: Vec<u8>) -> std::io::Result<bool> {
+        match self {
+            DocumentPlace::File(_) => self.write(bytes).await.map(|()| true),
+            DocumentPlace::Shared { store, name } => {
+                let json = String::from_utf8(bytes).map_err(std::io::Error::other)?;
+                let expected = expected
+                    .map(|e| std::str::from_utf8(e).map_err(std::io::Error::other))
+                    .transpose()?;
+                store
+                    .replace_document(name, expected, &json)
+                    .await
+                    .map_err(std::io::Error::other)
+            }
+        }
+    }
+
     /// Another node may change a shared document: callers read it again before changing it.
     pub fn is_shared(&self) -> bool {
         matches!(self, DocumentPlace::Shared { .. })

@@ -546,25 +546,42 @@ impl SettingsStore {
             place: self.place.to_string(),
             source,
         };
-        // Another node may have saved since: change what is there now.
-        if self.place.is_shared() {
-            let raw = self.place.read().await.map_err(save_error)?;
-            if raw != current.raw {
-                current.settings = parse(raw.as_deref(), &self.place)
-                    .map_err(|e| save_error(std::io::Error::other(e.to_string())))?;
-                current.raw = raw;
+        // Another node may save at the same moment: change what is there now, and write only
+        // if it is still what was read (tried again, a few times, if it is not).
+        let mut attempts = 0;
+        let (next, bytes) = loop {
+            if self.place.is_shared() {
+                let raw = self.place.read().await.map_err(save_error)?;
+                if raw != current.raw {
+                    current.settings = parse(raw.as_deref(), &self.place)
+                        .map_err(|e| save_error(std::io::Error::other(e.to_string())))?;
+                    current.raw = raw;
+                }
             }
-        }
-        let mut next = current.settings.clone();
-        next.apply(body).map_err(SettingsError::Invalid)?;
-        let bytes = serde_json::to_vec_pretty(&next.to_disk())
-            .map_err(|e| save_error(std::io::Error::other(e)))?;
-        if bytes.len() > MAX_SETTINGS_BYTES {
-            return Err(SettingsError::Invalid(format!(
-                "the settings would be larger than {MAX_SETTINGS_BYTES} bytes"
-            )));
-        }
-        self.place.write(bytes.clone()).await.map_err(save_error)?;
+            let mut next = current.settings.clone();
+            next.apply(body.clone()).map_err(SettingsError::Invalid)?;
+            let bytes = serde_json::to_vec_pretty(&next.to_disk())
+                .map_err(|e| save_error(std::io::Error::other(e)))?;
+            if bytes.len() > MAX_SETTINGS_BYTES {
+                return Err(SettingsError::Invalid(format!(
+                    "the settings would be larger than {MAX_SETTINGS_BYTES} bytes"
+                )));
+            }
+            if self
+                .place
+                .write_if(current.raw.as_deref(), bytes.clone())
+                .await
+                .map_err(save_error)?
+            {
+                break (next, bytes);
+            }
+            attempts += 1;
+            if attempts >= 5 {
+                return Err(save_error(std::io::Error::other(
+                    "other nodes keep changing the settings; try again",
+                )));
+            }
+        };
         then(&current.settings, &next);
         *current = Current {
             settings: next.clone(),

@@ -295,7 +295,13 @@ impl UserSecretsStore {
             return Ok(Err(refused));
         }
         let bytes = serde_json::to_vec_pretty(&next.to_disk()).map_err(std::io::Error::other)?;
-        self.place.write(bytes.clone()).await?;
+        // Written only if no other node changed them since they were read: a change is never
+        // lost, and the rare loser of a race is asked to try again.
+        if !self.place.write_if(last.as_deref(), bytes.clone()).await? {
+            return Err(std::io::Error::other(
+                "another node changed the secrets at the same moment; try again",
+            ));
+        }
         *last = Some(bytes);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(Ok(()))

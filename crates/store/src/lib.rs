@@ -291,8 +291,9 @@ pub struct LeaseHolder {
 /// are written wherever they arrive.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
-    /// Takes the lease if it is free or expired, or renews it if `node` holds it already (the
-    /// token then stays). `None` when another node holds an unexpired lease.
+    /// Takes the lease if it is free or expired, or if `node` holds it already; every grant
+    /// has a new token, greater than any before. `None` when another node holds an unexpired
+    /// lease.
     async fn try_acquire_lease(
         &self,
         conversation: &ConversationId,
@@ -313,6 +314,10 @@ pub trait LeaseStore: Send + Sync + 'static {
         &self,
         conversation: &ConversationId,
     ) -> Result<Option<LeaseHolder>, StoreError>;
+
+    /// Ends the lease whoever holds it and fences out its holder at once (a new token): a stop
+    /// or a delete asked on another node than the owner. The owner sees it at its next renewal.
+    async fn revoke_lease(&self, conversation: &ConversationId) -> Result<(), StoreError>;
 
     /// Conversations whose lease lapsed without being released (its holder stopped renewing:
     /// it died, hangs, or lost the database), oldest lapse first: another node should take
@@ -337,6 +342,14 @@ pub trait DocumentStore: Send + Sync + 'static {
     async fn get_document(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Creates or replaces the document.
     async fn put_document(&self, name: &str, json: &str) -> Result<(), StoreError>;
+    /// Replaces the document only if it still holds `expected` (`None`: only if there is none),
+    /// so that two nodes changing it at once cannot lose one change; false when it did not.
+    async fn replace_document(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool, StoreError>;
     /// False when there was no such document.
     async fn delete_document(&self, name: &str) -> Result<bool, StoreError>;
 }

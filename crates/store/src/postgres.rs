@@ -502,15 +502,27 @@ impl LeaseStore for PgStore {
         node: &str,
         ttl: Duration,
     ) -> Result<Option<Fence>, StoreError> {
-        // One statement, atomic by the row lock ON CONFLICT takes. The holder keeps its token
-        // while its lease lives; anyone else (or the holder after it lapsed) gets a new one.
-        // Every SET expression sees the row as it was, whatever their order.
+        // A live lease of another node is answered by a plain read: asking must not lock the
+        // row, or every join and message on other nodes would queue the owner's appends.
+        let current: Option<(String, bool)> = sqlx::query_as(
+            "SELECT node, expires_at > clock_timestamp() FROM leases WHERE conversation_id = $1",
+        )
+        .bind(conversation.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((holder, true)) = &current
+            && holder != node
+        {
+            return Ok(None);
+        }
+        // Then one statement, atomic by the row lock ON CONFLICT takes. Every grant gets a new
+        // token, the holder's too: an older task of the same node that has not ended yet is
+        // fenced out by it, and its release no longer matches.
         let token: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases AS l (conversation_id, node, token, expires_at) \
              VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3)) \
              ON CONFLICT (conversation_id) DO UPDATE SET \
-                 token = CASE WHEN l.node = EXCLUDED.node AND l.expires_at > clock_timestamp() \
-                              THEN l.token ELSE l.token + 1 END, \
+                 token = l.token + 1, \
                  node = EXCLUDED.node, \
                  expires_at = clock_timestamp() + make_interval(secs => $3) \
              WHERE l.node = EXCLUDED.node OR l.expires_at <= clock_timestamp() \
@@ -557,6 +569,17 @@ impl LeaseStore for PgStore {
         .await?
         .rows_affected();
         Ok(released > 0)
+    }
+
+    async fn revoke_lease(&self, conversation: &ConversationId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE leases SET token = token + 1, expires_at = '-infinity' \
+             WHERE conversation_id = $1",
+        )
+        .bind(conversation.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn lapsed_leases(&self, limit: usize) -> Result<Vec<ConversationId>, StoreError> {
@@ -627,6 +650,30 @@ impl DocumentStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn replace_document(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<bool, StoreError> {
+        let query = match expected {
+            None => sqlx::query(
+                "INSERT INTO documents (name, json, updated_at) VALUES ($1, $2, clock_timestamp()) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(json),
+            Some(expected) => sqlx::query(
+                "UPDATE documents SET json = $2, updated_at = clock_timestamp() \
+                 WHERE name = $1 AND json = $3",
+            )
+            .bind(name)
+            .bind(json)
+            .bind(expected),
+        };
+        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
     }
 
     async fn delete_document(&self, name: &str) -> Result<bool, StoreError> {

@@ -368,11 +368,21 @@ async fn a_lease_is_exclusive_until_it_expires_then_fences_out_its_old_holder() 
         .unwrap()
         .unwrap();
     assert_eq!(b.try_acquire_lease(&conv, "b", long).await.unwrap(), None);
-    // The holder asking again keeps its token.
-    assert_eq!(
-        a.try_acquire_lease(&conv, "a", long).await.unwrap(),
-        Some(fence_a.clone())
-    );
+    // The holder asking again gets a new grant, which fences out the old one (another task of
+    // the same node that has not ended yet).
+    let old_a = fence_a;
+    let fence_a = a
+        .try_acquire_lease(&conv, "a", long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fence_a.token > old_a.token);
+    let err = a
+        .append_fenced(&conv, vec![message("old grant")], &old_a)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(!a.release_lease(&old_a).await.unwrap());
     let holder = b.lease_holder(&conv).await.unwrap().unwrap();
     assert_eq!(
         (holder.node.as_str(), holder.token, holder.expired),
@@ -527,6 +537,31 @@ async fn documents_are_shared_by_the_nodes() {
     assert!(a.delete_document("settings").await.unwrap());
     assert!(!b.delete_document("settings").await.unwrap());
     assert_eq!(b.get_document("settings").await.unwrap(), None);
+    // Two nodes changing what they both read: the second to write is told, nothing is lost.
+    assert!(
+        a.replace_document("secrets", None, "{\"a\":1}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.replace_document("secrets", None, "{\"b\":1}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.replace_document("secrets", Some("{\"a\":1}"), "{\"a\":1,\"b\":1}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.replace_document("secrets", Some("{\"a\":1}"), "{\"a\":2}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        a.get_document("secrets").await.unwrap().as_deref(),
+        Some("{\"a\":1,\"b\":1}")
+    );
 }
 
 #[tokio::test]

@@ -253,6 +253,11 @@ impl Ohd {
             .expect("VmRSS")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("ohd is running")
+    }
+
     pub fn kill9(&mut self) {
         let pid = self.child.id().expect("ohd is running");
         std::process::Command::new("kill")
