@@ -43,6 +43,10 @@ pub struct Args {
     /// Give up after this many seconds
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Servers the clients join, in turn (several ohd nodes over one database); the writer
+    /// stays on --url. Default: --url
+    #[arg(long, value_delimiter = ',')]
+    pub client_urls: Vec<String>,
 }
 
 struct CpuUse {
@@ -84,6 +88,14 @@ impl Shared {
 pub async fn run(args: Args) -> Result<serde_json::Value> {
     let conversation = conversation_for(&args.common.url, args.conversation.clone()).await?;
     let url = sio::socket_url(&args.common.url, &conversation, -1)?;
+    let client_urls = if args.client_urls.is_empty() {
+        vec![url.clone()]
+    } else {
+        args.client_urls
+            .iter()
+            .map(|u| sio::socket_url(u, &conversation, -1))
+            .collect::<Result<Vec<_>>>()?
+    };
     let n = args.clients;
     let shared = Arc::new(Shared {
         progress: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
@@ -99,7 +111,7 @@ pub async fn run(args: Args) -> Result<serde_json::Value> {
     eprintln!("fanout: joining {n} clients to conversation {conversation}");
     let mut tasks = Vec::with_capacity(n);
     for index in 0..n {
-        let url = url.clone();
+        let url = client_urls[index % client_urls.len()].clone();
         let shared = shared.clone();
         let connecting = connecting.clone();
         let stop = stop_rx.clone();
