@@ -399,20 +399,22 @@ async fn the_model_saved_in_settings_answers_in_new_conversations() {
         recorded[0].body
     );
 
-    // The agent that was running before the change keeps its (missing) model...
+    // The agent that was running before the change had no model: it takes the saved one at
+    // its next message, without a new conversation or a restart.
     old.send(&user_message("hello?")).await;
     loop {
-        let e = old.next_event().await.expect("no error without a model");
-        if e["observation"] == "error" {
+        let e = old.next_event().await.expect("no answer from the saved model");
+        assert_ne!(e["observation"], "error", "{e}");
+        if e["source"] == "agent" && e["message"] == "Hello from the saved model" {
             break;
         }
     }
     assert!(
-        !llm.recorded()
+        llm.recorded()
             .iter()
             .any(|r| r.body.to_string().contains("hello?"))
     );
-    // ...until it is stopped: the next agent of that conversation takes the saved model.
+    // A stop, and a start, and the next agent of that conversation has the saved model too.
     let (status, stopped) = post(
         &ohd,
         &format!("/api/conversations/{before}/stop"),
