@@ -152,6 +152,7 @@ impl AppState {
                 tokio::spawn(crate::cluster::watch_lapsed_leases(
                     cluster.clone(),
                     state.agents.clone(),
+                    state.log.clone(),
                     state.stop.clone(),
                 ));
             }

@@ -113,6 +113,7 @@ impl Cluster {
 pub async fn watch_lapsed_leases(
     cluster: Arc<Cluster>,
     agents: Arc<Agents>,
+    log: ohd_store::EventLog,
     stop: CancellationToken,
 ) {
     loop {
@@ -125,7 +126,14 @@ pub async fn watch_lapsed_leases(
                 // Every node tries; the first to take the lease starts the agent (and says so).
                 for conversation in lapsed {
                     tracing::debug!(%conversation, "a lease lapsed");
-                    agents.ensure(&conversation, &[]);
+                    // The shell gets the token of the conversation's repository's provider, as
+                    // it had when its repository was chosen.
+                    let providers: Vec<String> =
+                        match log.store().get_conversation(&conversation).await {
+                            Ok(Some(record)) => record.git_provider.into_iter().collect(),
+                            _ => Vec::new(),
+                        };
+                    agents.ensure(&conversation, &providers);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "lapsed leases not read"),

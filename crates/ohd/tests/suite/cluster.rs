@@ -341,14 +341,24 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
     let Some(db) = TestDatabase::create("kill -9 of the owner").await else {
         return;
     };
-    let (llm, options) = scripted(vec![
+    let (llm, mut options) = scripted(vec![
         bash("sleep 30").with_text("A long one."),
+        bash("printf %s \"$GITHUB_TOKEN\" | wc -c"),
         Turn::text("Picked up where we were."),
     ])
     .await;
+    options
+        .env
+        .push(("GITHUB_TOKEN".into(), "ghp_cluster_token_0123".into()));
     let store = db.store().await;
     let mut nodes = Nodes::start(db, 3, options, LEASE_TTL_MS).await;
-    let conversation = nodes.node(0).create_conversation().await;
+    // A conversation of a GitHub repository: its shell has the GitHub token, after a takeover too.
+    let (status, created) = nodes
+        .node(0)
+        .post("/api/conversations", json!({"git_provider": "github"}))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let conversation = created["conversation_id"].as_str().unwrap().to_owned();
     let (owner, token) = nodes.owner(&store, &conversation, 0).await;
     let watchers: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
     let mut clients = Vec::new();
@@ -392,7 +402,9 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
     // The next message carries on with the whole history, on the new owner.
     clients[1].send(&user_message("go on")).await;
     for client in &mut clients {
-        client.until_state(&["awaiting_user_input"]).await;
+        let events = client.until_state(&["awaiting_user_input"]).await;
+        let token_length = by_kind(&events, "observation", "run")[0]["content"].clone();
+        assert_eq!(token_length, "22\n", "{:?}", summary(&events));
     }
     let last = llm.requests().last().cloned().unwrap();
     let text = last["messages"].to_string();

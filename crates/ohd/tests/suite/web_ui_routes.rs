@@ -403,7 +403,10 @@ async fn the_model_saved_in_settings_answers_in_new_conversations() {
     // its next message, without a new conversation or a restart.
     old.send(&user_message("hello?")).await;
     loop {
-        let e = old.next_event().await.expect("no answer from the saved model");
+        let e = old
+            .next_event()
+            .await
+            .expect("no answer from the saved model");
         assert_ne!(e["observation"], "error", "{e}");
         if e["source"] == "agent" && e["message"] == "Hello from the saved model" {
             break;
