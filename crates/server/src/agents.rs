@@ -692,6 +692,7 @@ impl Agents {
                 }
             };
             let lease_log = log.clone();
+            let host_workspace = workspace.clone();
             let latest_settings: ohd_agent::LatestSettings = {
                 let me = me.clone();
                 Arc::new(move || me.upgrade().map(|agents| agents.current()))
@@ -718,7 +719,7 @@ impl Agents {
             // A lost lease stops the agent. It may try to record the stop (the fence refuses it);
             // if that does not end it at once (the database unreachable), it is dropped, which
             // kills its shell and whatever that started. Either way before the lease can lapse.
-            tokio::pin!(running);
+            let mut running = Box::pin(running);
             let ran = tokio::select! {
                 ran = &mut running => ran,
                 _ = lost.cancelled() => {
@@ -726,6 +727,18 @@ impl Agents {
                     token.cancel();
                     let grace = cluster.as_ref().map_or(std::time::Duration::ZERO, |c| c.ttl / 8);
                     let _ = tokio::time::timeout(grace, &mut running).await;
+                    drop(running);
+                    // Deleted on another node: what this node keeps of it goes too (the system
+                    // layer is this node's; the workspace may have been in use while the other
+                    // node removed it).
+                    if let (Ok(None), Some(agents)) =
+                        (lease_log.store().get_conversation(&id).await, me.upgrade())
+                    {
+                        let _ = tokio::fs::remove_dir_all(&host_workspace).await;
+                        if let Err(e) = agents.sandbox().await.remove_layer(&host_workspace) {
+                            tracing::warn!(conversation = %id, error = %e, "system layer not removed");
+                        }
+                    }
                     return;
                 }
             };

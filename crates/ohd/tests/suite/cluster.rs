@@ -898,3 +898,55 @@ async fn cluster_an_owner_paused_past_its_lease_is_fenced_out_when_it_wakes() {
     );
     assert_dense(&ids(&events), "after the pause");
 }
+
+#[tokio::test]
+async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_layer() {
+    let Some(db) = TestDatabase::create("a delete on another node").await else {
+        return;
+    };
+    let (_llm, options) = scripted(vec![bash("echo in-the-layer > /tmp/mark; sleep 95.25")]).await;
+    let store = db.store().await;
+    let nodes = Nodes::start(db, 2, options, LEASE_TTL_MS).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let (owner, _) = nodes.owner(&store, &conversation, 0).await;
+    let other = 1 - owner;
+    let mut client = joined(nodes.node(other), &conversation, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("start")).await;
+    loop {
+        let e = client.next_event().await.expect("no run");
+        if e["action"] == "run" {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with("95.25") == 0 {
+        assert!(Instant::now() < deadline, "the command never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // As root, the agent's shell has a writable system layer on its owner's disk.
+    let layer = nodes.dirs[owner].path().join("sandboxes").join(&conversation);
+    let layered = layer.exists();
+    let response = nodes
+        .node(other)
+        .http
+        .delete(nodes.node(other).url(&format!("/api/conversations/{conversation}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(3);
+    while processes_with("95.25") > 0 || (layered && layer.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the owner keeps the deleted conversation's {}:\n{}",
+            if layer.exists() { "layer" } else { "processes" },
+            nodes.log(owner)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !layered {
+        eprintln!("no writable system layer here (not root, or no bubblewrap): only the processes were checked");
+    }
+    assert!(!nodes.shared.path().join(&conversation).exists());
+}
