@@ -172,6 +172,8 @@ pub struct Presence {
     clients: Arc<std::sync::atomic::AtomicUsize>,
     /// Waiting for a place under `[agent] max_running`.
     queued: std::sync::atomic::AtomicBool,
+    /// Clients on other nodes of a cluster are joined to the conversation.
+    watched_elsewhere: std::sync::atomic::AtomicBool,
 }
 
 const ACTIVE: u8 = 0;
@@ -185,7 +187,15 @@ impl Presence {
             state: Default::default(),
             clients,
             queued: Default::default(),
+            watched_elsewhere: Default::default(),
         }
+    }
+
+    /// Whether clients on other nodes look at the conversation: an agent someone looks at is
+    /// not released, whichever node they are on.
+    pub fn set_watched_elsewhere(&self, watched: bool) {
+        self.watched_elsewhere
+            .store(watched, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the agent waits for a place under `[agent] max_running`.
@@ -241,7 +251,7 @@ impl Presence {
     /// and its log follower brings the new work).
     fn try_release(&self) -> bool {
         use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-        if self.clients.load(Acquire) > 0 {
+        if self.clients.load(Acquire) > 0 || self.watched_elsewhere.load(Acquire) {
             self.state.store(ACTIVE, Release);
             return false;
         }

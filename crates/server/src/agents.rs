@@ -516,6 +516,28 @@ impl Agents {
             .remove(conversation);
     }
 
+    /// Conversations with clients joined on this node.
+    pub fn watched_here(&self) -> Vec<ConversationId> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, n)| n.load(std::sync::atomic::Ordering::Acquire) > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The agents running on this node, with what tells them who looks at their conversation.
+    pub fn running_here(&self) -> Vec<(ConversationId, Arc<Presence>)> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| r.alive())
+            .map(|(id, r)| (id.clone(), r.presence.clone()))
+            .collect()
+    }
+
     /// The count of the conversation's joined clients (the socket layer keeps it).
     pub fn clients(&self, conversation: &ConversationId) -> Arc<std::sync::atomic::AtomicUsize> {
         self.clients

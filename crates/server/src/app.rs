@@ -156,6 +156,11 @@ impl AppState {
                     state.stop.clone(),
                 ));
             }
+            tokio::spawn(crate::cluster::share_viewers(
+                cluster.clone(),
+                state.agents.clone(),
+                state.stop.clone(),
+            ));
             tokio::spawn(follow_shared_settings(state.clone()));
         }
         Ok(state)

@@ -140,3 +140,38 @@ pub async fn watch_lapsed_leases(
         }
     }
 }
+
+/// How often a node says which conversations its clients look at, and learns which of the
+/// conversations it runs are looked at elsewhere.
+const VIEWERS_EVERY: Duration = Duration::from_secs(2);
+/// How long such a word holds: several beats, so one late beat changes nothing.
+const VIEWERS_TTL: Duration = Duration::from_secs(10);
+
+/// Keeps an agent that someone on another node looks at from being released for being idle,
+/// as it is for someone on its own node.
+pub async fn share_viewers(cluster: Arc<Cluster>, agents: Arc<Agents>, stop: CancellationToken) {
+    loop {
+        let watched = agents.watched_here();
+        if let Err(e) = cluster
+            .leases
+            .mark_watched(&cluster.node, &watched, VIEWERS_TTL)
+            .await
+        {
+            tracing::debug!(error = %e, "viewers not shared");
+        }
+        let running = agents.running_here();
+        let ids: Vec<ConversationId> = running.iter().map(|(id, _)| id.clone()).collect();
+        match cluster.leases.watched_elsewhere(&cluster.node, &ids).await {
+            Ok(elsewhere) => {
+                for (id, presence) in &running {
+                    presence.set_watched_elsewhere(elsewhere.contains(id));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "viewers elsewhere not read"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(VIEWERS_EVERY) => {}
+        }
+    }
+}

@@ -319,6 +319,21 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// or a delete asked on another node than the owner. The owner sees it at its next renewal.
     async fn revoke_lease(&self, conversation: &ConversationId) -> Result<(), StoreError>;
 
+    /// Says that `node` has clients joined to `conversations`, for `ttl` from now.
+    async fn mark_watched(
+        &self,
+        node: &str,
+        conversations: &[ConversationId],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Those of `conversations` that another node than `node` has clients joined to.
+    async fn watched_elsewhere(
+        &self,
+        node: &str,
+        conversations: &[ConversationId],
+    ) -> Result<Vec<ConversationId>, StoreError>;
+
     /// Conversations whose lease lapsed without being released (its holder stopped renewing:
     /// it died, hangs, or lost the database), oldest lapse first: another node should take
     /// them over.

@@ -582,6 +582,55 @@ impl LeaseStore for PgStore {
         Ok(())
     }
 
+    async fn mark_watched(
+        &self,
+        node: &str,
+        conversations: &[ConversationId],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = conversations.iter().map(ConversationId::as_str).collect();
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO watchers (conversation_id, node, until) \
+                 SELECT id, $2, clock_timestamp() + make_interval(secs => $3) FROM unnest($1::text[]) AS id \
+                 ON CONFLICT (conversation_id, node) DO UPDATE SET until = EXCLUDED.until",
+            )
+            .bind(&ids)
+            .bind(node)
+            .bind(ttl.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        }
+        // Rows of nodes long gone, and of conversations no longer looked at.
+        sqlx::query("DELETE FROM watchers WHERE until < clock_timestamp() - interval '1 minute'")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn watched_elsewhere(
+        &self,
+        node: &str,
+        conversations: &[ConversationId],
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = conversations.iter().map(ConversationId::as_str).collect();
+        let watched: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT conversation_id FROM watchers \
+             WHERE conversation_id = ANY($1::text[]) AND node <> $2 AND until > clock_timestamp()",
+        )
+        .bind(&ids)
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(watched
+            .iter()
+            .filter_map(|id| ConversationId::parse(id).ok())
+            .collect())
+    }
+
     async fn lapsed_leases(&self, limit: usize) -> Result<Vec<ConversationId>, StoreError> {
         // A released lease (or a deleted conversation's) is set to '-infinity': not lapsed.
         let ids: Vec<String> = sqlx::query_scalar(

@@ -565,6 +565,34 @@ async fn documents_are_shared_by_the_nodes() {
 }
 
 #[tokio::test]
+async fn a_node_learns_which_of_its_conversations_other_nodes_watch() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (a, b) = (db.store().await, db.store().await);
+    let (one, two) = (ConversationId::generate(), ConversationId::generate());
+    b.mark_watched("b", &[one.clone()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    a.mark_watched("a", &[two.clone()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Its own clients do not count as "elsewhere".
+    assert_eq!(
+        a.watched_elsewhere("a", &[one.clone(), two.clone()])
+            .await
+            .unwrap(),
+        vec![one.clone()]
+    );
+    // A word that ran out counts no more.
+    b.mark_watched("b", &[one.clone()], Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.watched_elsewhere("a", &[one]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_follower_on_another_node_gets_every_event_once_in_order() {
     let Some(db) = TestDatabase::create().await else {
         return;

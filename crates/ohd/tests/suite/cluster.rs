@@ -925,12 +925,19 @@ async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_la
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // As root, the agent's shell has a writable system layer on its owner's disk.
-    let layer = nodes.dirs[owner].path().join("sandboxes").join(&conversation);
+    let layer = nodes.dirs[owner]
+        .path()
+        .join("sandboxes")
+        .join(&conversation);
     let layered = layer.exists();
     let response = nodes
         .node(other)
         .http
-        .delete(nodes.node(other).url(&format!("/api/conversations/{conversation}")))
+        .delete(
+            nodes
+                .node(other)
+                .url(&format!("/api/conversations/{conversation}")),
+        )
         .send()
         .await
         .unwrap();
@@ -946,7 +953,54 @@ async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_la
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !layered {
-        eprintln!("no writable system layer here (not root, or no bubblewrap): only the processes were checked");
+        eprintln!(
+            "no writable system layer here (not root, or no bubblewrap): only the processes were checked"
+        );
     }
     assert!(!nodes.shared.path().join(&conversation).exists());
+}
+
+#[tokio::test]
+async fn cluster_an_agent_someone_watches_from_another_node_is_not_released_for_being_idle() {
+    let Some(db) = TestDatabase::create("watched from another node").await else {
+        return;
+    };
+    let (_llm, mut options) =
+        scripted_llm(Script::new(vec![Turn::text("Here.")]).repeating_last()).await;
+    options.config_toml = Some("[agent]\nidle_timeout_secs = 3\n".into());
+    let store = db.store().await;
+    let nodes = Nodes::start(db, 2, options, STEADY_TTL_MS).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let (owner, _) = nodes.owner(&store, &conversation, 0).await;
+    let other = 1 - owner;
+    // Looked at only from the other node.
+    let mut client = joined(nodes.node(other), &conversation, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("hello")).await;
+    client.until_state(&["awaiting_user_input"]).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        !nodes.log(owner).contains("agent idle: released"),
+        "released while watched from another node"
+    );
+    // Still the same agent: no new start before it answers.
+    client.send(&user_message("still there?")).await;
+    let events = client.until_state(&["awaiting_user_input"]).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["extras"]["agent_state"] == "loading"),
+        "{:?}",
+        summary(&events)
+    );
+    // Nobody looks any more: it is released, as on one node.
+    client.close().await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !nodes.log(owner).contains("agent idle: released") {
+        assert!(
+            Instant::now() < deadline,
+            "never released once nobody looked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
