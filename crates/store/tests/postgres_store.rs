@@ -571,10 +571,10 @@ async fn a_node_learns_which_of_its_conversations_other_nodes_watch() {
     };
     let (a, b) = (db.store().await, db.store().await);
     let (one, two) = (ConversationId::generate(), ConversationId::generate());
-    b.mark_watched("b", &[one.clone()], Duration::from_secs(30))
+    b.mark_watched("b", std::slice::from_ref(&one), Duration::from_secs(30))
         .await
         .unwrap();
-    a.mark_watched("a", &[two.clone()], Duration::from_secs(30))
+    a.mark_watched("a", std::slice::from_ref(&two), Duration::from_secs(30))
         .await
         .unwrap();
     // Its own clients do not count as "elsewhere".
@@ -585,7 +585,7 @@ async fn a_node_learns_which_of_its_conversations_other_nodes_watch() {
         vec![one.clone()]
     );
     // A word that ran out counts no more.
-    b.mark_watched("b", &[one.clone()], Duration::from_millis(100))
+    b.mark_watched("b", std::slice::from_ref(&one), Duration::from_millis(100))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
