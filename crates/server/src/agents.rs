@@ -508,12 +508,39 @@ impl Agents {
         env
     }
 
-    /// Forgets a deleted conversation's client count.
+    /// Forgets a deleted conversation's client count (and, with several nodes, the providers
+    /// its clients named).
     pub fn forget(&self, conversation: &ConversationId) {
+        if let Some(cluster) = &self.cluster {
+            let (cluster, id) = (cluster.clone(), conversation.clone());
+            tokio::spawn(async move { cluster.forget_providers(&id).await });
+        }
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(conversation);
+    }
+
+    /// With several nodes, keeps the providers a client named where the conversation's owner,
+    /// on whichever node, finds them.
+    fn share_providers(&self, conversation: &ConversationId, providers: &[String]) {
+        if let Some(cluster) = &self.cluster
+            && !providers.is_empty()
+        {
+            let (cluster, id, providers) =
+                (cluster.clone(), conversation.clone(), providers.to_vec());
+            tokio::spawn(async move { cluster.name_providers(&id, &providers).await });
+        }
+    }
+
+    /// Gives the conversation's agent here the tokens of `providers`, if its shell has not
+    /// started yet (as a join naming them does).
+    pub fn add_providers(&self, conversation: &ConversationId, providers: &[String]) {
+        let tokens = self.shell_env(providers);
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = running.get(conversation) {
+            add_tokens(&agent.env, tokens);
+        }
     }
 
     /// Conversations with clients joined on this node.
@@ -659,14 +686,11 @@ impl Agents {
                 self.log.notify(conversation, &ohd_agent::waiting_notice());
             }
             // Tokens named later still reach a shell that has not started yet.
-            let mut env = agent.env.lock().unwrap_or_else(|p| p.into_inner());
-            for token in tokens {
-                if !env.contains(&token) {
-                    env.push(token);
-                }
-            }
+            add_tokens(&agent.env, tokens);
+            self.share_providers(conversation, providers);
             return;
         }
+        self.share_providers(conversation, providers);
         let env = Arc::new(Mutex::new(tokens));
         let (log, workspace) = (
             self.log.clone(),
@@ -703,6 +727,11 @@ impl Agents {
                         return;
                     };
                     tracing::info!(conversation = %id, node = %cluster.node, token = fence.token, "this node runs the conversation's agent");
+                    // Providers its clients named on any node (a takeover's, too).
+                    let named = cluster.named_providers(&id).await;
+                    if let (false, Some(agents)) = (named.is_empty(), me.upgrade()) {
+                        add_tokens(&shell_env, agents.shell_env(&named));
+                    }
                     let fenced = log.fenced(cluster.leases.clone(), fence.clone());
                     let (done, lost) = (CancellationToken::new(), CancellationToken::new());
                     let holding = {
@@ -857,6 +886,16 @@ impl Agents {
         }
         for running in all {
             let _ = running.task.await;
+        }
+    }
+}
+
+/// Adds tokens to a shell's environment that it does not have yet.
+fn add_tokens(env: &Mutex<Vec<(String, String)>>, tokens: Vec<(String, String)>) {
+    let mut env = env.lock().unwrap_or_else(|p| p.into_inner());
+    for token in tokens {
+        if !env.contains(&token) {
+            env.push(token);
         }
     }
 }

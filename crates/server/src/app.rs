@@ -116,6 +116,7 @@ impl AppState {
                 );
                 let cluster = Arc::new(Cluster {
                     node,
+                    documents: shared.clone(),
                     leases: shared,
                     ttl: config.cluster.lease_ttl,
                 });

@@ -30,11 +30,82 @@ pub struct Cluster {
     /// This node's name in leases and logs.
     pub node: String,
     pub leases: Arc<dyn LeaseStore>,
+    /// Where the providers each conversation's clients named are kept for its owner.
+    pub documents: Arc<dyn ohd_store::DocumentStore>,
     /// A lease not renewed for this long lapses.
     pub ttl: Duration,
 }
 
+/// The document of the providers a conversation's clients named (`providers_set`).
+fn providers_document(conversation: &ConversationId) -> String {
+    format!("providers/{conversation}")
+}
+
 impl Cluster {
+    /// The providers clients named for the conversation, on any node.
+    pub async fn named_providers(&self, conversation: &ConversationId) -> Vec<String> {
+        match self
+            .documents
+            .get_document(&providers_document(conversation))
+            .await
+        {
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Forgets the providers named for a deleted conversation.
+    pub async fn forget_providers(&self, conversation: &ConversationId) {
+        if let Err(e) = self
+            .documents
+            .delete_document(&providers_document(conversation))
+            .await
+        {
+            tracing::debug!(%conversation, error = %e, "named providers not forgotten");
+        }
+    }
+
+    /// Adds `providers` to those named for the conversation, so that its owner, on whichever
+    /// node, gives its shell their tokens (as a join on the owner's node does).
+    pub async fn name_providers(&self, conversation: &ConversationId, providers: &[String]) {
+        let name = providers_document(conversation);
+        for _ in 0..5 {
+            let current = match self.documents.get_document(&name).await {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::debug!(%conversation, error = %e, "providers not shared");
+                    return;
+                }
+            };
+            let mut named: Vec<String> = current
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            let before = named.len();
+            for provider in providers {
+                if !named.contains(provider) {
+                    named.push(provider.clone());
+                }
+            }
+            if named.len() == before {
+                return;
+            }
+            let json = serde_json::to_string(&named).unwrap_or_else(|_| "[]".to_owned());
+            match self
+                .documents
+                .replace_document(&name, current.as_deref(), &json)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::debug!(%conversation, error = %e, "providers not shared");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Takes the conversation's lease, if nobody else holds it.
     pub async fn acquire(
         &self,
@@ -141,8 +212,8 @@ pub async fn watch_lapsed_leases(
     }
 }
 
-/// How often a node says which conversations its clients look at, and learns which of the
-/// conversations it runs are looked at elsewhere.
+/// How often a node says which conversations its clients look at, learns which of the
+/// conversations it runs are looked at elsewhere, and takes the providers named elsewhere.
 const VIEWERS_EVERY: Duration = Duration::from_secs(2);
 /// How long such a word holds: several beats, so one late beat changes nothing.
 const VIEWERS_TTL: Duration = Duration::from_secs(10);
@@ -168,6 +239,13 @@ pub async fn share_viewers(cluster: Arc<Cluster>, agents: Arc<Agents>, stop: Can
                 }
             }
             Err(e) => tracing::debug!(error = %e, "viewers elsewhere not read"),
+        }
+        // Providers named on other nodes reach the shells here that have not started yet.
+        for id in &ids {
+            let named = cluster.named_providers(id).await;
+            if !named.is_empty() {
+                agents.add_providers(id, &named);
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -1004,3 +1004,41 @@ async fn cluster_an_agent_someone_watches_from_another_node_is_not_released_for_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn cluster_providers_named_on_another_node_reach_the_owners_shell() {
+    let Some(db) = TestDatabase::create("providers named on another node").await else {
+        return;
+    };
+    let token = "glpat_cluster_token_4567";
+    let (_llm, mut options) = scripted(vec![
+        bash("printf %s \"$GITLAB_TOKEN\" | wc -c"),
+        Turn::text("Counted."),
+    ])
+    .await;
+    options.env.push(("GITLAB_TOKEN".into(), token.into()));
+    let store = db.store().await;
+    let nodes = Nodes::start(db, 2, options, STEADY_TTL_MS).await;
+    let conversation = nodes.node(0).create_conversation().await;
+    let (owner, _) = nodes.owner(&store, &conversation, 0).await;
+    let other = 1 - owner;
+    // As the web UI does on opening a conversation, on whichever node the balancer picked.
+    let (status, started) = nodes
+        .node(other)
+        .post(
+            &format!("/api/conversations/{conversation}/start"),
+            json!({"providers_set": ["gitlab"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["conversation_status"], "RUNNING");
+    // The owner takes named providers in at its next beat (every 2 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = joined(nodes.node(other), &conversation, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message("count it")).await;
+    let events = client.until_state(&["awaiting_user_input"]).await;
+    let counted = by_kind(&events, "observation", "run")[0]["content"].clone();
+    assert_eq!(counted, format!("{}\n", token.len()), "{:?}", summary(&events));
+    assert!(!events.iter().any(|e| e.to_string().contains(token)));
+}
