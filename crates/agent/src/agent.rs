@@ -235,6 +235,13 @@ impl Presence {
         }
     }
 
+    /// The server's side, for an agent that ended for another reason than being idle (its
+    /// node lost the lease, it failed): work handed over from now on starts a new agent.
+    pub fn retire(&self) {
+        self.state
+            .store(RELEASING, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether the agent is ending for being idle.
     pub fn is_released(&self) -> bool {
         self.state.load(std::sync::atomic::Ordering::Acquire) == RELEASING

@@ -748,6 +748,7 @@ impl Agents {
                 let me = me.clone();
                 Arc::new(move || me.upgrade().map(|agents| agents.current()))
             };
+            let presence_after = agent_presence.clone();
             let running = run_agent(AgentStart {
                 latest_settings,
                 log,
@@ -763,7 +764,7 @@ impl Agents {
                 settings,
                 cancel: token.clone(),
             });
-            let Some((done, lost, holding)) = held else {
+            let (Some((done, lost, holding)), Some(cluster)) = (held, cluster) else {
                 running.await;
                 return;
             };
@@ -776,41 +777,56 @@ impl Agents {
                 _ = lost.cancelled() => {
                     tracing::warn!(conversation = %id, "the agent is stopped: this node no longer holds the conversation's lease");
                     token.cancel();
-                    let grace = cluster.as_ref().map_or(std::time::Duration::ZERO, |c| c.ttl / 8);
-                    let _ = tokio::time::timeout(grace, &mut running).await;
-                    drop(running);
-                    // Deleted on another node: what this node keeps of it goes too (the system
-                    // layer is this node's; the workspace may have been in use while the other
-                    // node removed it).
-                    if let (Ok(None), Some(agents)) =
-                        (lease_log.store().get_conversation(&id).await, me.upgrade())
-                    {
-                        let _ = tokio::fs::remove_dir_all(&host_workspace).await;
-                        if let Err(e) = agents.sandbox().await.remove_layer(&host_workspace) {
-                            tracing::warn!(conversation = %id, error = %e, "system layer not removed");
-                        }
-                    }
-                    return;
+                    let _ = tokio::time::timeout(cluster.ttl / 8, &mut running).await;
+                    Ran::Lost
                 }
             };
+            drop(running);
+            // From here work handed to this conversation starts a new agent, not this one.
+            presence_after.retire();
             let Some(agents) = me.upgrade() else {
                 return;
             };
-            if ran == Ran::Failed
-                || agents
-                    .shutting_down
-                    .load(std::sync::atomic::Ordering::Acquire)
-            {
+            let shutting_down = agents
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire);
+            if ran != Ran::Released && ran != Ran::Ended && !shutting_down {
+                // Deleted (on another node, say): what this node keeps of it goes too (its
+                // system layer; the workspace may have been in use while it was removed), and
+                // its lease is ended, so that no node takes it up again.
+                let gone = matches!(
+                    tokio::time::timeout(cluster.ttl, lease_log.store().get_conversation(&id))
+                        .await,
+                    Ok(Ok(None))
+                );
+                if gone {
+                    holding.abort();
+                    let _ = cluster.leases.revoke_lease(&id).await;
+                    let _ = tokio::fs::remove_dir_all(&host_workspace).await;
+                    if let Err(e) = agents.sandbox().await.remove_layer(&host_workspace) {
+                        tracing::warn!(conversation = %id, error = %e, "system layer not removed");
+                    }
+                    return;
+                }
+            }
+            if ran == Ran::Failed || shutting_down {
                 // Left to lapse, not released: a node (this one too) takes the conversation
                 // over and resumes it, as after a crash.
                 holding.abort();
                 return;
             }
-            done.cancel();
-            let kept = holding.await.unwrap_or(false);
-            // Work another node stored while this agent was going idle found the lease still
-            // held here, and no agent took it: start one for it.
-            if kept && ran == Ran::Released && waiting_for_agent(&lease_log, &id).await {
+            let kept = if ran == Ran::Lost {
+                false
+            } else {
+                done.cancel();
+                holding.await.unwrap_or(false)
+            };
+            // Work stored while this agent was ending (a message another node took while the
+            // lease was still held here, one that came after a stop asked elsewhere) found no
+            // agent to take it: start one for it, here or wherever the lease now is.
+            if ((kept && ran == Ran::Released) || ran == Ran::Lost)
+                && waiting_for_agent(&lease_log, &id).await
+            {
                 agents.ensure(&id, &[]);
             }
         });
@@ -846,29 +862,48 @@ impl Agents {
         let Some(cluster) = &self.cluster else {
             return here;
         };
-        match cluster.leases.lease_holder(conversation).await {
-            Ok(Some(holder)) if !holder.expired && holder.node != cluster.node => {
-                if let Err(e) = cluster.leases.revoke_lease(conversation).await {
-                    tracing::warn!(%conversation, error = %e, "the lease of the conversation's owner not revoked");
-                    return here;
-                }
-                tracing::info!(%conversation, owner = %holder.node, "stopped the agent another node runs");
-                // Its owner writes nothing more: the state is said here.
-                let stopped = ohd_protocol::NewEvent::observation(
-                    ohd_protocol::Source::Environment,
-                    None,
-                    ohd_protocol::Observation::agent_state_changed(
-                        ohd_protocol::AgentState::Stopped,
-                        "",
-                    ),
-                );
-                if let Err(e) = self.log.append(conversation, stopped).await {
-                    tracing::debug!(%conversation, error = %e, "stopped state not stored");
-                }
-                true
+        let elsewhere = match cluster.leases.lease_holder(conversation).await {
+            Ok(Some(holder)) if !holder.expired && holder.node != cluster.node => Some(holder.node),
+            _ => None,
+        };
+        if let Some(owner) = &elsewhere {
+            // Said as the user's stop, which the owner's agent follows at once (it interrupts
+            // its command), as a stop sent on its own node would be.
+            let stop = ohd_protocol::NewEvent::action(
+                ohd_protocol::Source::User,
+                ohd_protocol::Action::ChangeAgentState(
+                    ohd_protocol::action::ChangeAgentStateArgs {
+                        agent_state: ohd_protocol::AgentState::Stopped,
+                        thought: String::new(),
+                    },
+                ),
+            );
+            if let Err(e) = self.log.append(conversation, stop).await {
+                tracing::debug!(%conversation, error = %e, "the stop not stored");
             }
-            _ => here,
+            tracing::info!(%conversation, %owner, "stopping the agent another node runs");
         }
+        // Any lease not released ends here, whoever held it: the owner elsewhere is fenced out
+        // at once and ends its agent at its next renewal, and a lease left by a node that died
+        // is not taken up again to restart what the user stopped.
+        if let Err(e) = cluster.leases.revoke_lease(conversation).await {
+            tracing::warn!(%conversation, error = %e, "the conversation's lease not revoked");
+        }
+        if elsewhere.is_some() {
+            // The owner may be refused before it says so itself: the state is said here.
+            let stopped = ohd_protocol::NewEvent::observation(
+                ohd_protocol::Source::Environment,
+                None,
+                ohd_protocol::Observation::agent_state_changed(
+                    ohd_protocol::AgentState::Stopped,
+                    "",
+                ),
+            );
+            if let Err(e) = self.log.append(conversation, stopped).await {
+                tracing::debug!(%conversation, error = %e, "stopped state not stored");
+            }
+        }
+        here || elsewhere.is_some()
     }
 
     pub async fn stop_all(&self) {
@@ -909,6 +944,8 @@ enum Ran {
     Ended,
     /// It could not start, or it ended on an error of its own (the store failing, say).
     Failed,
+    /// This node lost the conversation's lease (revoked, or not renewed in time).
+    Lost,
 }
 
 /// Takes the conversation's lease for an agent to start here, with when it was asked for; `None`

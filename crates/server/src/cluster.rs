@@ -202,7 +202,12 @@ pub async fn watch_lapsed_leases(
                     let providers: Vec<String> =
                         match log.store().get_conversation(&conversation).await {
                             Ok(Some(record)) => record.git_provider.into_iter().collect(),
-                            _ => Vec::new(),
+                            // Deleted since: its lease ends, and nothing starts.
+                            Ok(None) => {
+                                let _ = cluster.leases.revoke_lease(&conversation).await;
+                                continue;
+                            }
+                            Err(_) => Vec::new(),
                         };
                     agents.ensure(&conversation, &providers);
                 }

@@ -370,9 +370,9 @@ impl Config {
             ));
         }
         let lease_ttl = Duration::from_millis(file.cluster.lease_ttl_ms.unwrap_or(10_000));
-        if lease_ttl < Duration::from_millis(500) {
+        if lease_ttl < Duration::from_millis(500) || lease_ttl > Duration::from_secs(3600) {
             return Err(ConfigError::Invalid(
-                "cluster.lease_ttl_ms must be at least 500".into(),
+                "cluster.lease_ttl_ms must be between 500 and 3600000".into(),
             ));
         }
         let config_file = overrides
@@ -521,15 +521,16 @@ impl Config {
         match &self.workspaces_dir {
             None => self.data_dir.join("staging"),
             Some(shared) => {
-                // Letters, digits and dashes only: never `.` or `..`, never a separator.
+                // Letters, digits and dashes as they are, anything else as `_` and its code:
+                // never `.` or `..`, never a separator, and two names never share a folder.
                 let node: String = self
                     .node_id()
                     .chars()
                     .map(|c| {
                         if c.is_ascii_alphanumeric() || c == '-' {
-                            c
+                            c.to_string()
                         } else {
-                            '_'
+                            format!("_{:x}", u32::from(c))
                         }
                     })
                     .collect();
@@ -705,7 +706,7 @@ mod tests {
             workspaces_dir: Some(dir.path().join("ws")),
             ..config
         };
-        assert_eq!(shared.staging_dir(), dir.path().join("ws/.staging/__"));
+        assert_eq!(shared.staging_dir(), dir.path().join("ws/.staging/_2e_2e"));
     }
 
     #[test]

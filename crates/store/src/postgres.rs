@@ -515,12 +515,14 @@ impl LeaseStore for PgStore {
         {
             return Ok(None);
         }
-        // Then one statement, atomic by the row lock ON CONFLICT takes. Every grant gets a new
+        // Then one statement, atomic by the row lock ON CONFLICT takes, and only for a
+        // conversation that exists (a deleted one is never taken up again). Every grant gets a new
         // token, the holder's too: an older task of the same node that has not ended yet is
         // fenced out by it, and its release no longer matches.
         let token: Option<i64> = sqlx::query_scalar(
             "INSERT INTO leases AS l (conversation_id, node, token, expires_at) \
-             VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3)) \
+             SELECT $1, $2, 1, clock_timestamp() + make_interval(secs => $3) \
+             WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $1) \
              ON CONFLICT (conversation_id) DO UPDATE SET \
                  token = l.token + 1, \
                  node = EXCLUDED.node, \

@@ -503,9 +503,14 @@ async fn a_released_lease_is_taken_at_once_and_tokens_only_grow() {
         "the same node's earlier grant is fenced too: {err}"
     );
 
-    // Deleting the conversation ends its lease; the token still grows.
+    // Deleting the conversation ends its lease, and a deleted conversation is never leased
+    // again; made again, its token still grows.
     assert!(a.delete_conversation(&conv).await.unwrap());
     assert!(b.lease_holder(&conv).await.unwrap().unwrap().expired);
+    assert_eq!(b.try_acquire_lease(&conv, "b", long).await.unwrap(), None);
+    a.create_conversation(ConversationRecord::new(conv.clone()))
+        .await
+        .unwrap();
     let fence_b2 = b
         .try_acquire_lease(&conv, "b", long)
         .await
