@@ -722,7 +722,8 @@ impl Agents {
             let log = match &cluster {
                 None => log,
                 Some(cluster) => {
-                    let Some((fence, asked)) = take_lease(cluster, &id, &agent_presence).await
+                    let Some((fence, asked)) =
+                        take_lease(cluster, &id, &agent_presence, &token).await
                     else {
                         return;
                     };
@@ -955,9 +956,14 @@ async fn take_lease(
     cluster: &Cluster,
     id: &ConversationId,
     presence: &Presence,
+    stopped: &CancellationToken,
 ) -> Option<(ohd_store::Fence, std::time::Instant)> {
     let mut failures = 0u32;
     loop {
+        // A stop (or the server's shutdown) does not wait for a database that fails.
+        if stopped.is_cancelled() {
+            return None;
+        }
         let asked = std::time::Instant::now();
         match cluster.acquire(id).await {
             Ok(Some(fence)) => return Some((fence, asked)),
@@ -975,7 +981,10 @@ async fn take_lease(
                     tracing::warn!(conversation = %id, error = %e, "the conversation's lease cannot be read; its agent does not start here");
                     return None;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(200 << failures)).await;
+                tokio::select! {
+                    _ = stopped.cancelled() => return None,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200 << failures)) => {}
+                }
             }
         }
     }

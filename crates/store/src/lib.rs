@@ -315,6 +315,15 @@ pub trait LeaseStore: Send + Sync + 'static {
         conversation: &ConversationId,
     ) -> Result<Option<LeaseHolder>, StoreError>;
 
+    /// [`ConversationStore::rename_conversation`], only while `fence` is the conversation's
+    /// current unexpired grant (an old owner's late title is refused as its events are).
+    async fn rename_fenced(
+        &self,
+        conversation: &ConversationId,
+        title: &str,
+        fence: &Fence,
+    ) -> Result<bool, StoreError>;
+
     /// Ends the lease whoever holds it and fences out its holder at once (a new token): a stop
     /// or a delete asked on another node than the owner. The owner sees it at its next renewal.
     async fn revoke_lease(&self, conversation: &ConversationId) -> Result<(), StoreError>;

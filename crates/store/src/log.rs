@@ -79,7 +79,13 @@ impl EventLog {
         conversation: &ConversationId,
         title: &str,
     ) -> Result<bool, StoreError> {
-        let renamed = self.store.rename_conversation(conversation, title).await?;
+        let renamed = match &self.fence {
+            Some(fenced) => {
+                let (leases, fence) = &**fenced;
+                leases.rename_fenced(conversation, title, fence).await?
+            }
+            None => self.store.rename_conversation(conversation, title).await?,
+        };
         if renamed {
             self.notify(conversation, &StatusUpdate::title(conversation, title));
         }

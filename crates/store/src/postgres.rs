@@ -573,6 +573,26 @@ impl LeaseStore for PgStore {
         Ok(released > 0)
     }
 
+    async fn rename_fenced(
+        &self,
+        conversation: &ConversationId,
+        title: &str,
+        fence: &Fence,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        Self::check_fence(&mut tx, conversation, fence).await?;
+        let renamed = sqlx::query(
+            "UPDATE conversations SET title = $1, last_updated_at = clock_timestamp() WHERE id = $2",
+        )
+        .bind(title)
+        .bind(conversation.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(renamed > 0)
+    }
+
     async fn revoke_lease(&self, conversation: &ConversationId) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE leases SET token = token + 1, expires_at = '-infinity' \

@@ -383,6 +383,17 @@ async fn a_lease_is_exclusive_until_it_expires_then_fences_out_its_old_holder() 
         .unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
     assert!(!a.release_lease(&old_a).await.unwrap());
+    // A title goes in only under the current grant, as events do.
+    let err = a
+        .rename_fenced(&conv, "old owner's title", &old_a)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(a.rename_fenced(&conv, "owner's title", &fence_a).await.unwrap());
+    assert_eq!(
+        b.get_conversation(&conv).await.unwrap().unwrap().title,
+        "owner's title"
+    );
     let holder = b.lease_holder(&conv).await.unwrap().unwrap();
     assert_eq!(
         (holder.node.as_str(), holder.token, holder.expired),

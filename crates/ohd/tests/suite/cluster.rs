@@ -836,7 +836,12 @@ async fn cluster_a_stop_asked_on_another_node_ends_the_owners_agent_and_its_proc
     // A message after the stop is answered, by a new agent on whichever node takes it.
     client.send(&user_message("and now?")).await;
     let events = client.until_state(&["finished"]).await;
-    assert_eq!(by_kind(&events, "action", "finish").len(), 1, "{:?}", summary(&events));
+    assert_eq!(
+        by_kind(&events, "action", "finish").len(),
+        1,
+        "{:?}",
+        summary(&events)
+    );
 }
 
 #[tokio::test]

@@ -932,6 +932,15 @@ async function saveSettings(event) {
 async function forgetKey() {
   if (!loadedSettings.ok) return;
   await postSettings({ llm_api_key: "" }, "The saved API key is forgotten.");
+  // A key from ohd's configuration (LLM_API_KEY) is not the page's to forget: say it still applies.
+  try {
+    const after = await api("/api/settings");
+    if (after?.llm_api_key_set) {
+      notice("info", "The saved API key is forgotten; the key in ohd's configuration (LLM_API_KEY) still applies.", "settings");
+    }
+  } catch {
+    // Nothing more to say.
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
