@@ -1008,8 +1008,11 @@ async fn listen(
         let next = match listener.try_recv().await {
             Ok(Some(notification)) => shared.hear(&notification),
             Ok(None) => {
-                // sqlx has reconnected and listens again; what was sent meanwhile is lost.
-                tracing::warn!("lost the PostgreSQL LISTEN connection");
+                // sqlx would listen again only at the next notification; reconnecting here
+                // makes the catch-up come after listening is back, not before.
+                tracing::warn!("lost the PostgreSQL LISTEN connection; reconnecting");
+                drop(listener);
+                listener = reconnect(&options).await;
                 tracing::info!("PostgreSQL LISTEN connection is back; catching up");
                 Some(Heard::Reconnected)
             }
