@@ -389,7 +389,11 @@ async fn a_lease_is_exclusive_until_it_expires_then_fences_out_its_old_holder() 
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
-    assert!(a.rename_fenced(&conv, "owner's title", &fence_a).await.unwrap());
+    assert!(
+        a.rename_fenced(&conv, "owner's title", &fence_a)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         b.get_conversation(&conv).await.unwrap().unwrap().title,
         "owner's title"
