@@ -257,21 +257,13 @@ impl Presence {
     /// The agent's side: true when it may end; false when it was poked (it then waits again,
     /// and its log follower brings the new work).
     fn try_release(&self) -> bool {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        use std::sync::atomic::Ordering::{Acquire, Release};
         if self.clients.load(Acquire) > 0 || self.watched_elsewhere.load(Acquire) {
             self.state.store(ACTIVE, Release);
             return false;
         }
-        match self
-            .state
-            .compare_exchange(ACTIVE, RELEASING, AcqRel, Acquire)
-        {
-            Ok(_) => true,
-            Err(_) => {
-                self.state.store(ACTIVE, Release);
-                false
-            }
-        }
+        // Unwatched, it ends as an agent that another node runs steps aside: only if not poked.
+        self.step_aside()
     }
 }
 

@@ -1016,65 +1016,57 @@ async fn run_agent(start: AgentStart) -> Ran {
         workspace,
         shell_env,
         sandbox,
-        presence: agent_presence,
+        presence,
         slots,
         secret_names,
         tokens_for_clone,
         staging,
         settings,
-        cancel: token,
+        cancel,
     } = start;
-    {
-        {
-            let sandbox = sandbox.get().await;
-            // A stop or a delete does not wait for a clone.
-            let repository = tokio::select! {
-                repository = prepare_repository(
-                    &log,
-                    &id,
-                    &workspace,
-                    &sandbox,
-                    tokens_for_clone,
-                    &staging,
-                ) => repository,
-                _ = token.cancelled() => return Ran::Ended,
-            };
-            let ctx = AgentContext {
-                conversation: id.clone(),
-                log,
-                workspace,
-                env: shell_env,
-                sandbox,
-                presence: agent_presence,
-                places: slots,
-                secret_names,
-                repository,
-                latest_settings: Some(latest_settings),
-            };
-            let released = ctx.presence.clone();
-            let stopped = token.clone();
-            match Agent::start(ctx, settings, token).await {
-                Ok(agent) => {
-                    agent.run().await;
-                    // An agent released for being idle freed its history: give it back.
-                    if released.is_released() {
-                        let _ =
-                            tokio::task::spawn_blocking(crate::listener::give_back_freed_memory)
-                                .await;
-                        return Ran::Released;
-                    }
-                    // An agent ends when it is stopped or released; otherwise it failed.
-                    if stopped.is_cancelled() {
-                        Ran::Ended
-                    } else {
-                        Ran::Failed
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(conversation = %id, error = %e, "agent did not start");
-                    Ran::Failed
-                }
+    let sandbox = sandbox.get().await;
+    // A stop or a delete does not wait for a clone.
+    let repository = tokio::select! {
+        repository = prepare_repository(
+            &log,
+            &id,
+            &workspace,
+            &sandbox,
+            tokens_for_clone,
+            &staging,
+        ) => repository,
+        _ = cancel.cancelled() => return Ran::Ended,
+    };
+    let ctx = AgentContext {
+        conversation: id.clone(),
+        log,
+        workspace,
+        env: shell_env,
+        sandbox,
+        presence: presence.clone(),
+        places: slots,
+        secret_names,
+        repository,
+        latest_settings: Some(latest_settings),
+    };
+    match Agent::start(ctx, settings, cancel.clone()).await {
+        Ok(agent) => {
+            agent.run().await;
+            // An agent released for being idle freed its history: give it back.
+            if presence.is_released() {
+                let _ = tokio::task::spawn_blocking(crate::listener::give_back_freed_memory).await;
+                return Ran::Released;
             }
+            // An agent ends when it is stopped or released; otherwise it failed.
+            if cancel.is_cancelled() {
+                Ran::Ended
+            } else {
+                Ran::Failed
+            }
+        }
+        Err(e) => {
+            tracing::error!(conversation = %id, error = %e, "agent did not start");
+            Ran::Failed
         }
     }
 }

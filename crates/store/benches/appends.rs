@@ -10,14 +10,11 @@
 
 use ohd_protocol::action::MessageArgs;
 use ohd_protocol::{Action, ConversationId, NewEvent, Source};
-use ohd_store::postgres::PgStore;
 use ohd_store::sqlite::{Durability, SqliteStore};
-use ohd_store::{ConversationRecord, ConversationStore, EventStore, Store};
-use sqlx::{Connection, Executor, PgConnection};
+use ohd_store::testing::TestDatabase;
+use ohd_store::{ConversationRecord, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 fn message(i: u64) -> NewEvent {
     NewEvent::action(
@@ -84,20 +81,11 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(5),
     );
-    let server = std::env::var("OHD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let name = format!("ohd_bench_{}", ConversationId::generate());
-    let mut admin = PgConnection::connect(&server).await.expect("PostgreSQL");
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .await
-        .unwrap();
-    let (scheme, rest) = server.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap();
-    let pg: Arc<dyn Store> = Arc::new(
-        PgStore::connect(&format!("{scheme}://{authority}/{name}"))
-            .await
-            .unwrap(),
-    );
+    let Some(db) = TestDatabase::create().await else {
+        eprintln!("appends: this benchmark compares with PostgreSQL, and there is none");
+        std::process::exit(1);
+    };
+    let pg: Arc<dyn Store> = Arc::new(db.store().await);
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("ohd.db"), Durability::Normal)
@@ -123,10 +111,6 @@ async fn main() {
             p.p99_us,
         );
     }
+    // Its connections go before the database is dropped with `db`.
     drop(pg);
-    let _ = admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .await;
 }

@@ -19,6 +19,8 @@ mod log;
 mod notifier;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use follow::{Followed, Follower};
 pub use log::EventLog;
@@ -127,6 +129,11 @@ pub enum StoreError {
         conversation: ConversationId,
         reason: String,
     },
+}
+
+/// A count or id as SQL's BIGINT (both databases' integers), saturating.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Gives `events` the ids from `first` on and the timestamp `at`, and encodes each as the JSON

@@ -38,6 +38,7 @@
 use crate::{
     ConversationList, ConversationRecord, ConversationStore, DocumentStore, EventPage, EventStore,
     Fence, LeaseHolder, LeaseStore, LocalNotifier, LogItem, Notifier, StoreError, StoredEvent,
+    to_i64,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -83,10 +84,6 @@ fn unreachable(e: &sqlx::Error) -> bool {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
     )
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn stored(row: &PgRow) -> Result<StoredEvent, StoreError> {

@@ -7,7 +7,7 @@
 
 use crate::{
     ConversationList, ConversationRecord, ConversationStore, EventPage, EventStore, StoreError,
-    StoredEvent,
+    StoredEvent, to_i64,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -108,10 +108,6 @@ fn stored(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         EventId(u64::try_from(id).unwrap_or_default()),
         json,
     ))
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

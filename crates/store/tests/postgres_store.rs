@@ -14,41 +14,18 @@ use async_trait::async_trait;
 use common::{Backend, message, open_with_conversation};
 use ohd_protocol::{ConversationId, EventId};
 use ohd_store::postgres::{PgNotifier, PgNotifierConfig, PgStore};
+use ohd_store::testing::{TestDatabase, with_database};
 use ohd_store::{
     ConversationRecord, ConversationStore, DocumentStore, EventLog, EventStore, Followed, Follower,
     LeaseStore, LogItem, Notifier, Store, StoreError,
 };
-use sqlx::{Connection, Executor, PgConnection, Row};
+use sqlx::{Executor, Row};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// How long anything that should arrive may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A database of the test's own, dropped (with whatever is still connected) when it is, with
-/// the roles made for it.
-struct TestDatabase {
-    server_url: String,
-    name: String,
-    url: String,
-    roles: std::sync::Mutex<Vec<String>>,
-}
-
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match query {
-        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
-        None => format!("{scheme}://{authority}/{name}"),
-    }
-}
 
 /// `url` with its user replaced by `user` (the password, if any, kept).
 fn with_user(url: &str, user: &str) -> String {
@@ -60,42 +37,18 @@ fn with_user(url: &str, user: &str) -> String {
     }
 }
 
-impl TestDatabase {
-    /// `None` (after saying so) when there is no server to test against.
-    async fn create() -> Option<TestDatabase> {
-        let server_url =
-            std::env::var("OHD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&server_url)).await;
-        let mut admin = match connected {
-            Ok(Ok(admin)) => admin,
-            Ok(Err(e)) if std::env::var_os("CI").is_some() => {
-                panic!("no PostgreSQL at {server_url} ({e}), and CI is set: these tests must run")
-            }
-            Err(_) if std::env::var_os("CI").is_some() => {
-                panic!(
-                    "no PostgreSQL at {server_url} (timed out), and CI is set: these tests must run"
-                )
-            }
-            _ => {
-                eprintln!("skipped: no PostgreSQL at {server_url}");
-                return None;
-            }
-        };
-        let name = format!("ohd_t_{}", ConversationId::generate());
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .await
-            .unwrap();
-        let url = with_database(&server_url, &name);
-        Some(TestDatabase {
-            server_url,
-            name,
-            url,
-            roles: std::sync::Mutex::new(Vec::new()),
-        })
-    }
+/// What these tests do with their database besides making and dropping it.
+#[allow(async_fn_in_trait)]
+trait TestDatabaseExt {
+    async fn url_as_new_role(&self, suffix: &str) -> String;
+    async fn node(&self, name: &str, check_every: Duration) -> Node;
+    async fn node_at(&self, url: &str, name: &str, check_every: Duration) -> Node;
+    async fn allow_logins(&self, suffix: &str, allow: bool);
+    async fn kill_listener(&self, node: &str) -> usize;
+    async fn listener_pids(&self, node: &str) -> Vec<i32>;
+}
 
+impl TestDatabaseExt for TestDatabase {
     /// The URL of this database as a new superuser role of its own, whose logins
     /// [`TestDatabase::allow_logins`] can stop without stopping anyone else's.
     async fn url_as_new_role(&self, suffix: &str) -> String {
@@ -114,16 +67,8 @@ impl TestDatabase {
             )))
             .await
             .unwrap();
-        self.roles.lock().unwrap().push(role.clone());
+        self.drop_role_afterwards(role.clone());
         with_user(&self.url, &role)
-    }
-
-    async fn admin(&self) -> PgConnection {
-        PgConnection::connect(&self.server_url).await.unwrap()
-    }
-
-    async fn store(&self) -> PgStore {
-        PgStore::connect(&self.url).await.unwrap()
     }
 
     /// A node: its own store (pool) and notifier, as a separate process would have.
@@ -182,39 +127,6 @@ impl TestDatabase {
             .iter()
             .map(|row| row.get::<i32, _>(0))
             .collect()
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Best effort, and on a thread of its own: drop cannot wait on the test's runtime.
-        let (server_url, name) = (self.server_url.clone(), self.name.clone());
-        let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|p| p.into_inner()));
-        let dropped = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&server_url).await {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .await;
-                    for role in roles {
-                        let _ = admin
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP ROLE IF EXISTS \"{role}\""
-                            )))
-                            .await;
-                    }
-                }
-            });
-        });
-        let _ = dropped.join();
     }
 }
 
@@ -306,7 +218,7 @@ fn urls_get_another_database_or_user() {
 #[test]
 fn connecting_and_starting_a_notifier_can_run_on_any_runtime_thread() {
     fn send<T: Send>(_: T) {}
-    send(PgStore::connect(DEFAULT_URL));
+    send(PgStore::connect("postgres://postgres@127.0.0.1:5432/test"));
     let _ = |store: PgStore| send(PgNotifier::start(store, PgNotifierConfig::new("n", 1)));
 }
 

@@ -4,105 +4,26 @@
 //! restarted under load catches up.
 //!
 //! The database server is `OHD_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
-//! each test makes a database of its own. Without a server the tests are skipped, except under
-//! CI, where they fail.
+//! each test makes a database of its own (`ohd_store::testing`). Without a server the tests are
+//! skipped, except under CI, where they fail.
 
 use crate::common::*;
 use ohd_protocol::ConversationId;
 use ohd_scripted_llm::{Script, ScriptedLlmHandle, Turn};
 use ohd_store::LeaseStore;
 use ohd_store::postgres::PgStore;
+use ohd_store::testing::TestDatabase;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Short, so that the tests of a lapse are quick; the nodes renew every third of it.
 const LEASE_TTL_MS: u64 = 2000;
 /// For the tests that are not about a lapse: long, so that a busy machine's late heartbeat
 /// never hands a conversation over in the middle of them.
 const STEADY_TTL_MS: u64 = 10_000;
-
-/// A database of the test's own, dropped with whatever is still connected when the test ends.
-pub(crate) struct TestDatabase {
-    server_url: String,
-    name: String,
-    pub url: String,
-}
-
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{name}")
-}
-
-impl TestDatabase {
-    /// `None` (after saying so) when there is no server to test against, outside CI.
-    pub(crate) async fn create(test: &str) -> Option<TestDatabase> {
-        let server_url =
-            std::env::var("OHD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&server_url)).await;
-        let mut admin = match connected {
-            Ok(Ok(admin)) => admin,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                let ci =
-                    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-                assert!(!ci, "{test}: no PostgreSQL at {server_url} ({why})");
-                eprintln!("skipping {test}: no PostgreSQL at {server_url} ({why})");
-                return None;
-            }
-        };
-        let name = format!("ohd_c_{}", ConversationId::generate());
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .await
-            .unwrap();
-        let url = with_database(&server_url, &name);
-        Some(TestDatabase {
-            server_url,
-            name,
-            url,
-        })
-    }
-
-    pub(crate) async fn store(&self) -> PgStore {
-        PgStore::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // On a thread of its own: drop cannot wait on the test's runtime.
-        let (server_url, name) = (self.server_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&server_url).await {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// A TCP forwarder between a node and PostgreSQL that the test can cut, as a network partition
 /// would: open connections are dropped, new ones are accepted and left hanging until restored.
@@ -299,7 +220,7 @@ async fn scripted(turns: Vec<Turn>) -> (ScriptedLlmHandle, Options) {
 
 #[tokio::test]
 async fn cluster_clients_on_three_nodes_see_identical_streams() {
-    let Some(db) = TestDatabase::create("three nodes, one conversation").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, options) = scripted(vec![
@@ -338,7 +259,7 @@ async fn cluster_clients_on_three_nodes_see_identical_streams() {
 
 #[tokio::test]
 async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds() {
-    let Some(db) = TestDatabase::create("kill -9 of the owner").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (llm, mut options) = scripted(vec![
@@ -435,7 +356,7 @@ async fn cluster_kill_9_of_the_owner_hands_the_conversation_over_within_seconds(
 
 #[tokio::test]
 async fn cluster_a_node_cut_off_from_the_database_stops_its_agent_before_its_lease_lapses() {
-    let Some(db) = TestDatabase::create("a node cut off from the database").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, options) = scripted(vec![
@@ -511,7 +432,7 @@ async fn cluster_a_node_cut_off_from_the_database_stops_its_agent_before_its_lea
 
 #[tokio::test]
 async fn cluster_a_node_restarted_under_load_catches_up() {
-    let Some(db) = TestDatabase::create("a node restarted under load").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     // Event relay only: the load is clients' messages.
@@ -638,7 +559,7 @@ async fn cluster_behind_nginx_socket_io_client_works_over_websocket_and_long_pol
     let Some(nginx) = nginx_or_skip("three nodes behind nginx") else {
         return;
     };
-    let Some(db) = TestDatabase::create("three nodes behind nginx").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, options) = scripted(vec![
@@ -770,7 +691,7 @@ fn processes_with(word: &str) -> usize {
 
 #[tokio::test]
 async fn cluster_a_stop_asked_on_another_node_ends_the_owners_agent_and_its_processes() {
-    let Some(db) = TestDatabase::create("a stop on another node").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     // A background process and a foreground one: both must end with the stop.
@@ -846,7 +767,7 @@ async fn cluster_a_stop_asked_on_another_node_ends_the_owners_agent_and_its_proc
 
 #[tokio::test]
 async fn cluster_an_owner_paused_past_its_lease_is_fenced_out_when_it_wakes() {
-    let Some(db) = TestDatabase::create("a paused owner").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, options) = scripted(vec![
@@ -917,7 +838,7 @@ async fn cluster_an_owner_paused_past_its_lease_is_fenced_out_when_it_wakes() {
 
 #[tokio::test]
 async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_layer() {
-    let Some(db) = TestDatabase::create("a delete on another node").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, options) = scripted(vec![bash("echo in-the-layer > /tmp/mark; sleep 95.25")]).await;
@@ -978,7 +899,7 @@ async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_la
 
 #[tokio::test]
 async fn cluster_an_agent_someone_watches_from_another_node_is_not_released_for_being_idle() {
-    let Some(db) = TestDatabase::create("watched from another node").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let (_llm, mut options) =
@@ -1024,7 +945,7 @@ async fn cluster_an_agent_someone_watches_from_another_node_is_not_released_for_
 
 #[tokio::test]
 async fn cluster_providers_named_on_another_node_reach_the_owners_shell() {
-    let Some(db) = TestDatabase::create("providers named on another node").await else {
+    let Some(db) = TestDatabase::create().await else {
         return;
     };
     let token = "glpat_cluster_token_4567";
