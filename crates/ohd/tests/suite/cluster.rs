@@ -214,6 +214,47 @@ fn assert_dense(ids: &[u64], what: &str) {
     }
 }
 
+/// Joins `conversation` on `node`, sends `text`, and waits for the agent's command that
+/// `command` picks (any, if `None`); returns the client and the command's event id.
+async fn task_until_run(
+    node: &Ohd,
+    conversation: &str,
+    text: &str,
+    command: Option<&str>,
+) -> (RawClient, u64) {
+    let mut client = joined(node, conversation, "-1").await;
+    client.until_ready().await;
+    client.send(&user_message(text)).await;
+    loop {
+        let e = client.next_event().await.expect("no run");
+        if e["action"] == "run" && command.is_none_or(|c| e["args"]["command"] == c) {
+            return (client, e["id"].as_u64().unwrap());
+        }
+    }
+}
+
+/// The command `run_id`, cut off by its owner's loss, is answered once, by the next owner's
+/// error, and nothing the old owner's command printed late is stored; ids stay dense.
+fn assert_cut_off_once(events: &[Value], run_id: u64, what: &str) {
+    let answers: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["cause"].as_u64() == Some(run_id))
+        .collect();
+    assert_eq!(answers.len(), 1, "{:?}", summary(events));
+    assert_eq!(
+        answers[0]["extras"]["error_id"],
+        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["observation"] == "run" && e["content"].to_string().contains("late-output")),
+        "{:?}",
+        summary(events)
+    );
+    assert_dense(&ids(events), what);
+}
+
 async fn scripted(turns: Vec<Turn>) -> (ScriptedLlmHandle, Options) {
     scripted_llm(Script::new(turns)).await
 }
@@ -373,15 +414,8 @@ async fn cluster_a_node_cut_off_from_the_database_stops_its_agent_before_its_lea
     let conversation = nodes.node(cut_node).create_conversation().await;
     let (owner, token) = nodes.owner(&store, &conversation, 0).await;
     assert_eq!(owner, cut_node);
-    let mut client = joined(nodes.node(0), &conversation, "-1").await;
-    client.until_ready().await;
-    client.send(&user_message("a long task")).await;
-    let run_id = loop {
-        let e = client.next_event().await.expect("no run");
-        if e["action"] == "run" {
-            break e["id"].as_u64().unwrap();
-        }
-    };
+    let (mut client, run_id) =
+        task_until_run(nodes.node(0), &conversation, "a long task", None).await;
     partition.set_cut(true);
     let (next_owner, next_token) = nodes.owner(&store, &conversation, token).await;
     assert_ne!(next_owner, cut_node);
@@ -411,23 +445,7 @@ async fn cluster_a_node_cut_off_from_the_database_stops_its_agent_before_its_lea
         eprintln!("cut-off node: {line}");
     }
     let events = nodes.node(0).events(&conversation).await;
-    let answers: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["cause"].as_u64() == Some(run_id))
-        .collect();
-    assert_eq!(answers.len(), 1, "{:?}", summary(&events));
-    assert_eq!(
-        answers[0]["extras"]["error_id"],
-        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|e| e["observation"] == "run" && e["content"].to_string().contains("late-output")),
-        "{:?}",
-        summary(&events)
-    );
-    assert_dense(&ids(&events), "after the partition");
+    assert_cut_off_once(&events, run_id, "after the partition");
 }
 
 #[tokio::test]
@@ -706,15 +724,13 @@ async fn cluster_a_stop_asked_on_another_node_ends_the_owners_agent_and_its_proc
     let conversation = nodes.node(0).create_conversation().await;
     let (owner, _) = nodes.owner(&store, &conversation, 0).await;
     let other = 1 - owner;
-    let mut client = joined(nodes.node(other), &conversation, "-1").await;
-    client.until_ready().await;
-    client.send(&user_message("start things")).await;
-    loop {
-        let e = client.next_event().await.expect("no second run");
-        if e["action"] == "run" && e["args"]["command"] == "sleep 96.25" {
-            break;
-        }
-    }
+    let (mut client, _) = task_until_run(
+        nodes.node(other),
+        &conversation,
+        "start things",
+        Some("sleep 96.25"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         processes_with("97.25"),
@@ -780,15 +796,8 @@ async fn cluster_an_owner_paused_past_its_lease_is_fenced_out_when_it_wakes() {
     let conversation = nodes.node(0).create_conversation().await;
     let (owner, token) = nodes.owner(&store, &conversation, 0).await;
     let other = 1 - owner;
-    let mut client = joined(nodes.node(other), &conversation, "-1").await;
-    client.until_ready().await;
-    client.send(&user_message("a task")).await;
-    let run_id = loop {
-        let e = client.next_event().await.expect("no run");
-        if e["action"] == "run" {
-            break e["id"].as_u64().unwrap();
-        }
-    };
+    let (mut client, run_id) =
+        task_until_run(nodes.node(other), &conversation, "a task", None).await;
     // Paused (SIGSTOP) while its command runs on: the lease lapses and the other node takes over.
     let pid = nodes.node(owner).pid().to_string();
     std::process::Command::new("kill")
@@ -817,23 +826,7 @@ async fn cluster_an_owner_paused_past_its_lease_is_fenced_out_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = nodes.node(other).events(&conversation).await;
-    let answers: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["cause"].as_u64() == Some(run_id))
-        .collect();
-    assert_eq!(answers.len(), 1, "{:?}", summary(&events));
-    assert_eq!(
-        answers[0]["extras"]["error_id"],
-        "AGENT_ERROR$ERROR_ACTION_NOT_EXECUTED_ERROR"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|e| e["observation"] == "run" && e["content"].to_string().contains("late-output")),
-        "{:?}",
-        summary(&events)
-    );
-    assert_dense(&ids(&events), "after the pause");
+    assert_cut_off_once(&events, run_id, "after the pause");
 }
 
 #[tokio::test]
@@ -847,15 +840,7 @@ async fn cluster_a_delete_asked_on_another_node_ends_the_owners_agent_and_its_la
     let conversation = nodes.node(0).create_conversation().await;
     let (owner, _) = nodes.owner(&store, &conversation, 0).await;
     let other = 1 - owner;
-    let mut client = joined(nodes.node(other), &conversation, "-1").await;
-    client.until_ready().await;
-    client.send(&user_message("start")).await;
-    loop {
-        let e = client.next_event().await.expect("no run");
-        if e["action"] == "run" {
-            break;
-        }
-    }
+    let (_client, _) = task_until_run(nodes.node(other), &conversation, "start", None).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while processes_with("95.25") == 0 {
         assert!(Instant::now() < deadline, "the command never ran");
