@@ -846,20 +846,7 @@ impl Agents {
     /// several nodes, an agent another node runs is stopped too: its lease is revoked, which
     /// fences it out at once and ends it at its owner's next renewal.
     pub async fn stop(&self, conversation: &ConversationId) -> bool {
-        let removed = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(conversation);
-        let here = match removed {
-            Some(running) => {
-                let was_running = !running.task.is_finished();
-                running.cancel.cancel();
-                let _ = running.task.await;
-                was_running
-            }
-            None => false,
-        };
+        let here = self.stop_here(conversation).await;
         let Some(cluster) = &self.cluster else {
             return here;
         };
@@ -905,6 +892,25 @@ impl Agents {
             }
         }
         here || elsewhere.is_some()
+    }
+
+    /// Stops the conversation's agent on this node, if one runs here, and waits for its shell
+    /// to end; says whether one ran.
+    pub async fn stop_here(&self, conversation: &ConversationId) -> bool {
+        let removed = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(conversation);
+        match removed {
+            Some(running) => {
+                let was_running = !running.task.is_finished();
+                running.cancel.cancel();
+                let _ = running.task.await;
+                was_running
+            }
+            None => false,
+        }
     }
 
     pub async fn stop_all(&self) {

@@ -150,7 +150,10 @@ impl Conversations {
     }
 
     pub async fn delete(&self, id: &ConversationId) -> Result<bool, ApiError> {
-        self.agents.stop(id).await;
+        self.agents.stop_here(id).await;
+        // Deleting ends the conversation's lease too: an owner on another node is fenced out,
+        // stops its agent, and, finding the conversation gone, removes what it keeps of it.
+        // (Stopping it first would let it see the stop before the conversation is gone.)
         let deleted = self.log.store().delete_conversation(id).await?;
         if deleted {
             self.agents.forget(id);
